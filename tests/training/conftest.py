@@ -1,0 +1,52 @@
+"""Small real plants and a small real trained model, built once per session (seconds, not minutes)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.data import Dataset
+from training.synthetic import Plant, PlantConfig
+from training.train import TrainConfig
+
+torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine
+
+TRAINED_ROWS = 20_000
+SMALL_CONFIG = TrainConfig(
+    hidden=(32, 6), max_epochs=30, patience=6, batch_size=128, threads=1, progress=False
+)
+
+
+@pytest.fixture(scope="session")
+def small_plant() -> Plant:
+    # Fast process dynamics, so that 3 000 calibration rows hold many independent plant states: a quantile
+    # from a few hundred autocorrelated rows varies by a factor of 2-3 between stretches of the same run.
+    return Plant(
+        PlantConfig(n_sensors=40, n_latent=4, n_stations=5, mean_dwell_rows=60, ar_coefficient=0.9),
+        plant_seed=11,
+    )
+
+
+def as_dataset(plant: Plant, run, source: Path | None = None) -> Dataset:
+    return Dataset(run.values, plant.sensor_names, labels=run.labels, source=source or Path("<memory>"))
+
+
+@pytest.fixture(scope="session")
+def small_config() -> TrainConfig:
+    return SMALL_CONFIG
+
+
+@pytest.fixture(scope="session")
+def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) -> Path:
+    """A real training run on 20 000 readings of the small plant (10 % labelled faults)."""
+    directory = tmp_path_factory.mktemp("data")
+    from training.synthetic import write_run
+    from training.train import train
+
+    run = small_plant.simulate(TRAINED_ROWS, seed=1, anomaly_rate=0.1)
+    paths = write_run(small_plant, run, directory, formats=("npz",))
+    data = Dataset(run.values, small_plant.sensor_names, labels=run.labels, source=paths["npz"])
+    return train(data, tmp_path_factory.mktemp("model"), replace(SMALL_CONFIG, target_fpr=0.02))

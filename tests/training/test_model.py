@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.model import (
+    AnomalyScorer,
+    Autoencoder,
+    count_trainable_parameters,
+    l2_penalty,
+    regularised_loss,
+    weight_matrices,
+)
+
+
+def test_default_architecture_is_the_seeds() -> None:
+    model = Autoencoder(1000)
+    assert count_trainable_parameters(model) == 1_058_824
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (1000, 512),
+        (512, 32),
+        (32, 512),
+        (512, 1000),
+    ]
+    # ReLU after every layer but the last: the output is linear
+    assert isinstance(model.encoder[-1], torch.nn.ReLU)
+    assert isinstance(model.decoder[-1], torch.nn.Linear)
+
+
+@pytest.mark.parametrize(("n", "hidden"), [(38, (16, 4)), (2400, (256, 16, 8))])
+def test_sizes_follow_data_and_config(n: int, hidden: tuple[int, ...]) -> None:
+    model = Autoencoder(n, hidden)
+    assert model(torch.zeros(3, n)).shape == (3, n)
+    widths = [n, *hidden, *reversed(hidden[:-1]), n]
+    expected = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    assert count_trainable_parameters(model) == expected
+
+
+def test_invalid_sizes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="invalid autoencoder sizes"):
+        Autoencoder(10, (0,))
+
+
+def test_loss_gradient_is_mse_gradient_plus_two_lambda_w() -> None:
+    """Equation 10 taken literally: d/dW (MSE + λΣ‖W‖²) = dMSE/dW + 2λW, biases unpenalised."""
+    torch.manual_seed(0)
+    model = Autoencoder(20, (8, 3)).double()
+    x = torch.randn(16, 20, dtype=torch.float64)
+    lam = 0.37
+
+    total, _ = regularised_loss(model, x, model(x), lam)
+    total_grads = torch.autograd.grad(total, list(model.parameters()))
+    mse_only, _ = regularised_loss(model, x, model(x), 0.0)
+    mse_grads = torch.autograd.grad(mse_only, list(model.parameters()))
+
+    weights = {id(w) for w in weight_matrices(model)}
+    for p, g_total, g_mse in zip(model.parameters(), total_grads, mse_grads, strict=True):
+        expected = g_mse + 2 * lam * p if id(p) in weights else g_mse
+        torch.testing.assert_close(g_total, expected)
+    with torch.no_grad():
+        penalty = l2_penalty(model).item()
+    assert penalty == pytest.approx(sum(float((w**2).sum()) for w in weight_matrices(model)))
+
+
+def test_scorer_score_is_mean_of_sensor_errors_and_uses_standardisation() -> None:
+    torch.manual_seed(1)
+    ae = Autoencoder(5, (4, 2))
+    mean, scale = torch.tensor([1.0, 2, 3, 4, 5]), torch.tensor([2.0, 2, 2, 2, 2])
+    scorer = AnomalyScorer(ae, mean, scale, residual_scale=torch.full((5,), 0.5))
+    raw = torch.randn(7, 5) * 3 + 2
+    score, errors = scorer(raw)
+    z = (raw - mean) / scale
+    expected = ((ae(z) - z) / 0.5) ** 2
+    torch.testing.assert_close(errors, expected)
+    torch.testing.assert_close(score, expected.mean(dim=1))
+
+
+def test_residual_scale_is_rms_with_a_floor() -> None:
+    scorer = AnomalyScorer(Autoencoder(3, (2,)), torch.zeros(3), torch.ones(3))
+    residuals = torch.tensor([[0.3, 0.0, -2.0], [-0.3, 0.0, 2.0]])
+    scorer.set_residual_scale(residuals)
+    torch.testing.assert_close(scorer.residual_scale, torch.tensor([0.3, 0.01, 2.0]))

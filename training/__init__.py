@@ -1,0 +1,1 @@
+"""Offline side: synthetic plant, data loading, autoencoder training, threshold calibration, evaluation."""
