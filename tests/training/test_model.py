@@ -60,7 +60,8 @@ def test_loss_gradient_is_mse_gradient_plus_two_lambda_w() -> None:
         torch.testing.assert_close(g_total, expected)
     with torch.no_grad():
         penalty = l2_penalty(model).item()
-    assert penalty == pytest.approx(sum(float((w**2).sum()) for w in weight_matrices(model)))
+        expected_penalty = sum(float((w**2).sum()) for w in weight_matrices(model))
+    assert penalty == pytest.approx(expected_penalty)
 
 
 def test_scorer_score_is_mean_of_sensor_errors_and_uses_standardisation() -> None:
