@@ -31,7 +31,8 @@ def evaluate(
     impute: bool = False,
 ) -> dict[str, Any]:
     trained = load_trained(model_dir)
-    data = align_sensors(load_dataset(data_path, impute=impute), trained.sensor_names)
+    raw = load_dataset(data_path, impute=impute)
+    data = align_sensors(raw, trained.sensor_names)
     fault_kinds = None
     if labels_path is not None:
         labels, fault_kinds = load_labels(labels_path, data.n_rows)
@@ -41,14 +42,11 @@ def evaluate(
         raise DataError(f"{data_path}: no labels: give --labels FILE or a 'label' column in the data")
     fault_sensors = None
     if fault_sensors_path is not None:
-        fault_sensors = load_fault_sensors(fault_sensors_path, data.n_rows, data.n_sensors)
-        if (
-            sorted(trained.sensor_names) != list(trained.sensor_names)
-            and data.sensor_names != trained.sensor_names
-        ):
-            raise DataError(
-                "fault-sensor indices refer to the data's column order, which differs from the model's"
-            )
+        # indices refer to the data file's columns; translate them to the model's column order
+        in_file = load_fault_sensors(fault_sensors_path, data.n_rows, data.n_sensors)
+        model_index = {name: j for j, name in enumerate(trained.sensor_names)}
+        to_model = [model_index[name] for name in raw.sensor_names]
+        fault_sensors = {r: sorted(to_model[j] for j in sensors) for r, sensors in in_file.items()}
 
     started = time.perf_counter()
     ae_scores, ae_errors = score_in_batches(trained.scorer, data.values)

@@ -127,3 +127,27 @@ def test_constant_sensor_warns_or_refuses(small_plant, tmp_path, small_config, c
     assert summary["constant_sensors"] == [small_plant.sensor_names[3]]
     trained = load_trained(out)
     assert torch.isfinite(trained.scorer(torch.from_numpy(values[:10]))[0]).all()
+
+
+def test_evaluate_translates_fault_sensors_of_reordered_columns(
+    trained_small: Path, small_plant, tmp_path
+) -> None:
+    """A file whose columns are in another order than the model's: ranking metrics must not change."""
+    import pandas as pd
+
+    from training.evaluate import evaluate
+
+    run = small_plant.simulate(1500, seed=21, anomaly_rate=0.1)
+    names = list(small_plant.sensor_names)
+    order = names[::-1]
+    fault = {str(r): s for r, s in run.fault_sensors.items()}
+    reversed_fault = {r: [len(names) - 1 - j for j in s] for r, s in fault.items()}
+    frame = pd.DataFrame(run.values, columns=names).assign(label=run.labels)
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame[[*order, "label"]].to_csv(tmp_path / "b.csv", index=False)
+    (tmp_path / "fa.json").write_text(json.dumps(fault))
+    (tmp_path / "fb.json").write_text(json.dumps(reversed_fault))
+    a = evaluate(trained_small, tmp_path / "a.csv", fault_sensors_path=tmp_path / "fa.json")
+    b = evaluate(trained_small, tmp_path / "b.csv", fault_sensors_path=tmp_path / "fb.json")
+    assert a["autoencoder"]["ranking"] == b["autoencoder"]["ranking"]
+    assert a["autoencoder"]["ranking"]["hitrate@100%"] > 0
