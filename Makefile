@@ -41,10 +41,10 @@ clean:
 # time and rows, realised vs target false-alarm rate. Writes runs/synthetic/{model,report.json}.
 REPORT_DIR := runs/synthetic
 synthetic-report: $(DEV_STAMP)
-	$(PY) -m training synth --out $(REPORT_DIR)/train --rows 20000 --seed 1 --formats csv -q
+	$(PY) -m training synth --out $(REPORT_DIR)/train --rows 100000 --seed 1 --formats npz -q
 	$(PY) -m training synth --out $(REPORT_DIR)/test --rows 20000 --seed 2 --formats parquet -q
 	$(PY) -m training synth --out $(REPORT_DIR)/fresh --rows 100000 --seed 3 --anomaly-rate 0 --formats npz -q
-	$(PY) -m training train --data $(REPORT_DIR)/train/readings.csv --out $(REPORT_DIR)/model --no-progress
+	$(PY) -m training train --data $(REPORT_DIR)/train/readings.npz --out $(REPORT_DIR)/model --no-progress
 	$(PY) -m training evaluate --model $(REPORT_DIR)/model --data $(REPORT_DIR)/test/readings.parquet \
 		--labels $(REPORT_DIR)/test/labels.csv --fault-sensors $(REPORT_DIR)/test/fault_sensors.json \
 		--out $(REPORT_DIR)/report.json

@@ -58,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data", type=Path, required=True, help="CSV, Parquet, NPY or NPZ; rows in time order"
     )
-    train.add_argument("--out", type=Path, required=True, help="output directory")
+    train.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model directory <store>/<name>: a new <version>/ is published there and CURRENT points at it",
+    )
     train.add_argument("--val-data", type=Path, help="held-out recording for early stopping and calibration")
     train.add_argument("--epochs", type=_positive_int, help="maximum epochs (early stopping may end sooner)")
     train.add_argument("--seed", type=int, default=0)
@@ -70,12 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    train.add_argument(
+        "--split-blocks",
+        type=_positive_int,
+        help="time blocks, each cut train/validation/calibration (default 8; 1 = past trains, future tests)",
+    )
     train.add_argument("--impute", action="store_true", help="fill NaN/Inf by forward then backward fill")
     train.add_argument("--on-constant", choices=("warn", "error"), default="warn", help="constant sensors")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (epochs are still logged)")
+    train.add_argument("--test-data", type=Path, help="labelled recording for the model card's metrics")
+    train.add_argument("--test-labels", type=Path, help="labels of --test-data (else its `label` column)")
+    train.add_argument("--test-fault-sensors", type=Path, help="fault sensors of --test-data (JSON)")
 
     evaluate = command("evaluate", "score a labelled recording and write a JSON report")
-    evaluate.add_argument("--model", type=Path, required=True, help="a `train --out` directory")
+    evaluate.add_argument(
+        "--model", type=Path, required=True, help="a version directory, or a model directory with CURRENT"
+    )
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--labels", type=Path, help="CSV with a `label` column (and optional `fault_kind`)")
     evaluate.add_argument("--fault-sensors", type=Path, help='JSON {"row": [sensor indices]}')
@@ -110,6 +125,7 @@ def _train(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from training.data import load_dataset
+    from training.evaluate import TestRecording
     from training.train import TrainConfig, train
 
     config = TrainConfig(
@@ -121,6 +137,7 @@ def _train(args: argparse.Namespace) -> None:
         "l2": args.l2,
         "batch_size": args.batch_size,
         "patience": args.patience,
+        "split_blocks": args.split_blocks,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.hidden:
@@ -131,13 +148,19 @@ def _train(args: argparse.Namespace) -> None:
         config = replace(config, hidden=hidden)
     data = load_dataset(args.data, impute=args.impute)
     val_data = load_dataset(args.val_data, impute=args.impute) if args.val_data else None
-    out = train(data, args.out, config, val_data)
-    summary = json.loads((out / "training.json").read_text())
-    print(
-        json.dumps(
-            {k: summary[k] for k in ("threshold", "epochs_run", "best_epoch", "fit_seconds")}, indent=1
-        )
+    if args.test_data is None and (args.test_labels or args.test_fault_sensors):
+        raise ValueError("--test-labels and --test-fault-sensors need --test-data")
+    test = (
+        TestRecording(args.test_data, args.test_labels, args.test_fault_sensors) if args.test_data else None
     )
+    out = train(data, args.out, config, val_data, test)
+    manifest = json.loads((out / "manifest.json").read_text())
+    training = manifest["training"]
+    summary = {"version": str(out), "threshold": manifest["threshold"]}
+    summary |= {k: training[k] for k in ("epochs_run", "best_epoch", "fit_seconds")}
+    if "test" in manifest["metrics"]:
+        summary["test"] = {k: manifest["metrics"]["test"]["autoencoder"][k] for k in ("roc_auc", "pr_auc")}
+    print(json.dumps(summary, indent=1))
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -1,19 +1,22 @@
-"""Read back what `train` wrote, for evaluation and (next) ONNX export."""
+"""Read back the torch side of a published version (model.pt), for tests, retraining and the explainer.
+
+Serving never uses this: it runs the ONNX graph. `evaluate` does too, so what is evaluated is what is served.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from app.artifact import Manifest, verify_artifact
 from training.baseline import PCABaseline
+from training.evaluate import BASELINE_FILE, open_model
 from training.model import AnomalyScorer, Autoencoder
 from training.threshold import Threshold
 
-REQUIRED_FILES = ("model.pt", "training.json", "threshold.json", "baseline_pca.npz")
+CHECKPOINT_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -23,31 +26,25 @@ class TrainedModel:
     threshold: Threshold
     baseline: PCABaseline
     baseline_threshold: Threshold
-    summary: dict[str, Any]  # training.json
-    directory: Path
+    manifest: Manifest
+    directory: Path  # the version directory
 
 
-def load_trained(directory: str | Path) -> TrainedModel:
-    """Load a training output directory; FileNotFoundError names the first missing file."""
-    directory = Path(directory)
-    for name in REQUIRED_FILES:
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory} is not a training output: {name} is missing")
-    checkpoint = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
-    scorer = AnomalyScorer(
-        Autoencoder(int(checkpoint["n_sensors"]), checkpoint["hidden"]),
-        torch.zeros(checkpoint["n_sensors"]),
-        torch.ones(checkpoint["n_sensors"]),
-    )
+def load_trained(path: str | Path) -> TrainedModel:
+    """Load a version directory, or the version a model directory's CURRENT names (verified first)."""
+    model = open_model(Path(path))
+    directory, manifest = model.directory, verify_artifact(model.directory)
+    checkpoint = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    n = int(checkpoint["n_sensors"])
+    scorer = AnomalyScorer(Autoencoder(n, checkpoint["hidden"]), torch.zeros(n), torch.ones(n))
     scorer.load_state_dict(checkpoint["state_dict"])
     scorer.eval()
-    summary = json.loads((directory / "training.json").read_text())
     return TrainedModel(
         scorer=scorer,
-        sensor_names=tuple(summary["sensor_names"]),
-        threshold=Threshold.from_dict(json.loads((directory / "threshold.json").read_text())),
-        baseline=PCABaseline.load(directory / "baseline_pca.npz"),
-        baseline_threshold=Threshold.from_dict(summary["baseline_pca_threshold"]),
-        summary=summary,
+        sensor_names=manifest.sensor_names,
+        threshold=model.threshold,
+        baseline=PCABaseline.load(directory / BASELINE_FILE),
+        baseline_threshold=model.baseline_threshold,
+        manifest=manifest,
         directory=directory,
     )

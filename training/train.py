@@ -1,27 +1,32 @@
 """Fit the autoencoder on normal rows, calibrate its threshold, and fit the PCA baseline beside it.
 
-Splits are in time order, never shuffled across time: readings are autocorrelated, so a random split
-would leak the future into validation and make early stopping and the threshold optimistic.
-  data rows:  [ train 70 % | validation 15 % | calibration 15 % ]
+Splits follow time, never shuffling rows: readings are autocorrelated, so a random split would leak the
+neighbours of a held-out row into training and make early stopping and the threshold optimistic. The
+recording is cut into `split_blocks` consecutive blocks (default 8), each split in time order:
+  each block:  [ train 70 % | gap | validation 15 % | gap | calibration 15 % | gap ]
   - train: normal rows fit the standardisation, the autoencoder and the PCA baseline;
   - validation: normal rows drive early stopping and give each sensor's residual RMS;
   - calibration: normal rows the model has never been selected on set the threshold.
-With `--val-data`, all of `--data` trains and the held-out file is split in time into validation (first
-half) and calibration (second half). Rows labelled 1 never train; those in the held-out part give the
-best-F1 threshold and the held-out detection metrics.
+Why blocks and not one tail: a plant changes operating mode every few minutes to hours, and the last
+15 % of a recording can miss a mode entirely; a threshold calibrated there then fails in that mode (on
+the synthetic plant the tail split gave 32x the target false-alarm rate; see docs/training.md). Blocks
+put every part of the recording into every split. The gaps (`gap_fraction` of a block, dropped) keep
+autocorrelated neighbours of held-out rows out of training. `split_blocks=1` is the strict
+past-trains-future split. With `--val-data`, all of `--data` trains and the held-out file is cut the
+same way into validation and calibration halves. Rows labelled 1 never train; those in held-out parts
+give the best-F1 threshold and the held-out detection metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,13 +43,19 @@ from training.model import (
     regularised_loss,
 )
 from training.scaling import Standardiser
-from training.threshold import DEFAULT_TARGET_FPR, best_f1_threshold, calibrate
+from training.threshold import DEFAULT_TARGET_FPR, Threshold, best_f1_threshold, calibrate
+
+if TYPE_CHECKING:
+    from training.evaluate import TestRecording
 
 log = logging.getLogger("training.train")
 
 TRAIN_FRACTION = 0.70
 VALIDATION_FRACTION = 0.15
+DEFAULT_SPLIT_BLOCKS = 8
+DEFAULT_GAP_FRACTION = 0.02  # of a block, dropped before each held-out part and after the calibration part
 MIN_SPLIT_ROWS = 50  # normal rows each of train / validation / calibration must hold at least
+TRAIN, VALIDATION, CALIBRATION, GAP = 0, 1, 2, -1
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default for this machine
     on_constant: str = "warn"  # "warn" or "error" for sensors constant in the training split
+    split_blocks: int = DEFAULT_SPLIT_BLOCKS  # 1 = train on the past, hold out the future
+    gap_fraction: float = DEFAULT_GAP_FRACTION
     progress: bool = True
 
 
@@ -73,36 +86,62 @@ class Splits:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def split_in_time(data: Dataset, val_data: Dataset | None = None) -> Splits:
-    """Cut the rows into train / validation / calibration in time order (see the module docstring)."""
+def assign_parts(n_rows: int, blocks: int, gap_fraction: float, fractions: tuple[float, float]) -> np.ndarray:
+    """Label each row TRAIN, VALIDATION, CALIBRATION or GAP: `blocks` consecutive blocks, each cut in
+    time order by `fractions` (train share, validation share; calibration takes the rest), with
+    `gap_fraction` of the block dropped before each held-out part and at the block's end."""
+    if blocks < 1:
+        raise ValueError(f"split_blocks must be at least 1, got {blocks}")
+    if not 0.0 <= gap_fraction < 0.1:
+        raise ValueError(f"gap_fraction must be in [0, 0.1), got {gap_fraction}")
+    parts = np.full(n_rows, GAP, dtype=np.int8)
+    edges = np.linspace(0, n_rows, blocks + 1).round().astype(int)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        size = hi - lo
+        gap = int(round(gap_fraction * size))
+        cut_train = lo + int(fractions[0] * size)
+        cut_val = lo + int((fractions[0] + fractions[1]) * size)
+        parts[lo : cut_train - gap] = TRAIN
+        parts[cut_train : cut_val - gap] = VALIDATION
+        parts[cut_val : hi - gap] = CALIBRATION
+        if gap and hi == n_rows:  # nothing follows the last block: keep its tail
+            parts[hi - gap : hi] = CALIBRATION
+    return parts
+
+
+def _describe(parts: np.ndarray, part: int) -> str:
+    rows = np.flatnonzero(parts == part)
+    if rows.size == 0:
+        return "no rows"
+    runs = [f"[{r[0]}, {r[-1] + 1})" for r in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)]
+    return runs[0] if len(runs) == 1 else f"{len(runs)} ranges: {', '.join(runs)}"
+
+
+def split_in_time(
+    data: Dataset,
+    val_data: Dataset | None = None,
+    blocks: int = DEFAULT_SPLIT_BLOCKS,
+    gap_fraction: float = DEFAULT_GAP_FRACTION,
+) -> Splits:
+    """Cut the rows into train / validation / calibration by time blocks (see the module docstring)."""
+    labels = data.labels if data.labels is not None else np.zeros(data.n_rows, dtype=np.int8)
     if val_data is None:
-        n = data.n_rows
-        cut_train, cut_val = int(TRAIN_FRACTION * n), int((TRAIN_FRACTION + VALIDATION_FRACTION) * n)
-        labels = data.labels if data.labels is not None else np.zeros(n, dtype=np.int8)
-        train_part, val_part, cal_part = (slice(0, cut_train), slice(cut_train, cut_val), slice(cut_val, n))
         values, held_labels = data.values, labels
-        held_from = cut_train
-        source = {"train": f"rows [0, {cut_train})", "validation": f"rows [{cut_train}, {cut_val})"}
-        source["calibration"] = f"rows [{cut_val}, {n})"
-        train_values, train_labels = data.values[train_part], labels[train_part]
+        parts = assign_parts(data.n_rows, blocks, gap_fraction, (TRAIN_FRACTION, VALIDATION_FRACTION))
+        train = data.values[(parts == TRAIN) & (labels == 0)]
+        where = "rows "
+        source = {"train": where + _describe(parts, TRAIN)}
     else:
-        n = val_data.n_rows
-        half = n // 2
-        labels = val_data.labels if val_data.labels is not None else np.zeros(n, dtype=np.int8)
-        train_values = data.values
-        train_labels = data.labels if data.labels is not None else np.zeros(data.n_rows, dtype=np.int8)
-        val_part, cal_part = slice(0, half), slice(half, n)
-        values, held_labels, held_from = val_data.values, labels, 0
+        values = val_data.values
+        held_labels = val_data.labels if val_data.labels is not None else np.zeros(values.shape[0], np.int8)
+        parts = assign_parts(values.shape[0], blocks, gap_fraction, (0.0, 0.5))
+        train = data.values[labels == 0]
+        where = f"{val_data.source.name} rows "
         source = {"train": f"all {data.n_rows} rows of {data.source.name}"}
-        source["validation"] = f"{val_data.source.name} rows [0, {half})"
-        source["calibration"] = f"{val_data.source.name} rows [{half}, {n})"
-    train = train_values[train_labels == 0]
-    validation = values[val_part][held_labels[val_part] == 0]
-    calibration = values[cal_part][held_labels[cal_part] == 0]
-    # held-out evaluation: calibration normals plus every labelled anomaly after the training part
-    held = np.arange(held_from, values.shape[0])
-    in_cal = (held >= cal_part.start) & (held_labels[held] == 0)
-    keep = held[in_cal | (held_labels[held] == 1)]
+    source["validation"] = where + _describe(parts, VALIDATION)
+    source["calibration"] = where + _describe(parts, CALIBRATION)
+    validation = values[(parts == VALIDATION) & (held_labels == 0)]
+    calibration = values[(parts == CALIBRATION) & (held_labels == 0)]
     for name, part in (("train", train), ("validation", validation), ("calibration", calibration)):
         if part.shape[0] < MIN_SPLIT_ROWS:
             raise DataError(
@@ -110,13 +149,17 @@ def split_in_time(data: Dataset, val_data: Dataset | None = None) -> Splits:
                 f"each split needs at least {MIN_SPLIT_ROWS} (so at least "
                 f"{int(np.ceil(MIN_SPLIT_ROWS / VALIDATION_FRACTION))} normal rows without --val-data)"
             )
+    # held-out evaluation, in time order: calibration normals plus every labelled anomaly outside training
+    held = ((parts == CALIBRATION) & (held_labels == 0)) | ((parts != TRAIN) & (held_labels == 1))
     counts = {
+        "split_blocks": blocks,
+        "gap_fraction": gap_fraction,
         "train_rows": len(train),
         "validation_rows": len(validation),
         "calibration_rows": len(calibration),
+        "held_out_anomalies": int(held_labels[held].sum()),
     }
-    counts["held_out_anomalies"] = int(held_labels[keep].sum())
-    return Splits(train, validation, calibration, values[keep], held_labels[keep], source | counts)
+    return Splits(train, validation, calibration, values[held], held_labels[held], source | counts)
 
 
 def _set_determinism(seed: int, threads: int) -> None:
@@ -136,7 +179,7 @@ def _mean_mse(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -
 
 
 def fit_autoencoder(
-    train_z: np.ndarray, val_z: np.ndarray, config: TrainConfig, log_path: Path | None = None
+    train_z: np.ndarray, val_z: np.ndarray, config: TrainConfig
 ) -> tuple[Autoencoder, list[dict[str, float]]]:
     """Adam on MSE + λΣ‖W‖², learning rate halved on plateaus, early stopping on validation MSE.
 
@@ -152,7 +195,6 @@ def fit_autoencoder(
     order = torch.Generator().manual_seed(config.seed)
     best_val, best_epoch, best_state = float("inf"), -1, None
     history: list[dict[str, float]] = []
-    log_file = log_path.open("w") if log_path else None
     bar = tqdm(range(config.max_epochs), desc="training", unit="epoch", disable=not config.progress)
     try:
         for epoch in bar:
@@ -190,9 +232,6 @@ def fit_autoencoder(
                 "epoch %d: train loss %.5f, train mse %.5f, val mse %.5f%s, lr %.2g",
                 epoch, record["train_loss"], record["train_mse"], val_mse, mark, record["learning_rate"],
             )  # fmt: skip
-            if log_file:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
             bar.set_postfix(val_mse=f"{val_mse:.4f}", best=f"{best_val:.4f}@{best_epoch}")
             if epoch - best_epoch >= config.patience:
                 log.info(
@@ -203,8 +242,6 @@ def fit_autoencoder(
                 break
     finally:
         bar.close()
-        if log_file:
-            log_file.close()
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
@@ -242,13 +279,25 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def train(data: Dataset, out_dir: Path, config: TrainConfig, val_data: Dataset | None = None) -> Path:
-    """Train, calibrate and write the training output to `out_dir`; return `out_dir`.
+@dataclass
+class TrainResult:
+    """Everything a training run produced, in memory; `publish.publish` turns it into an artifact."""
 
-    Files: model.pt (scorer state: standardisation, autoencoder, residual scale), training.json (sensor
-    names, threshold, config, data fingerprint, metrics, timings), threshold.json, baseline_pca.npz,
-    training_log.jsonl (one record per epoch).
-    """
+    scorer: AnomalyScorer  # eval mode
+    sensor_names: tuple[str, ...]
+    sensor_low: np.ndarray  # float64 [n]: smallest training reading per sensor (input-drift reference)
+    sensor_high: np.ndarray  # float64 [n]: largest
+    threshold: Threshold
+    baseline: PCABaseline
+    baseline_threshold: Threshold
+    history: list[dict[str, float]]  # one record per epoch
+    calibration: np.ndarray  # raw calibration rows (parity checks on real data)
+    calibration_scores: np.ndarray  # their scores
+    summary: dict[str, Any]  # config, splits, data fingerprint, timings, held-out metrics
+
+
+def fit(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> TrainResult:
+    """Split, standardise, fit the autoencoder, scale residuals, calibrate, and fit the PCA baseline."""
     if val_data is not None and val_data.sensor_names != data.sensor_names:
         raise DataError(
             f"--val-data sensors differ from --data sensors ({val_data.n_sensors} vs {data.n_sensors})"
@@ -256,7 +305,7 @@ def train(data: Dataset, out_dir: Path, config: TrainConfig, val_data: Dataset |
     if config.on_constant not in ("warn", "error"):
         raise ValueError(f"on_constant must be 'warn' or 'error', got {config.on_constant!r}")
     started = time.perf_counter()
-    splits = split_in_time(data, val_data)
+    splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
     standardiser = Standardiser.fit(splits.train)
     constant = [data.sensor_names[j] for j in np.flatnonzero(standardiser.constant)]
     if constant:
@@ -267,11 +316,10 @@ def train(data: Dataset, out_dir: Path, config: TrainConfig, val_data: Dataset |
         if config.on_constant == "error":
             raise DataError(message + " (refused: --on-constant error)")
         log.warning(message)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_z, val_z = standardiser.transform(splits.train), standardiser.transform(splits.validation)
     log.info("training on %d rows x %d sensors (%s)", len(train_z), data.n_sensors, splits.description)
     fit_started = time.perf_counter()
-    autoencoder, history = fit_autoencoder(train_z, val_z, config, out_dir / "training_log.jsonl")
+    autoencoder, history = fit_autoencoder(train_z, val_z, config)
     fit_seconds = time.perf_counter() - fit_started
 
     scorer = AnomalyScorer(
@@ -301,17 +349,8 @@ def train(data: Dataset, out_dir: Path, config: TrainConfig, val_data: Dataset |
             | {"best_f1": best_f1_threshold(pca_scores, y)},
         }
 
-    torch.save(
-        {"state_dict": scorer.state_dict(), "n_sensors": data.n_sensors, "hidden": list(config.hidden)},
-        out_dir / "model.pt",
-    )
-    (out_dir / "threshold.json").write_text(json.dumps(threshold.to_dict(), indent=1))
-    pca.save(out_dir / "baseline_pca.npz")
     best = min(history, key=lambda r: r["val_mse"])
     summary = {
-        "sensor_names": list(data.sensor_names),
-        "threshold": threshold.to_dict(),
-        "baseline_pca_threshold": pca_threshold.to_dict(),
         "config": asdict(config),
         "architecture": {
             "n_sensors": data.n_sensors,
@@ -327,11 +366,39 @@ def train(data: Dataset, out_dir: Path, config: TrainConfig, val_data: Dataset |
         "fit_seconds": fit_seconds,
         "total_seconds": time.perf_counter() - started,
         "torch_threads": torch.get_num_threads(),
-        "library_versions": _library_versions(),
         "held_out": held_out,
     }
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
-    return out_dir
+    return TrainResult(
+        scorer=scorer,
+        sensor_names=tuple(data.sensor_names),
+        sensor_low=splits.train.min(axis=0).astype(np.float64),
+        sensor_high=splits.train.max(axis=0).astype(np.float64),
+        threshold=threshold,
+        baseline=pca,
+        baseline_threshold=pca_threshold,
+        history=history,
+        calibration=splits.calibration,
+        calibration_scores=calibration_scores,
+        summary=summary,
+    )
+
+
+def train(
+    data: Dataset,
+    model_dir: Path,
+    config: TrainConfig,
+    val_data: Dataset | None = None,
+    test: TestRecording | None = None,
+) -> Path:
+    """Train and publish a new version under `model_dir` (= <store>/<name>); return the version's path.
+
+    The version is built beside its final place and renamed into it, and `CURRENT` moves to it only once
+    it verifies: a failing or interrupted run leaves neither a partial version nor a moved `CURRENT`.
+    """
+    from training.publish import publish
+
+    result = fit(data, config, val_data)
+    return publish(result, model_dir, test)
 
 
 def _fingerprint(data: Dataset) -> dict[str, Any]:

@@ -41,12 +41,22 @@ def small_config() -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) -> Path:
-    """A real training run on 20 000 readings of the small plant (10 % labelled faults)."""
+    """A real training run on 20 000 readings of the small plant (10 % labelled faults), published as a
+    version of `<store>/small-ae` with a model card evaluated on a separate labelled test recording."""
     directory = tmp_path_factory.mktemp("data")
+    from training.evaluate import TestRecording
     from training.synthetic import write_run
     from training.train import train
 
     run = small_plant.simulate(TRAINED_ROWS, seed=1, anomaly_rate=0.1)
-    paths = write_run(small_plant, run, directory, formats=("npz",))
+    paths = write_run(small_plant, run, directory / "train", formats=("npz",))
     data = Dataset(run.values, small_plant.sensor_names, labels=run.labels, source=paths["npz"])
-    return train(data, tmp_path_factory.mktemp("model"), replace(SMALL_CONFIG, target_fpr=0.02))
+    test_paths = write_run(
+        small_plant,
+        small_plant.simulate(3000, seed=2, anomaly_rate=0.1),
+        directory / "test",
+        formats=("npz",),
+    )
+    test = TestRecording(test_paths["npz"], test_paths["labels"], test_paths["fault_sensors"])
+    store = tmp_path_factory.mktemp("store")
+    return train(data, store / "small-ae", replace(SMALL_CONFIG, target_fpr=0.02), test=test)

@@ -41,6 +41,7 @@ def test_synth_train_evaluate_end_to_end(tmp_path: Path) -> None:
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["threshold"]["target_fpr"] == 0.01
+    assert (tmp_path / "model" / "CURRENT").is_file()
     test = tmp_path / "test"
     evaluated = cli(
         "evaluate", "--model", str(tmp_path / "model"), "--data", str(test / "readings.parquet"),
@@ -67,7 +68,7 @@ def test_synth_train_evaluate_end_to_end(tmp_path: Path) -> None:
         (["train", "--data", "pyproject.toml", "--out", "x"], "unsupported|unknown"),
         (
             ["evaluate", "--model", "nowhere", "--data", "pyproject.toml", "--out", "r.json"],
-            "is not a training output",
+            "model not found",
         ),
         (["synth", "--out", "x", "--formats", "xlsx"], "unknown"),
         (["synth", "--out", "x", "--anomaly-rate", "0.9"], "anomaly-rate"),

@@ -10,15 +10,26 @@ import numpy as np
 import pytest
 import torch
 
+from app.artifact import verify_artifact
 from tests.training.conftest import TRAINED_ROWS, as_dataset
 from training.checkpoint import load_trained
 from training.data import DataError, Dataset
-from training.train import fit_autoencoder, score_in_batches, split_in_time, train
+from training.train import (
+    CALIBRATION,
+    GAP,
+    TRAIN,
+    VALIDATION,
+    assign_parts,
+    fit_autoencoder,
+    score_in_batches,
+    split_in_time,
+    train,
+)
 
 
-def test_splits_are_in_time_order_and_exclude_labelled_rows(small_plant) -> None:
+def test_one_block_without_gaps_is_the_plain_time_split(small_plant) -> None:
     run = small_plant.simulate(2000, seed=3, anomaly_rate=0.1)
-    splits = split_in_time(as_dataset(small_plant, run))
+    splits = split_in_time(as_dataset(small_plant, run), blocks=1, gap_fraction=0.0)
     labels = run.labels
     assert np.array_equal(splits.train, run.values[:1400][labels[:1400] == 0])
     assert np.array_equal(splits.validation, run.values[1400:1700][labels[1400:1700] == 0])
@@ -28,10 +39,40 @@ def test_splits_are_in_time_order_and_exclude_labelled_rows(small_plant) -> None
     assert (splits.held_out_labels == 0).sum() == len(splits.calibration)
 
 
+def test_blocks_are_time_ordered_with_gaps_and_cover_the_recording() -> None:
+    parts = assign_parts(1000, blocks=4, gap_fraction=0.02, fractions=(0.7, 0.15))
+    for block in np.split(parts, 4):  # 250 rows each
+        # in time order: train, gap, validation, gap, calibration, gap (the last block keeps its tail)
+        expected = [TRAIN] * 170 + [GAP] * 5 + [VALIDATION] * 32 + [GAP] * 5 + [CALIBRATION] * 33
+        assert block[:245].tolist() == expected
+    assert (parts[245:250] == GAP).all() and (parts[995:] == CALIBRATION).all()
+    # every quarter of the recording contributes to every split
+    for block in np.split(parts, 4):
+        assert {TRAIN, VALIDATION, CALIBRATION} <= set(block.tolist())
+
+
+def test_blocked_split_keeps_labelled_rows_out_of_training(small_plant) -> None:
+    run = small_plant.simulate(4000, seed=3, anomaly_rate=0.1)
+    splits = split_in_time(as_dataset(small_plant, run), blocks=4, gap_fraction=0.02)
+    parts = assign_parts(4000, 4, 0.02, (0.7, 0.15))
+    labels = run.labels
+    assert np.array_equal(splits.train, run.values[(parts == TRAIN) & (labels == 0)])
+    assert np.array_equal(splits.calibration, run.values[(parts == CALIBRATION) & (labels == 0)])
+    assert splits.held_out_labels.sum() == labels[parts != TRAIN].sum()
+    assert splits.description["train"].startswith("rows 4 ranges: [0, ")  # one train range per block
+
+
+def test_split_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="split_blocks must be at least 1"):
+        assign_parts(100, 0, 0.0, (0.7, 0.15))
+    with pytest.raises(ValueError, match="gap_fraction"):
+        assign_parts(100, 1, 0.5, (0.7, 0.15))
+
+
 def test_val_data_is_split_in_half(small_plant) -> None:
     a = as_dataset(small_plant, small_plant.simulate(600, seed=1))
     b = as_dataset(small_plant, small_plant.simulate(400, seed=2))
-    splits = split_in_time(a, b)
+    splits = split_in_time(a, b, blocks=1, gap_fraction=0.0)
     assert len(splits.train) == 600
     np.testing.assert_array_equal(splits.validation, b.values[:200])
     np.testing.assert_array_equal(splits.calibration, b.values[200:])
@@ -40,7 +81,9 @@ def test_val_data_is_split_in_half(small_plant) -> None:
 def test_too_few_rows_names_the_split(small_plant, tmp_path, small_config) -> None:
     data = as_dataset(small_plant, small_plant.simulate(200, seed=1))
     with pytest.raises(
-        DataError, match=r"too few rows: the validation split .* holds 30 normal rows; .* at least 50"
+        DataError,
+        match=r"too few rows: the validation split \(rows 8 ranges: \[17, 21\), .*\) holds 32 normal rows; "
+        r".* at least 50",
     ):
         train(data, tmp_path, small_config)
 
@@ -67,19 +110,38 @@ def fit_mse(model: torch.nn.Module, z: np.ndarray) -> float:
         return float(((model(x) - x) ** 2).mean())
 
 
-def test_training_output_is_complete(trained_small: Path) -> None:
+def test_training_publishes_a_complete_version(trained_small: Path) -> None:
+    model_dir = trained_small.parent
+    assert (model_dir / "CURRENT").read_text() == trained_small.name + "\n"
     files = {p.name for p in trained_small.iterdir()}
-    assert files == {"model.pt", "training.json", "threshold.json", "baseline_pca.npz", "training_log.jsonl"}
-    summary = json.loads((trained_small / "training.json").read_text())
+    expected = {"model.onnx", "manifest.json", "model_card.md", "model.pt", "baseline_pca.npz"}
+    expected |= {
+        "training_log.jsonl",
+        "evaluation.json",
+        "loss.png",
+        "scores.png",
+        "roc.png",
+        "recall_by_kind.png",
+    }
+    assert files == expected
+    manifest = verify_artifact(trained_small)
+    summary = manifest.training
     log_lines = (trained_small / "training_log.jsonl").read_text().splitlines()
     assert len(log_lines) == summary["epochs_run"] > 0  # one record per epoch
     assert {"epoch", "train_loss", "train_mse", "val_mse", "learning_rate"} <= json.loads(log_lines[0]).keys()
     assert summary["data"]["rows"] == TRAINED_ROWS and len(summary["data"]["sha256"]) == 64
+    assert summary["config"]["seed"] == 0 and summary["config"]["hidden"] == [32, 6]
     assert summary["architecture"]["trainable_parameters"] > 0
-    assert summary["threshold"]["method"] == "empirical_quantile"  # 0.02 × ~2 700 calibration rows ≥ 10
+    assert manifest.threshold.method == "empirical_quantile"  # 0.02 × ~2 700 calibration rows ≥ 10
+    assert manifest.threshold.n_calibration == summary["splits"]["calibration_rows"]
+    assert {"torch", "onnx", "onnxruntime", "numpy"} <= manifest.library_versions.keys()
     held = summary["held_out"]
     assert held["autoencoder"]["roc_auc"] > 0.6 and "best_f1" in held["autoencoder"]
     assert "baseline_pca" in held
+    assert manifest.metrics["test"]["autoencoder"]["roc_auc"] > 0.6
+    assert manifest.metrics["parity"]["score_max_rel_error"] <= 1e-5
+    # the training range per sensor (the service's input-drift reference) covers the training rows
+    assert all(lo < hi for lo, hi in zip(manifest.sensor_low, manifest.sensor_high, strict=True))
 
 
 def _realised_fpr(trained_small: Path, small_plant, target: float | None = None) -> tuple[float, float]:
@@ -123,8 +185,7 @@ def test_constant_sensor_warns_or_refuses(small_plant, tmp_path, small_config, c
         train(data, tmp_path / "a", replace(small_config, on_constant="error"))
     out = train(data, tmp_path / "b", replace(small_config, max_epochs=2))
     assert "constant in the training split" in caplog.text
-    summary = json.loads((out / "training.json").read_text())
-    assert summary["constant_sensors"] == [small_plant.sensor_names[3]]
+    assert verify_artifact(out).training["constant_sensors"] == [small_plant.sensor_names[3]]
     trained = load_trained(out)
     assert torch.isfinite(trained.scorer(torch.from_numpy(values[:10]))[0]).all()
 
