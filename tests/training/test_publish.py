@@ -16,7 +16,7 @@ import pytest
 
 import training.publish
 from app.artifact import BUILD_PREFIX, list_versions, read_current, verify_artifact
-from tests.training.conftest import as_dataset
+from tests.conftest import as_dataset
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]

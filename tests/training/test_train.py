@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from app.artifact import verify_artifact
-from tests.training.conftest import TRAINED_ROWS, as_dataset
+from tests.conftest import TRAINED_ROWS, as_dataset
 from training.checkpoint import load_trained
 from training.data import DataError, Dataset
 from training.train import (

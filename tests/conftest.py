@@ -1,4 +1,4 @@
-"""Small real plants and a small real trained model, built once per session (seconds, not minutes)."""
+"""Small real plants and a small real trained, published model artifact, built once per session (seconds)."""
 
 from __future__ import annotations
 
