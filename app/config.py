@@ -1,0 +1,97 @@
+"""The service's settings: one validated class, read from `ANOMALY_*` environment variables.
+
+Nothing else in the service reads `os.environ`. `get_settings()` is cached; tests build a `Settings(...)`
+directly and pass it to `app.main.create_app`, or call `get_settings.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ANOMALY_",
+        case_sensitive=False,
+        use_attribute_docstrings=True,  # the docstrings below become field descriptions
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),  # `model_store` / `model_name` are ours, not pydantic's
+    )
+
+    model_store: Path = Path("model_store")
+    """Root of the model store: versions live in `<model_store>/<model_name>/<version>/`."""
+
+    model_name: str = "factory-ae"
+    """Which model of the store to serve; its `CURRENT` file names the version loaded at startup."""
+
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    """onnxruntime execution provider. `auto`: CUDA when onnxruntime offers CUDAExecutionProvider, else
+    CPU. `cuda` when CUDA is not available is a load error (`provider_unavailable`), never a silent CPU
+    fallback. The provider actually used is logged and reported by `GET /v1/model`."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    """onnxruntime threads inside one operator (0 = onnxruntime's default: one per core)."""
+
+    inter_op_threads: int = Field(default=1, ge=0)
+    """onnxruntime threads across independent operators (0 = onnxruntime's default)."""
+
+    scoring_threads: int = Field(default=2, ge=1)
+    """Worker threads that parse request bodies and run onnxruntime, so neither blocks the event loop;
+    more concurrent requests queue for a free worker. Each inference uses `intra_op_threads`."""
+
+    max_batch: int = Field(default=1024, ge=1)
+    """Most readings (rows) one request may carry; more is 413 `batch_too_large`."""
+
+    max_body_bytes: int = Field(default=64 * MIB, ge=1)
+    """Largest request body accepted, in bytes; more is 413 `body_too_large`, refused from
+    `Content-Length` before reading, or as soon as a streamed body passes it. The default holds
+    `max_batch` JSON rows of 1000 sensors (about 20 MB) with room to spare."""
+
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    """Comma-separated API keys for scoring and `/v1/model` (`Authorization: Bearer <key>` or
+    `X-API-Key: <key>`). Unset or empty: those endpoints are open. `/healthz`, `/readyz` are always open."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for `/v1/admin/*`. Unset or empty: the admin endpoints answer 403 `admin_disabled`."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Level of the service's JSON log lines (stderr)."""
+
+    log_top_sensors: int = Field(default=5, ge=0)
+    """How many sensors (largest `sensor_error` first) the log line of an anomalous reading names."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def model_dir(self) -> Path:
+        """`<model_store>/<model_name>`: holds the versions and CURRENT."""
+        return self.model_store / self.model_name
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,69 @@
+"""POST /v1/admin/reload: load a version (or the one CURRENT names), verify, warm up, then swap.
+
+`Authorization: Bearer <ADMIN_TOKEN>`. A failed load answers 409 with the reason's ArtifactError code
+(e.g. `checksum_mismatch`, `version_missing`) and the previous model keeps serving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+
+from app.errors import InvalidInput, MalformedRequest
+from app.routes.deps import JSON, RegistryDep, media_type, read_body, require_admin
+from app.schemas import ErrorResponse, ReloadRequest, ReloadResponse, openapi_body
+
+RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+async def _requested_version(request: Request) -> str | None:
+    """The optional body `{"version": "..."}`; an empty body means "the version CURRENT names"."""
+    body = await read_body(request, RELOAD_BODY_BYTES)
+    if not body.strip():
+        return None
+    media_type(request, (JSON,))
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidInput('the body must be a JSON object such as {"version": "..."}', code="invalid_type")
+    for key in doc:
+        if key != "version":
+            raise InvalidInput(f"unknown field {key[:40]!r} (accepted: version)", code="unknown_field")
+    version = doc.get("version")
+    if version is not None and type(version) is not str:
+        raise InvalidInput("version must be a string", code="invalid_type")
+    return version
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    responses={
+        status: {"model": ErrorResponse, "description": description}
+        for status, description in {
+            401: "no admin token",
+            403: "wrong admin token, or admin endpoints disabled (`admin_disabled`)",
+            409: "the load failed (code = the reason); the previous model keeps serving",
+            422: "invalid body or version name",
+        }.items()
+    },
+    openapi_extra=openapi_body(ReloadRequest, required=False),
+    summary="Load and swap in a model version",
+)
+async def reload(request: Request, registry: RegistryDep) -> ReloadResponse:
+    version = await _requested_version(request)
+    swap = await registry.load(version)
+    model = swap.model
+    return ReloadResponse(
+        name=model.manifest.name,
+        version=model.version,
+        previous_version=swap.previous_version,
+        provider=model.provider,
+        load_seconds=model.load_seconds,
+    )

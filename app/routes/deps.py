@@ -1,0 +1,141 @@
+"""Typed dependencies the routes receive (settings, registry, model, inference pool), authentication,
+and reading a request body within MAX_BODY_BYTES.
+
+The lifespan (`app.main`) puts the settings, registry and pool on `app.state`; nothing here is global.
+Dependencies are `async def` so FastAPI runs them inline rather than in its thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
+
+from app.config import Settings
+from app.errors import Forbidden, MalformedRequest, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from app.registry import ModelRegistry
+from app.scoring import InferencePool, LoadedModel
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+async def get_pool(request: Request) -> InferencePool:
+    pool: InferencePool = request.app.state.pool
+    return pool
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]
+
+
+async def get_model(registry: RegistryDep) -> LoadedModel:
+    """The model serving when the request starts; the request keeps it even if a reload swaps another in."""
+    return registry.require()
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+# --- authentication ---------------------------------------------------------------------------------------
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _matches(candidate: str, secret: str) -> bool:
+    return hmac.compare_digest(candidate.encode(), secret.encode())
+
+
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """With API_KEYS set: `Authorization: Bearer <key>` or `X-API-Key: <key>` must carry one of them."""
+    if not settings.api_keys:
+        return
+    candidate = request.headers.get("x-api-key") or _bearer(request)
+    if not candidate:
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            code="missing_api_key",
+        )
+    # Compare with every key (no early exit), each in constant time.
+    if not any([_matches(candidate, key.get_secret_value()) for key in settings.api_keys]):
+        raise Unauthorized("the API key is not valid", code="invalid_api_key")
+
+
+async def require_admin(request: Request, settings: SettingsDep) -> None:
+    """`Authorization: Bearer <ADMIN_TOKEN>`: unset token 403, missing 401, wrong 403."""
+    if settings.admin_token is None:
+        raise Forbidden(
+            "the admin endpoints are disabled: ANOMALY_ADMIN_TOKEN is not set", code="admin_disabled"
+        )
+    candidate = _bearer(request)
+    if candidate is None:
+        raise Unauthorized(
+            "send the admin token as 'Authorization: Bearer <token>'", code="missing_admin_token"
+        )
+    if not _matches(candidate, settings.admin_token.get_secret_value()):
+        raise Forbidden("the admin token is not valid", code="invalid_admin_token")
+
+
+# --- bodies -----------------------------------------------------------------------------------------------
+
+
+def media_type(request: Request, accepted: tuple[str, ...]) -> str:
+    """The request's media type (parameters such as charset dropped) if it is one of `accepted`; else 415."""
+    raw = request.headers.get("content-type")
+    listed = " or ".join(accepted)
+    if raw is None:
+        raise UnsupportedMediaType(f"Content-Type is missing; this endpoint accepts {listed}")
+    found = raw.partition(";")[0].strip().lower()
+    if found not in accepted:
+        raise UnsupportedMediaType(
+            f"Content-Type {raw[:100]!r} is not supported; this endpoint accepts {listed}"
+        )
+    return found
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing more than `max_bytes` with 413 `body_too_large`.
+
+    A Content-Length above the limit is refused before reading anything; a body without one (chunked)
+    is counted while it arrives and refused as soon as it passes the limit, never buffered whole.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedRequest(
+                f"Content-Length {declared[:40]!r} is not a byte count", code="invalid_content_length"
+            )
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(f"the body has {declared} bytes; at most {max_bytes} are accepted")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes, the most accepted")
+            if chunk:
+                chunks.append(chunk)
+    except ClientDisconnect:  # nobody reads the answer; not a server error worth a traceback
+        raise MalformedRequest(
+            "the client disconnected during the body", code="client_disconnected"
+        ) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

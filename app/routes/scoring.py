@@ -1,0 +1,110 @@
+"""POST /v1/score (one reading, JSON) and POST /v1/score/batch (JSON or octet-stream)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.readings import Readings, parse_batch_binary, parse_batch_json, parse_single_json
+from app.routes.deps import (
+    JSON,
+    OCTET_STREAM,
+    ModelDep,
+    PoolDep,
+    SettingsDep,
+    media_type,
+    read_body,
+    require_api_key,
+)
+from app.schemas import (
+    BatchScoreRequest,
+    BatchScoreResponse,
+    ErrorResponse,
+    ScoreRequest,
+    ScoreResponse,
+    openapi_body,
+)
+from app.scoring import Assessment, LoadedModel, log_anomalies
+
+router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "malformed JSON",
+        401: "missing or unknown API key",
+        413: "body larger than MAX_BODY_BYTES, or more rows than MAX_BATCH",
+        415: "Content-Type missing or not accepted",
+        422: "the readings cannot be scored (the message names the element)",
+        503: "no model is loaded",
+    }.items()
+}
+
+
+def _json(payload: dict[str, Any]) -> Response:
+    """orjson writes each float32-valued score as the shortest text that parses back to it."""
+    return Response(orjson.dumps(payload), media_type=JSON)
+
+
+def _parse_and_assess(
+    model: LoadedModel, top_k: int, parse: Callable[[], Readings]
+) -> tuple[Readings, Assessment]:
+    """The request's CPU work, run on the inference pool (parsing a large JSON batch takes milliseconds)."""
+    readings = parse()
+    return readings, model.assess(readings.x, top_k)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses=_ERRORS,
+    openapi_extra=openapi_body(ScoreRequest),
+    summary="Score one reading",
+)
+async def score_one(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+    media_type(request, (JSON,))
+    body = await read_body(request, settings.max_body_bytes)
+    parse = partial(parse_single_json, body, model.sensor_names)
+    readings, assessment = await pool.run(partial(_parse_and_assess, model, settings.log_top_sensors, parse))
+    log_anomalies(model, readings.ids, assessment)
+    return _json(
+        {
+            "id": readings.ids[0],
+            "score": _finite(float(assessment.scores[0])),
+            "threshold": model.threshold,
+            "is_anomaly": bool(assessment.is_anomaly[0]),
+            "model_version": model.version,
+        }
+    )
+
+
+@router.post(
+    "/score/batch",
+    response_model=BatchScoreResponse,
+    responses=_ERRORS,
+    openapi_extra=openapi_body(BatchScoreRequest, binary=True),
+    summary="Score a batch of readings (JSON, or N x n little-endian float32)",
+)
+async def score_batch(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+    kind = media_type(request, (JSON, OCTET_STREAM))
+    body = await read_body(request, settings.max_body_bytes)
+    parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
+    parse = partial(parser, body, model.sensor_names, settings.max_batch)
+    readings, assessment = await pool.run(partial(_parse_and_assess, model, settings.log_top_sensors, parse))
+    log_anomalies(model, readings.ids, assessment)
+    results = [
+        {"id": ident, "score": _finite(score), "is_anomaly": flag}
+        for ident, score, flag in zip(
+            readings.ids, assessment.scores.tolist(), assessment.is_anomaly.tolist(), strict=True
+        )
+    ]
+    return _json({"model_version": model.version, "threshold": model.threshold, "results": results})

@@ -1,0 +1,151 @@
+"""The HTTP API's bodies as pydantic models.
+
+Response models are what the routes return. The request models are used *only* for the OpenAPI
+document (`openapi_body`): the scoring routes parse raw bytes themselves (`app.readings`), because
+pydantic's `list[float]` is slow for 1000-value vectors and coerces what must be refused (booleans,
+numeric strings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests (documentation only) ------------------------------------------------------------------------
+
+
+class ScoreRequest(_Strict):
+    values: list[float] = Field(description="One reading: n_sensors numbers in the model's sensor order.")
+    id: str | None = Field(None, description="Optional id echoed in the response and the anomaly log.")
+
+
+class BatchScoreRequest(_Strict):
+    vectors: list[list[float]] = Field(description="1..MAX_BATCH readings, each n_sensors numbers.")
+    ids: list[str] | None = Field(None, description="Optional: one id per vector, in the same order.")
+
+
+class ReloadRequest(_Strict):
+    version: str | None = Field(None, description="Version to load; absent: the one CURRENT names.")
+
+
+def openapi_body(
+    model: type[BaseModel] | None, *, binary: bool = False, required: bool = True
+) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself: the JSON schema of `model` and, with
+    `binary`, the octet-stream layout."""
+    content: dict[str, Any] = {}
+    if model is not None:
+        content["application/json"] = {"schema": model.model_json_schema()}
+    if binary:
+        content["application/octet-stream"] = {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "N x n_sensors little-endian float32, row-major (N*n_sensors*4 bytes).",
+            }
+        }
+    return {"requestBody": {"required": required, "content": content}}
+
+
+# --- responses --------------------------------------------------------------------------------------------
+
+
+class ScoreResponse(BaseModel):
+    id: str | None
+    score: float | None = Field(
+        description="Mean squared standardised residual; null when not finite (readings near float32's "
+        "limits overflow inside the model), which counts as anomalous."
+    )
+    threshold: float
+    is_anomaly: bool = Field(description="score > threshold (or the score is not finite).")
+    model_version: str
+
+
+class BatchResult(BaseModel):
+    id: str | None
+    score: float | None
+    is_anomaly: bool
+
+
+class BatchScoreResponse(BaseModel):
+    model_version: str
+    threshold: float
+    results: list[BatchResult] = Field(description="One per vector, in request order.")
+
+
+class ThresholdInfo(BaseModel):
+    value: float
+    method: str
+    target_fpr: float
+    n_calibration: int
+
+
+class HeadlineMetrics(BaseModel):
+    source: str = Field(description="Which evaluation: 'test' (a separate recording) or 'held_out'.")
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    false_alarm_rate: float | None = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    n_sensors: int
+    sensor_names: list[str]
+    threshold: ThresholdInfo
+    provider: str = Field(description="The onnxruntime execution provider in use.")
+    created_at: str
+    loaded_at: str
+    metrics: HeadlineMetrics | None
+
+
+class ReloadResponse(BaseModel):
+    name: str
+    version: str
+    previous_version: str | None
+    provider: str
+    load_seconds: float
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class LoadErrorInfo(BaseModel):
+    code: str
+    message: str
+    requested_version: str | None
+    at: str
+
+
+class Ready(BaseModel):
+    status: str = "ready"
+    model_name: str
+    model_version: str
+    provider: str
+    last_load_error: LoadErrorInfo | None = Field(
+        description="The last reload's failure when it left the previous model serving; null otherwise."
+    )
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. 'wrong_length', 'checksum_mismatch'.")
+    message: str
+    request_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

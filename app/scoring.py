@@ -1,0 +1,270 @@
+"""The inference core: a verified artifact loaded into an onnxruntime session, and scoring with it.
+
+Framework-free (no FastAPI): `load_model` is blocking (hashing, session creation, warm-up) and runs in a
+worker thread; `InferencePool` runs a request's CPU work (parsing, `LoadedModel.assess`) on dedicated
+threads so the event loop never waits on it (onnxruntime's `run` releases the GIL).
+
+The graph (see `training/export.py`): input float32 [N, n_sensors] raw readings in the manifest's sensor
+order; outputs `score` float32 [N] and `sensor_error` float32 [N, n_sensors]. A reading is anomalous when
+score > threshold, compared in float64 as training calibrated it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import onnxruntime as ort
+
+from app.artifact import SCORER, ArtifactError, GraphSpec, Manifest, iso_utc, verify_artifact
+from app.config import Settings
+
+T = TypeVar("T")
+log = logging.getLogger("app.scoring")
+anomaly_log = logging.getLogger("app.anomaly")
+
+SCORE_OUTPUT = "score"
+SENSOR_ERROR_OUTPUT = "sensor_error"
+OUTPUTS = (SCORE_OUTPUT, SENSOR_ERROR_OUTPUT)
+WARMUP_ROWS = (1, 64)
+"""Batch sizes run once at load, so the first requests do not pay for allocation and kernel selection."""
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)"}
+
+
+class ModelLoadError(ArtifactError):
+    """A verified artifact that still cannot be served; codes `provider_unavailable`, `model_invalid`
+    (onnxruntime cannot load the graph), `graph_mismatch` (the graph is not what the manifest or the
+    service contract says) and `warmup_failed`. An ArtifactError, so callers handle both alike."""
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The outcome for N readings: `scores` float32 [N], `is_anomaly` bool [N], and for each anomalous
+    row the top sensors by `sensor_error` as (name, value), largest first."""
+
+    scores: np.ndarray
+    is_anomaly: np.ndarray
+    top_sensors: dict[int, list[tuple[str, float]]]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified manifest, its warmed-up onnxruntime session and the provider it actually runs on.
+
+    Immutable: a reload builds a new one, and a request keeps the one it started with.
+    """
+
+    manifest: Manifest
+    path: Path
+    session: ort.InferenceSession
+    provider: str  # the execution provider actually used, e.g. "CPUExecutionProvider"
+    input_name: str
+    loaded_at: str  # ISO 8601 UTC
+    load_seconds: float  # verification + session creation + warm-up
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold.value
+
+    @property
+    def sensor_names(self) -> tuple[str, ...]:
+        return self.manifest.sensor_names
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x float32 [N, n_sensors] -> (score float32 [N], sensor_error float32 [N, n_sensors])."""
+        n = self.manifest.n_sensors
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != n or len(x) == 0:
+            raise ValueError(f"expected float32 [N >= 1, {n}], got {x.dtype} {list(x.shape)}")
+        score, sensor_error = self.session.run(list(OUTPUTS), {self.input_name: x})
+        return score, sensor_error
+
+    def assess(self, x: np.ndarray, top_k: int) -> Assessment:
+        """Score `x` and name the `top_k` sensors of each anomalous row (score > threshold, or not finite)."""
+        scores, sensor_error = self.score(x)
+        # Compared in float64 (a float32 comparison would round the threshold), and written as "not <=" so
+        # that a NaN score (readings near float32's limits overflow inside the graph) counts as anomalous.
+        is_anomaly = ~(scores.astype(np.float64) <= self.threshold)
+        top: dict[int, list[tuple[str, float]]] = {}
+        if top_k > 0:
+            for row in np.flatnonzero(is_anomaly).tolist():
+                errors = sensor_error[row]
+                order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]
+                top[row] = [(self.sensor_names[j], float(errors[j])) for j in order.tolist()]
+        return Assessment(scores, is_anomaly, top)
+
+
+def log_anomalies(model: LoadedModel, ids: Sequence[str | None], assessment: Assessment) -> None:
+    """One log line per anomalous reading (the request id comes from the logging context)."""
+    for row in np.flatnonzero(assessment.is_anomaly).tolist():
+        anomaly_log.warning(
+            "anomalous reading",
+            extra={
+                "reading_id": ids[row],
+                "row": row,
+                "score": _finite_or_none(float(assessment.scores[row])),
+                "threshold": model.threshold,
+                "model_version": model.version,
+                "top_sensors": [
+                    {"sensor": name, "sensor_error": _finite_or_none(value)}
+                    for name, value in assessment.top_sensors.get(row, [])
+                ],
+            },
+        )
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or Infinity: a non-finite number is written as null."""
+    return value if math.isfinite(value) else None
+
+
+class InferencePool:
+    """Dedicated threads for request CPU work (body parsing and onnxruntime), so the event loop never
+    waits on it and a burst of scoring never starves the loop's default pool (used for reloads)."""
+
+    def __init__(self, threads: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """`fn()` on a pool thread; its exception, if any, is raised here."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        """Wait for running inferences, then stop the threads."""
+        self._executor.shutdown(wait=True)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def select_providers(choice: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime providers to ask for, in order; `cuda` without CUDA is `provider_unavailable`."""
+    if choice == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if choice == "cuda":
+        raise ModelLoadError(
+            "provider_unavailable",
+            f"PROVIDER=cuda but onnxruntime {ort.__version__} offers no {CUDA} "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu on a CUDA host, "
+            f"or set ANOMALY_PROVIDER=auto or cpu",
+        )
+    return [CPU]
+
+
+def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
+    """Verify `version_dir`, open its scorer graph, check it against the manifest and warm it up.
+
+    Blocking; raises ArtifactError (ModelLoadError included) with one precise code.
+    """
+    started = time.perf_counter()
+    manifest = verify_artifact(version_dir)
+    spec = manifest.graphs[SCORER]
+    _check_contract(spec, manifest.n_sensors)
+    # Hash the bytes onnxruntime is given: what runs is exactly what the manifest vouches for, even if the
+    # file changed after verify_artifact read it.
+    graph_bytes = (version_dir / spec.file).read_bytes()
+    if hashlib.sha256(graph_bytes).hexdigest() != manifest.files[spec.file]:
+        raise ArtifactError("checksum_mismatch", f"{spec.file}: changed while the version was being loaded")
+    providers = select_providers(settings.provider, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings are not JSON lines
+    try:
+        session = ort.InferenceSession(graph_bytes, options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        raise ModelLoadError("model_invalid", f"{spec.file}: onnxruntime cannot load it: {exc}") from exc
+    used = session.get_providers()[0]
+    if settings.provider == "cuda" and used != CUDA:
+        raise ModelLoadError(
+            "provider_unavailable", f"PROVIDER=cuda but the session runs on {used}: CUDA failed to initialise"
+        )
+    if providers[0] != used:
+        log.warning("asked onnxruntime for %s, running on %s", providers[0], used)
+    _check_session(session, spec)
+    model = LoadedModel(
+        manifest=manifest,
+        path=version_dir,
+        session=session,
+        provider=used,
+        input_name=spec.inputs[0].name,
+        loaded_at=iso_utc(datetime.now(UTC)),
+        load_seconds=0.0,
+    )
+    _warm_up(model)
+    return replace(model, load_seconds=round(time.perf_counter() - started, 4))
+
+
+def _mismatch(message: str) -> ModelLoadError:
+    return ModelLoadError("graph_mismatch", message)
+
+
+def _check_contract(spec: GraphSpec, n: int) -> None:
+    """The scorer graph the service needs: one input [N, n], outputs score [N] and sensor_error [N, n]."""
+    if len(spec.inputs) != 1:
+        raise _mismatch(f"the scorer graph must take one input, the manifest lists {len(spec.inputs)}")
+    outputs = {t.name: t for t in spec.outputs}
+    for name, rank in ((SCORE_OUTPUT, 1), (SENSOR_ERROR_OUTPUT, 2)):
+        tensor = outputs.get(name)
+        if tensor is None:
+            raise _mismatch(f"the scorer graph needs an output {name!r}; the manifest lists {list(outputs)}")
+        if tensor.dtype != "float32" or len(tensor.shape) != rank or (rank == 2 and tensor.shape[1] != n):
+            expected = "[N]" if rank == 1 else f"[N, {n}]"
+            found = f"{tensor.dtype} {list(tensor.shape)}"
+            raise _mismatch(f"output {name!r} must be float32 {expected}, the manifest says {found}")
+
+
+def _check_session(session: ort.InferenceSession, spec: GraphSpec) -> None:
+    """onnxruntime's view of the graph's inputs and outputs agrees with the manifest's."""
+    for kind, actual, promised in (
+        ("inputs", session.get_inputs(), spec.inputs),
+        ("outputs", session.get_outputs(), spec.outputs),
+    ):
+        seen = [(t.name, t.type, _dims(t.shape)) for t in actual]
+        expected = [(t.name, _ORT_TYPES.get(t.dtype, t.dtype), _dims(t.shape)) for t in promised]
+        if seen != expected:
+            raise _mismatch(f"the graph's {kind} are {seen}, the manifest promises {expected}")
+
+
+def _dims(shape: Sequence[int | str | None]) -> list[int | str]:
+    """Fixed dims as ints, any symbolic or unknown dim as "?" (exporters choose their own symbol names)."""
+    return [d if isinstance(d, int) else "?" for d in shape]
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """Run each WARMUP_ROWS batch of mid-range readings; the outputs must have the promised shapes and
+    finite scores, or the model is not served."""
+    manifest = model.manifest
+    middle = (np.asarray(manifest.sensor_low) + np.asarray(manifest.sensor_high)) / 2
+    for rows in WARMUP_ROWS:
+        x = np.ascontiguousarray(np.broadcast_to(middle.astype(np.float32), (rows, manifest.n_sensors)))
+        try:
+            score, sensor_error = model.score(x)
+        except Exception as exc:
+            raise ModelLoadError("warmup_failed", f"warm-up on {rows} rows failed: {exc}") from exc
+        shapes = (np.shape(score), np.shape(sensor_error))
+        finite = bool(np.isfinite(score).all())
+        if shapes != ((rows,), (rows, manifest.n_sensors)) or not finite:
+            raise ModelLoadError(
+                "warmup_failed", f"warm-up on {rows} rows gave shapes {shapes}, all scores finite: {finite}"
+            )

@@ -1,0 +1,100 @@
+"""Body parsing without HTTP: the fast bulk path and the element-naming slow path agree, limits are exact,
+and the binary path views the body without copying. (Every case over HTTP: routes/test_scoring.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from app.readings import FLOAT32_LIMIT, parse_batch_binary, parse_batch_json, parse_single_json
+
+NAMES = ("temp", "pressure", "vibration")
+
+
+def single(values: list[object], **extra: object) -> bytes:
+    return json.dumps({"values": values, **extra}).encode()
+
+
+def test_numbers_become_float32_rows() -> None:
+    parsed = parse_single_json(single([1, -2.5, 3e38], id="a"), NAMES)
+    assert parsed.x.dtype == np.float32 and parsed.x.shape == (1, 3) and parsed.x.flags.c_contiguous
+    assert parsed.x.tolist() == [[1.0, -2.5, float(np.float32(3e38))]]
+    assert parsed.ids == ["a"]
+
+
+def test_float32_limit_is_inclusive() -> None:
+    assert parse_single_json(single([FLOAT32_LIMIT, -FLOAT32_LIMIT, 0]), NAMES).x.tolist()[0][:2] == [
+        float(np.finfo(np.float32).max),
+        -float(np.finfo(np.float32).max),
+    ]
+    with pytest.raises(InvalidInput) as caught:
+        parse_single_json(b'{"values": [0, 3.40282351e38, 0]}', NAMES)
+    assert caught.value.code == "value_out_of_range" and "values[1]" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("true", "invalid_value"),
+        ("null", "invalid_value"),
+        ('"1"', "invalid_value"),
+        ("NaN", "non_finite_value"),
+        ("-Infinity", "non_finite_value"),
+        ("1e39", "value_out_of_range"),
+        ("-1e309", "value_out_of_range"),
+        ("1" + "0" * 5000, "value_out_of_range"),  # longer than int() accepts
+    ],
+)
+def test_batch_names_row_and_column(token: str, code: str) -> None:
+    body = f'{{"vectors": [[1, 2, 3], [4, 5, {token}]]}}'.encode()
+    with pytest.raises(InvalidInput) as caught:
+        parse_batch_json(body, NAMES, max_batch=10)
+    assert caught.value.code == code
+    assert caught.value.message.startswith("vectors[1][2] ")
+
+
+def test_first_bad_element_is_named() -> None:
+    with pytest.raises(InvalidInput, match=r"^values\[0\] "):
+        parse_single_json(b'{"values": [NaN, null, true]}', NAMES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"values": [1, 2, 3], "id": "\\ud800"}',  # a lone surrogate: orjson refuses, the stdlib would not
+        b"[" * 5000 + b"]" * 5000,  # nesting beyond orjson's limit (and the stdlib's recursion)
+        '{"values": [1, 2, 3]}'.encode("utf-16"),
+        b'{"values": [1, 2, 3]} {}',
+    ],
+    ids=["lone-surrogate", "deep-nesting", "utf-16", "two-documents"],
+)
+def test_what_only_a_lenient_parser_reads_is_still_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedRequest):
+        parse_single_json(body, NAMES)
+
+
+def test_binary_is_a_view_of_the_body() -> None:
+    body = np.arange(12, dtype="<f4").tobytes()
+    parsed = parse_batch_binary(body, NAMES, max_batch=4)
+    assert parsed.x.shape == (4, 3) and parsed.x.dtype == np.float32
+    assert not parsed.x.flags.owndata  # no copy on a little-endian host
+    assert parsed.x.tolist()[3] == [9.0, 10.0, 11.0]
+    assert parsed.ids == [None] * 4
+    with pytest.raises(PayloadTooLarge):
+        parse_batch_binary(body, NAMES, max_batch=3)
+
+
+def test_binary_names_the_sensor() -> None:
+    x = np.zeros((2, 3), "<f4")
+    x[1, 1] = np.nan
+    with pytest.raises(InvalidInput, match=r"row 1, sensor 1 \('pressure'\)"):
+        parse_batch_binary(x.tobytes(), NAMES, max_batch=4)
+
+
+def test_batch_checks_the_row_count_before_the_values() -> None:
+    body = json.dumps({"vectors": [["x"]] * 5}).encode()
+    with pytest.raises(PayloadTooLarge):
+        parse_batch_json(body, NAMES, max_batch=4)
