@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint pytest format clean synthetic-report model bench-onnx
+.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,3 +83,16 @@ model: $(DEV_STAMP)
 # Offline vs at-load graph optimisation, fp16 and int8 variants of the shipped graph (run alone).
 bench-onnx: $(DEV_STAMP)
 	$(PY) -m bench.onnx_variants --out bench/results/onnx_variants.json
+
+# The service end to end through app.client: spawn -> /readyz 200 (5 starts), then 1000 sequential
+# /v1/score and 1000 binary /v1/score/batch (64 rows) calls, latency percentiles and server RSS; server
+# pinned to CPU 0, client to CPU 1 (run alone: two cores).
+bench-latency: $(DEV_STAMP)
+	$(PY) -m bench.serve_latency --out bench/results/serve_latency.json
+
+# Explaining one reading with the shipped model's attention explainer: the explainer's onnxruntime session
+# at batch 1 (intra-op threads 1 and 2, 1000 runs), then 500 sequential POST /v1/explain to a real uvicorn
+# (server pinned to CPU 0, client to CPU 1); p50/p99 ms. Exits 1 if the model has no explainer (run alone).
+.PHONY: bench-explain
+bench-explain: $(DEV_STAMP)
+	$(PY) -m bench.explain_latency --out bench/results/explain_latency.json

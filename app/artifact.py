@@ -3,7 +3,7 @@
 Standard library only, so the serving image (no torch, no onnx) and the training side import the same
 definition. Layout of a model store::
 
-    <store>/<name>/<version>/{model.onnx, manifest.json, model_card.md, *.png, other files...}
+    <store>/<name>/<version>/{model.onnx, explainer.onnx, manifest.json, model_card.md, *.png, ...}
     <store>/<name>/CURRENT        one line: the served version id (a plain file, never a symlink)
     <store>/<name>/.build-XXXX/   a version being built; readers ignore it
 
@@ -32,6 +32,7 @@ MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 BUILD_PREFIX = ".build-"
 SCORER = "scorer"  # role name of the required graph
+EXPLAINER = "explainer"  # role name of the optional attention explainer graph (`POST /v1/explain`)
 INPUT_DTYPE = "float32"  # dtype of every graph's first input: raw readings, one column per sensor
 
 _CHUNK_BYTES = 1 << 20

@@ -14,6 +14,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   403     invalid_admin_token     ... with a token that is not ADMIN_TOKEN
   403     admin_disabled          an admin endpoint while ADMIN_TOKEN is unset
   404     not_found               no such route
+  404     explainer_unavailable   POST /v1/explain while the serving version has no explainer graph
   405     method_not_allowed      the route exists, the method does not
   409     <ArtifactError code>    a reload failed; the previous model keeps serving (see `ReloadFailed`)
   413     body_too_large          the body is larger than MAX_BODY_BYTES
@@ -28,6 +29,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   422     wrong_length            a vector does not have one value per sensor
   422     empty_batch             no rows
   422     ids_mismatch            `ids` does not have one entry per vector
+  422     invalid_top_k           `top_k` of /v1/explain is not an integer from 1 to n_sensors
   422     invalid_binary_length   an octet-stream body that is not a whole number of float32 rows
   422     empty_body              an octet-stream body with no bytes
   422     invalid_version         a version name that cannot be a version directory
@@ -107,3 +109,10 @@ class ReloadFailed(ServiceError):
 
 class ModelUnavailable(ServiceError):
     status, code = 503, "model_unavailable"
+
+
+class ExplainerUnavailable(ServiceError):
+    """404: the serving model version has no explainer graph. Not 503: the service is up and scoring,
+    and retrying will not help until a version with an explainer is loaded."""
+
+    status, code = 404, "explainer_unavailable"

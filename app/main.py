@@ -19,7 +19,7 @@ from app.errors import ReloadFailed
 from app.logs import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.registry import ModelRegistry
-from app.routes import admin, health, model, scoring
+from app.routes import admin, explain, health, model, scoring
 from app.routes.errors import install_error_handlers
 from app.scoring import InferencePool
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (scoring.router, model.router, health.router, admin.router):
+    for router in (scoring.router, explain.router, model.router, health.router, admin.router):
         app.include_router(router)
 
     # --- metrics: the Prometheus middleware and GET /metrics go here (next issue). Keep it a pure ASGI

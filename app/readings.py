@@ -7,7 +7,8 @@ and it would coerce what must be refused. Rules (each failure is an `app.errors`
          numbers: null, booleans, strings and nested lists are `invalid_value`. NaN / Infinity / -Infinity
          are `non_finite_value` and numbers beyond float32 (|x| > 3.4028235e38, e.g. 1e39, 1e309) are
          `value_out_of_range`; both are 422, not 400, because the JSON is readable and the *value* is bad.
-         Unknown fields are refused (`unknown_field`), so a misspelt `"value"` is never silently ignored.
+         Unknown fields are refused (`unknown_field`), so a misspelt `"value"` is never silently ignored;
+         each endpoint has its own field list (only /v1/explain knows `top_k`).
   binary N x n little-endian float32, row-major, viewed in place (no copy on a little-endian host).
 """
 
@@ -30,7 +31,10 @@ FLOAT32_LIMIT = 3.4028235e38
 finite float32)."""
 
 SINGLE_FIELDS = ("values", "id")
+EXPLAIN_FIELDS = ("values", "top_k", "id")
 BATCH_FIELDS = ("vectors", "ids")
+DEFAULT_TOP_K = 10
+"""Sensors an explanation lists when the request does not say (all of them on a model with fewer)."""
 _NUMBER_TYPES = frozenset({float, int})  # exact types: bool is a subclass of int and must not pass
 _SHOW_CHARS = 40
 _LONGEST_INT_DIGITS = 400  # longer integer literals are parsed as +-inf (out of range, named as such)
@@ -57,12 +61,31 @@ def parse_single_json(body: bytes, sensor_names: Sequence[str]) -> Readings:
     """`{"values": [n numbers], "id": "optional string"}` -> one row."""
     doc, syntax_error = _decode(body)
     obj = _object(doc, SINGLE_FIELDS, required="values")
-    ident = obj.get("id")
-    if ident is not None and type(ident) is not str:
-        raise InvalidInput(f"id must be a string, got {_kind(ident)}", code="invalid_type")
-    x = _to_array([obj["values"]], len(sensor_names), lambda _: "values")
+    readings = _single(obj, len(sensor_names))
     _refuse_unless_valid(syntax_error)
-    return Readings(x, [ident])
+    return readings
+
+
+def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readings, int]:
+    """`{"values": [n numbers], "top_k": k, "id": "optional string"}` -> one row and k.
+
+    `top_k` must be a JSON integer from 1 to n (`invalid_top_k` otherwise: 2.5, 3.0, "3", true, 0, n + 1);
+    absent or null means min(DEFAULT_TOP_K, n).
+    """
+    doc, syntax_error = _decode(body)
+    obj = _object(doc, EXPLAIN_FIELDS, required="values")
+    n = len(sensor_names)
+    top_k = obj.get("top_k")
+    if top_k is None:
+        top_k = min(DEFAULT_TOP_K, n)
+    elif type(top_k) is not int or not 1 <= top_k <= n:  # exact type: bool is a subclass of int
+        raise InvalidInput(
+            f"top_k must be an integer from 1 to {n} (the number of sensors), got {_kind(top_k)}",
+            code="invalid_top_k",
+        )
+    readings = _single(obj, n)
+    _refuse_unless_valid(syntax_error)
+    return readings, top_k
 
 
 def parse_batch_json(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
@@ -154,6 +177,15 @@ def _object(doc: Any, fields: tuple[str, ...], required: str) -> dict[str, Any]:
     if required not in doc:
         raise InvalidInput(f"the field {required!r} is missing", code="missing_field")
     return doc
+
+
+def _single(obj: dict[str, Any], n: int) -> Readings:
+    """The `values` and optional `id` of a one-reading body."""
+    ident = obj.get("id")
+    if ident is not None and type(ident) is not str:
+        raise InvalidInput(f"id must be a string, got {_kind(ident)}", code="invalid_type")
+    x = _to_array([obj["values"]], n, lambda _: "values")
+    return Readings(x, [ident])
 
 
 def _check_rows(rows: int, max_batch: int) -> None:

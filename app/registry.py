@@ -107,6 +107,7 @@ class ModelRegistry:
                 "model_version": model.version,
                 "previous_version": previous.version if previous else None,
                 "provider": model.provider,
+                "explainer": model.has_explainer,
                 "load_seconds": model.load_seconds,
                 "path": str(model.path),
             },

@@ -25,6 +25,17 @@ class ScoreRequest(_Strict):
     id: str | None = Field(None, description="Optional id echoed in the response and the anomaly log.")
 
 
+class ExplainRequest(_Strict):
+    values: list[float] = Field(description="One reading: n_sensors numbers in the model's sensor order.")
+    top_k: int | None = Field(
+        10,
+        ge=1,
+        description="How many sensors to list, 1..n_sensors (a JSON integer); absent or null: 10, or "
+        "n_sensors when the model has fewer.",
+    )
+    id: str | None = Field(None, description="Optional id echoed in the response and the anomaly log.")
+
+
 class BatchScoreRequest(_Strict):
     vectors: list[list[float]] = Field(description="1..MAX_BATCH readings, each n_sensors numbers.")
     ids: list[str] | None = Field(None, description="Optional: one id per vector, in the same order.")
@@ -65,6 +76,33 @@ class ScoreResponse(BaseModel):
     threshold: float
     is_anomaly: bool = Field(description="score > threshold (or the score is not finite).")
     model_version: str
+
+
+class SensorExplanation(BaseModel):
+    index: int = Field(description="Position in the model's sensor order (0-based).")
+    name: str
+    attention: float | None = Field(
+        description="The explainer's attention on this sensor: its share of the blame (the reading's "
+        "attention over all sensors sums to 1); null only when not finite."
+    )
+    error_share: float | None = Field(
+        description="This sensor's sensor_error divided by the sum of the reading's sensor_error (its share "
+        "of the reconstruction error); null when that sum is not finite and positive."
+    )
+
+
+class ExplainResponse(BaseModel):
+    id: str | None
+    score: float | None = Field(
+        description="The explainer graph's score: equal to /v1/score's up to float rounding (the explainer "
+        "contains the scorer); null when not finite, which counts as anomalous."
+    )
+    threshold: float
+    is_anomaly: bool = Field(description="score > threshold (or the score is not finite), as /v1/score.")
+    model_version: str
+    sensors: list[SensorExplanation] = Field(
+        description="top_k sensors by attention, largest first; ties by index."
+    )
 
 
 class BatchResult(BaseModel):
@@ -108,6 +146,7 @@ class ModelInfo(BaseModel):
     created_at: str
     loaded_at: str
     metrics: HeadlineMetrics | None
+    explainer: bool = Field(description="Whether this version has an explainer graph (POST /v1/explain).")
 
 
 class ReloadResponse(BaseModel):

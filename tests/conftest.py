@@ -16,7 +16,14 @@ torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core
 
 TRAINED_ROWS = 20_000
 SMALL_CONFIG = TrainConfig(
-    hidden=(32, 6), max_epochs=30, patience=6, batch_size=128, threads=1, progress=False
+    hidden=(32, 6),
+    max_epochs=30,
+    patience=6,
+    batch_size=128,
+    threads=1,
+    progress=False,
+    explainer_epochs=6,
+    explainer_samples_per_epoch=1024,
 )
 
 

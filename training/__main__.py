@@ -83,9 +83,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--impute", action="store_true", help="fill NaN/Inf by forward then backward fill")
     train.add_argument("--on-constant", choices=("warn", "error"), default="warn", help="constant sensors")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (epochs are still logged)")
+    train.add_argument("--no-explainer", action="store_true", help="skip training the attention explainer")
+    train.add_argument("--explainer-epochs", type=_positive_int, help="explainer epochs (default 12)")
     train.add_argument("--test-data", type=Path, help="labelled recording for the model card's metrics")
     train.add_argument("--test-labels", type=Path, help="labels of --test-data (else its `label` column)")
     train.add_argument("--test-fault-sensors", type=Path, help="fault sensors of --test-data (JSON)")
+
+    explain = command("explain", "train the attention explainer for an existing version (new version)")
+    explain.add_argument("--model", type=Path, required=True, help="model directory <store>/<name> (CURRENT)")
+    explain.add_argument("--data", type=Path, required=True, help="the recording the version was trained on")
+    explain.add_argument("--val-data", type=Path, help="the --val-data the version was trained with")
+    explain.add_argument(
+        "--epochs", type=_positive_int, help="explainer epochs (default: the version's config)"
+    )
+    explain.add_argument("--test-data", type=Path)
+    explain.add_argument("--test-labels", type=Path)
+    explain.add_argument("--test-fault-sensors", type=Path)
+    explain.add_argument("--no-progress", action="store_true")
 
     evaluate = command("evaluate", "score a labelled recording and write a JSON report")
     evaluate.add_argument(
@@ -138,8 +152,11 @@ def _train(args: argparse.Namespace) -> None:
         "batch_size": args.batch_size,
         "patience": args.patience,
         "split_blocks": args.split_blocks,
+        "explainer_epochs": args.explainer_epochs,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.no_explainer:
+        config = replace(config, explainer=False)
     if args.hidden:
         try:
             hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -163,6 +180,22 @@ def _train(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=1))
 
 
+def _explain(args: argparse.Namespace) -> None:
+    from training.data import load_dataset
+    from training.evaluate import TestRecording
+    from training.train import add_explainer
+
+    test = None
+    if args.test_data is not None:
+        test = TestRecording(args.test_data, args.test_labels, args.test_fault_sensors)
+    data = load_dataset(args.data)
+    val_data = load_dataset(args.val_data) if args.val_data else None
+    out = add_explainer(args.model, data, val_data, test, epochs=args.epochs, progress=not args.no_progress)
+    manifest = json.loads((out / "manifest.json").read_text())
+    ranking = manifest["training"]["explainer"]["held_out_ranking"]
+    print(json.dumps({"version": str(out)} | {m: ranking[m]["all"] for m in ranking}, indent=1))
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate, write_report
 
@@ -181,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    command = {"synth": _synth, "train": _train, "evaluate": _evaluate}[args.command]
+    command = {"synth": _synth, "train": _train, "explain": _explain, "evaluate": _evaluate}[args.command]
     try:
         command(args)
     except (DataError, FileNotFoundError, ValueError) as exc:

@@ -106,6 +106,7 @@ def _card_text(
         lines += _test_section(evaluation)
     else:
         lines += ["## Test recording", "No labelled test recording was given: no detection metrics.", ""]
+    lines += _explainer_section(manifest)
     parity = manifest.metrics.get("parity", {})
     if parity:
         lines += [
@@ -119,6 +120,46 @@ def _card_text(
     versions = ", ".join(f"{k} {v}" for k, v in manifest.library_versions.items())
     lines += ["## Software", versions, ""]
     return "\n".join(lines)
+
+
+def _ranking_table(ranking: dict[str, dict[str, Any]]) -> list[str]:
+    """Rows per fault kind: HitRate@150 % and NDCG@150 % of attention, error ranking and random ranking."""
+    methods = ("attention", "error", "random")
+    lines = [
+        "| fault kind | rows | HitRate@150% attention | error | random "
+        "| NDCG@150% attention | error | random |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in ranking["attention"]:
+        hit = [_fmt(ranking[m][kind]["hitrate@150%"]) for m in methods]
+        ndcg = [_fmt(ranking[m][kind]["ndcg@150%"]) for m in methods]
+        rows = ranking["attention"][kind]["n_rows_ranked"]
+        lines.append(f"| {kind} | {rows} | {' | '.join(hit)} | {' | '.join(ndcg)} |")
+    return lines
+
+
+def _explainer_section(manifest: Manifest) -> list[str]:
+    if "explainer" not in manifest.graphs:
+        return ["## Explainer", "This version has no attention explainer.", ""]
+    e = manifest.training["explainer"]
+    lines = [
+        "## Explainer",
+        f"`{manifest.graphs['explainer'].file}`: one self-attention layer over the {manifest.n_sensors} "
+        f"sensor tokens (d_model {e['architecture']['d_model']}, d_k {e['architecture']['d_key']}) and an "
+        "attention-pooling readout whose weights (non-negative, summing to 1) rank the sensors. Trained on "
+        f"faults injected into normal training rows, {e['epochs_run']} epochs (best {e['best_epoch']}), "
+        f"{e['fit_seconds']:.0f} s.",
+        "",
+        f"Held out: faults injected into {e['held_out_ranking_rows']} calibration rows "
+        "(all = every kind together).",
+        "",
+        *_ranking_table(e["held_out_ranking"]),
+        "",
+    ]
+    test = manifest.metrics.get("explainer_test_ranking")
+    if test:
+        lines += ["On the test recording's real faults:", "", *_ranking_table(test), ""]
+    return lines
 
 
 def _test_section(evaluation: Evaluation) -> list[str]:

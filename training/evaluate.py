@@ -30,10 +30,11 @@ from app.artifact import (
 )
 from training.baseline import PCABaseline
 from training.data import DataError, align_sensors, load_dataset, load_fault_sensors, load_labels
-from training.metrics import detection_metrics, ranking_metrics
+from training.metrics import detection_metrics, ranking_by_kind, ranking_metrics
 from training.threshold import Threshold
 
 BASELINE_FILE = "baseline_pca.npz"
+EXPLAINER = "explainer"
 SCORING_BATCH_ROWS = 4096
 
 
@@ -63,7 +64,21 @@ class ArtifactModel:
         t = manifest.threshold
         self.threshold = Threshold(t.value, t.method, t.target_fpr, t.n_calibration)
         self.baseline = PCABaseline.load(directory / BASELINE_FILE)
+        self.explainer: ort.InferenceSession | None = None
+        if EXPLAINER in manifest.graphs:
+            self.explainer = ort.InferenceSession(
+                str(directory / manifest.graphs[EXPLAINER].file), options, providers=["CPUExecutionProvider"]
+            )
         self.baseline_threshold = Threshold.from_dict(manifest.training["baseline_pca"]["threshold"])
+
+    def attention(self, raw: np.ndarray) -> np.ndarray:
+        """Explainer attention float32 [N, n] (the artifact must have an explainer graph)."""
+        assert self.explainer is not None
+        out = []
+        for i in range(0, len(raw), 256):
+            x = np.ascontiguousarray(raw[i : i + 256], dtype=np.float32)
+            out.append(self.explainer.run(["attention"], {self.input_name: x})[0])
+        return np.concatenate(out)
 
     def score(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score float32 [N], sensor_error float32 [N, n]) from the ONNX graph, in batches."""
@@ -142,7 +157,30 @@ def evaluate_recording(model: ArtifactModel, test: TestRecording, *, impute: boo
             section["ranking"] = ranking_metrics(errors, fault_sensors)
         report[name] = section
         scores[name] = s
+    if fault_sensors and model.explainer is not None:
+        report["explainer_ranking"] = _explainer_ranking(
+            model, data.values, ae_errors, fault_sensors, fault_kinds
+        )
     return Evaluation(report, labels, fault_kinds, scores)
+
+
+def _explainer_ranking(
+    model: ArtifactModel,
+    values: np.ndarray,
+    errors: np.ndarray,
+    fault_sensors: dict[int, list[int]],
+    fault_kinds: np.ndarray | None,
+) -> dict[str, Any]:
+    """Attention vs error ranking vs a random ranking, per fault kind, on rows with known fault sensors."""
+    rows = sorted(r for r, sensors in fault_sensors.items() if sensors)
+    kinds = fault_kinds[rows] if fault_kinds is not None else np.full(len(rows), "unknown", dtype=object)
+    local = {i: fault_sensors[r] for i, r in enumerate(rows)}
+    rankings = {
+        "attention": model.attention(values[rows]),
+        "error": errors[rows],
+        "random": np.random.default_rng(0).random((len(rows), values.shape[1])),
+    }
+    return ranking_by_kind(rankings, local, kinds)
 
 
 def evaluate(

@@ -24,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from app.artifact import GraphSpec, TensorSpec
+from training.explainer import SensorAttentionExplainer
 from training.model import AnomalyScorer
 
 log = logging.getLogger("training.export")
@@ -31,6 +32,7 @@ log = logging.getLogger("training.export")
 OPSET = 18
 INPUT_NAME = "readings"
 OUTPUT_NAMES = ("score", "sensor_error")
+EXPLAINER_OUTPUT_NAMES = ("attention", "score", "sensor_error")
 BATCH_DIM = "N"
 PARITY_RTOL = 1e-5
 """Largest relative error of `score` (ORT vs torch) an export may show; the issue's contract."""
@@ -53,19 +55,45 @@ def scorer_graph_spec(n_sensors: int, file: str = "model.onnx") -> GraphSpec:
     )
 
 
+def explainer_graph_spec(n_sensors: int, file: str = "explainer.onnx") -> GraphSpec:
+    """The manifest's description of the exported explainer graph (attention first, then the scores)."""
+    return GraphSpec(
+        file=file,
+        inputs=(TensorSpec(INPUT_NAME, "float32", (BATCH_DIM, n_sensors)),),
+        outputs=(
+            TensorSpec("attention", "float32", (BATCH_DIM, n_sensors)),
+            TensorSpec("score", "float32", (BATCH_DIM,)),
+            TensorSpec("sensor_error", "float32", (BATCH_DIM, n_sensors)),
+        ),
+        opset=OPSET,
+    )
+
+
 def export_scorer(scorer: AnomalyScorer, path: Path) -> Path:
     """Write `scorer` (eval mode, dynamic batch) as a single-file ONNX graph at `path`; return `path`."""
-    scorer.eval()
     n = int(scorer.mean.numel())
+    return _export(scorer, path, OUTPUT_NAMES, scorer_graph_spec(n))
+
+
+def export_explainer(explainer: SensorAttentionExplainer, path: Path) -> Path:
+    """Write the attention explainer (raw readings → attention, score, sensor_error) at `path`."""
+    n = int(explainer.scorer.mean.numel())
+    return _export(explainer, path, EXPLAINER_OUTPUT_NAMES, explainer_graph_spec(n))
+
+
+def _export(module: torch.nn.Module, path: Path, outputs: tuple[str, ...], spec: GraphSpec) -> Path:
+    module.eval()
+    n = spec.inputs[0].shape[1]
+    assert isinstance(n, int)
     example = (torch.zeros(2, n),)
     with torch.no_grad():
         program = torch.onnx.export(
-            scorer,
+            module,
             example,
             dynamo=True,
             verbose=False,  # the exporter otherwise prints its progress to stdout
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(outputs),
             opset_version=OPSET,
             dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
             external_data=False,
@@ -77,13 +105,12 @@ def export_scorer(scorer: AnomalyScorer, path: Path) -> Path:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path.name} fails onnx.checker: {exc}") from exc
-    _check_io(model, n)
+    _check_io(model, spec)
     return path
 
 
-def _check_io(model: onnx.ModelProto, n_sensors: int) -> None:
+def _check_io(model: onnx.ModelProto, spec: GraphSpec) -> None:
     """The graph's declared inputs, outputs and opset are the ones the manifest will promise."""
-    spec = scorer_graph_spec(n_sensors)
     declared = {
         "inputs": [(v.name, _shape(v)) for v in model.graph.input],
         "outputs": [(v.name, _shape(v)) for v in model.graph.output],
@@ -109,35 +136,43 @@ def _normalise(shape: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(d if isinstance(d, int) else "?" for d in shape)
 
 
-def check_parity(scorer: AnomalyScorer, path: Path, batches: Iterable[np.ndarray]) -> dict[str, Any]:
+def check_parity(
+    module: torch.nn.Module,
+    path: Path,
+    batches: Iterable[np.ndarray],
+    outputs: tuple[str, ...] = OUTPUT_NAMES,
+) -> dict[str, Any]:
     """Run torch and onnxruntime (CPU) on each batch; raise ExportError above PARITY_RTOL.
 
-    Returns the worst relative error of `score` and of `sensor_error` (relative to the batch's largest
-    value, so near-zero entries do not blow it up) and the rows compared.
+    `outputs` names the module's outputs in order; `score` and `sensor_error` are compared (and
+    `attention`, when present, like `sensor_error`). Returns the worst relative error of `score`, and of
+    the per-sensor outputs relative to the batch's largest value (so near-zero entries do not blow it up),
+    and the rows compared.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    worst_score = worst_sensor = 0.0
+    worst: dict[str, float] = dict.fromkeys(outputs, 0.0)
     rows = 0
     for batch in batches:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        score, sensor_error = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        got = dict(zip(outputs, session.run(list(outputs), {INPUT_NAME: x}), strict=True))
         with torch.no_grad():
-            t_score, t_sensor = (t.numpy() for t in scorer(torch.from_numpy(x)))
-        score_err = np.abs(score.astype(np.float64) - t_score) / np.maximum(np.abs(t_score), 1e-12)
-        sensor_err = np.abs(sensor_error.astype(np.float64) - t_sensor) / max(
-            float(np.abs(t_sensor).max()), 1e-12
-        )
-        worst_score = max(worst_score, float(score_err.max()))
-        worst_sensor = max(worst_sensor, float(sensor_err.max()))
+            want = dict(zip(outputs, (t.numpy() for t in module(torch.from_numpy(x))), strict=True))
+        for name in outputs:
+            diff = np.abs(got[name].astype(np.float64) - want[name])
+            if name == "score":
+                err = diff / np.maximum(np.abs(want[name]), 1e-12)
+            else:
+                err = diff / max(float(np.abs(want[name]).max()), 1e-12)
+            worst[name] = max(worst[name], float(err.max()))
         rows += len(x)
-    result = {"score_max_rel_error": worst_score, "sensor_error_max_rel_error": worst_sensor, "rows": rows}
+    worst_score = worst["score"]
+    result: dict[str, Any] = {f"{name}_max_rel_error": value for name, value in worst.items()}
+    result["rows"] = rows
     if not worst_score <= PARITY_RTOL:
         raise ExportError(
             f"ONNX vs torch score relative error {worst_score:.3g} > {PARITY_RTOL:g} ({result})"
         )
-    log.info(
-        "parity ORT vs torch over %d rows: score %.2g, sensor_error %.2g", rows, worst_score, worst_sensor
-    )
+    log.info("parity ORT vs torch of %s over %d rows: %s", path.name, rows, result)
     return result

@@ -198,3 +198,22 @@ def ranking_metrics(
 
 def _pct(p: float) -> str:
     return f"{p * 100:g}%"
+
+
+def ranking_by_kind(
+    rankings: Mapping[str, np.ndarray],
+    fault_sensors: Mapping[int, Sequence[int]],
+    fault_kinds: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """`ranking_metrics` of several per-sensor rankings (method -> [n_rows, n_sensors]), overall ("all")
+    and per fault kind of the ranked rows; `fault_kinds` [n_rows] names each row's kind."""
+    kinds = np.asarray(fault_kinds, dtype=object)
+    by_kind: dict[str, dict[int, Sequence[int]]] = {}
+    for row, sensors in fault_sensors.items():
+        by_kind.setdefault(_kind_name(kinds[int(row)]), {})[int(row)] = sensors
+    out: dict[str, dict[str, Any]] = {}
+    for method, scores in rankings.items():
+        out[method] = {"all": ranking_metrics(scores, fault_sensors)}
+        for kind in sorted(by_kind):
+            out[method][kind] = ranking_metrics(scores, by_kind[kind])
+    return out

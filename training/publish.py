@@ -48,11 +48,21 @@ from app.artifact import (
 )
 from training.card import write_card
 from training.evaluate import BASELINE_FILE, TestRecording, evaluate_recording, open_model
-from training.export import check_parity, export_scorer, scorer_graph_spec
+from training.export import (
+    EXPLAINER_OUTPUT_NAMES,
+    check_parity,
+    explainer_graph_spec,
+    export_explainer,
+    export_scorer,
+    scorer_graph_spec,
+)
 from training.train import TrainResult
 
 log = logging.getLogger("training.publish")
 
+EXPLAINER = "explainer"  # role of the explainer graph in the manifest
+EXPLAINER_FILE = "explainer.onnx"
+EXPLAINER_PARITY_ROWS = 128  # per batch: the n x n attention makes torch slow on big batches
 PARITY_RANDOM_ROWS = 256
 PARITY_REAL_ROWS = 1024
 
@@ -102,6 +112,16 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
         f.writelines(json.dumps(record) + "\n" for record in result.history)
     export_scorer(scorer, build / "model.onnx")
     parity = check_parity(scorer, build / "model.onnx", _parity_batches(result))
+    graphs = {SCORER: scorer_graph_spec(n)}
+    metrics: dict[str, Any] = {"parity": parity, "held_out": result.summary["held_out"]}
+    if result.explainer is not None:
+        export_explainer(result.explainer, build / EXPLAINER_FILE)
+        batches = [b[:EXPLAINER_PARITY_ROWS] for b in _parity_batches(result)]
+        metrics["explainer_parity"] = check_parity(
+            result.explainer, build / EXPLAINER_FILE, batches, EXPLAINER_OUTPUT_NAMES
+        )
+        graphs[EXPLAINER] = explainer_graph_spec(n, EXPLAINER_FILE)
+        metrics["explainer"] = {"held_out_ranking": result.summary["explainer"]["held_out_ranking"]}
 
     created = datetime.now(UTC).replace(microsecond=0)
     manifest = Manifest(
@@ -113,7 +133,7 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
         sensor_names=tuple(result.sensor_names),
         sensor_low=tuple(float(v) for v in result.sensor_low),
         sensor_high=tuple(float(v) for v in result.sensor_high),
-        graphs={SCORER: scorer_graph_spec(n)},
+        graphs=graphs,
         threshold=ThresholdSpec(
             value=float(result.threshold.value),
             method=result.threshold.method,
@@ -127,7 +147,7 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
             "baseline_pca": {"file": BASELINE_FILE, "threshold": result.baseline_threshold.to_dict()},
         },
         library_versions=library_versions(),
-        metrics={"parity": parity, "held_out": result.summary["held_out"]},
+        metrics=metrics,
     )
     write_manifest(manifest, build)  # provisional: lets the evaluation read the version being built
 
@@ -135,7 +155,10 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
     if test is not None:
         evaluation = evaluate_recording(open_model(build, verify=False), test)
         (build / "evaluation.json").write_text(json.dumps(evaluation.report, indent=1))
-        manifest = replace(manifest, metrics=manifest.metrics | {"test": _headline(evaluation.report)})
+        test_metrics = {"test": _headline(evaluation.report)}
+        if "explainer_ranking" in evaluation.report:
+            test_metrics["explainer_test_ranking"] = evaluation.report["explainer_ranking"]
+        manifest = replace(manifest, metrics=manifest.metrics | test_metrics)
     write_card(build, manifest, result, evaluation)
 
     manifest = replace(manifest, files=hash_files(build))

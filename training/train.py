@@ -20,10 +20,11 @@ give the best-F1 threshold and the held-out detection metrics.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,15 @@ from tqdm import tqdm
 
 from training.baseline import PCABaseline
 from training.data import DataError, Dataset
-from training.metrics import detection_metrics
+from training.explainer import (
+    ExplainerConfig,
+    FaultInjector,
+    SensorAttentionExplainer,
+    explainer_summary,
+    fit_explainer,
+    residual_unit,
+)
+from training.metrics import detection_metrics, ranking_by_kind
 from training.model import (
     DEFAULT_HIDDEN,
     AnomalyScorer,
@@ -73,6 +82,9 @@ class TrainConfig:
     on_constant: str = "warn"  # "warn" or "error" for sensors constant in the training split
     split_blocks: int = DEFAULT_SPLIT_BLOCKS  # 1 = train on the past, hold out the future
     gap_fraction: float = DEFAULT_GAP_FRACTION
+    explainer: bool = True  # train the attention explainer after the autoencoder
+    explainer_epochs: int = 12
+    explainer_samples_per_epoch: int = 2048
     progress: bool = True
 
 
@@ -294,6 +306,7 @@ class TrainResult:
     calibration: np.ndarray  # raw calibration rows (parity checks on real data)
     calibration_scores: np.ndarray  # their scores
     summary: dict[str, Any]  # config, splits, data fingerprint, timings, held-out metrics
+    explainer: SensorAttentionExplainer | None = None  # eval mode; scorer frozen inside
 
 
 def fit(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> TrainResult:
@@ -349,13 +362,19 @@ def fit(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> 
             | {"best_f1": best_f1_threshold(pca_scores, y)},
         }
 
+    parameters = count_trainable_parameters(autoencoder)  # before the explainer freezes it
+    explainer = None
+    explainer_section: dict[str, Any] = {}
+    if config.explainer:
+        explainer, explainer_section = _fit_explainer(scorer, splits, config)
+
     best = min(history, key=lambda r: r["val_mse"])
     summary = {
         "config": asdict(config),
         "architecture": {
             "n_sensors": data.n_sensors,
             "hidden": list(config.hidden),
-            "trainable_parameters": count_trainable_parameters(autoencoder),
+            "trainable_parameters": parameters,
         },
         "constant_sensors": constant,
         "splits": splits.description,
@@ -367,6 +386,7 @@ def fit(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> 
         "total_seconds": time.perf_counter() - started,
         "torch_threads": torch.get_num_threads(),
         "held_out": held_out,
+        "explainer": explainer_section,
     }
     return TrainResult(
         scorer=scorer,
@@ -380,7 +400,112 @@ def fit(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> 
         calibration=splits.calibration,
         calibration_scores=calibration_scores,
         summary=summary,
+        explainer=explainer,
     )
+
+
+EXPLAINER_HELD_OUT_SAMPLES = 1500
+
+
+def add_explainer(
+    model_dir: Path,
+    data: Dataset,
+    val_data: Dataset | None = None,
+    test: TestRecording | None = None,
+    *,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the explainer for the version `model_dir/CURRENT` names, keeping its autoencoder, and publish
+    the pair as a new version. `data` (and `val_data`) must be the recording the version was trained on
+    (its sha256 is checked), so the splits — and the result — are those `train` would have produced."""
+    from training.checkpoint import load_trained
+    from training.publish import publish
+
+    trained = load_trained(model_dir)
+    summary = dict(trained.manifest.training)
+    recorded = summary["data"]
+    if _fingerprint(data)["sha256"] != recorded["sha256"]:
+        raise DataError(f"{data.source} is not the recording {trained.directory.name} was trained on")
+    if data.sensor_names != trained.sensor_names:
+        raise DataError(f"{data.source}: sensors differ from the model's")
+    recorded_config: dict[str, Any] = dict(summary["config"])
+    recorded_config["hidden"] = tuple(recorded_config["hidden"])  # a JSON list back to the tuple
+    config = TrainConfig(**recorded_config)
+    config = replace(config, explainer=True, progress=progress)
+    if epochs is not None:
+        config = replace(config, explainer_epochs=epochs)
+    splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
+    scorer = trained.scorer
+    explainer, section = _fit_explainer(scorer, splits, config)
+    summary["config"] = asdict(config)
+    summary["explainer"] = section
+    history = [
+        json.loads(line) for line in (trained.directory / "training_log.jsonl").read_text().splitlines()
+    ]
+    calibration_scores, _ = score_in_batches(scorer, splits.calibration)
+    result = TrainResult(
+        scorer=scorer,
+        sensor_names=trained.sensor_names,
+        sensor_low=np.asarray(trained.manifest.sensor_low),
+        sensor_high=np.asarray(trained.manifest.sensor_high),
+        threshold=trained.threshold,
+        baseline=trained.baseline,
+        baseline_threshold=trained.baseline_threshold,
+        history=history,
+        calibration=splits.calibration,
+        calibration_scores=calibration_scores,
+        summary=summary,
+        explainer=explainer,
+    )
+    return publish(result, model_dir, test)
+
+
+def _fit_explainer(
+    scorer: AnomalyScorer, splits: Splits, config: TrainConfig
+) -> tuple[SensorAttentionExplainer, dict[str, Any]]:
+    """Train the attention on faults injected into training rows (validation rows for early stopping) and
+    measure it, the error ranking and a random ranking on faults injected into the calibration rows."""
+    explainer_config = ExplainerConfig(
+        epochs=config.explainer_epochs,
+        samples_per_epoch=config.explainer_samples_per_epoch,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    started = time.perf_counter()
+    explainer, history = fit_explainer(scorer, splits.train, splits.validation, explainer_config)
+    seconds = time.perf_counter() - started
+    neighbours = FaultInjector.from_training_rows(splits.train, residual_unit(scorer), config.seed).neighbours
+    injector = FaultInjector(splits.calibration, residual_unit(scorer), neighbours, config.seed + 2)
+    rows, mask, kinds = injector.sample(EXPLAINER_HELD_OUT_SAMPLES)
+    attention, errors = explain_in_batches(explainer, rows)
+    rankings = {
+        "attention": attention,
+        "error": errors,
+        "random": np.random.default_rng(config.seed).random(errors.shape),
+    }
+    fault_sensors = {i: np.flatnonzero(m).tolist() for i, m in enumerate(mask)}
+    section = explainer_summary(explainer_config, history, seconds)
+    section["held_out_ranking"] = ranking_by_kind(rankings, fault_sensors, kinds)
+    section["held_out_ranking_rows"] = EXPLAINER_HELD_OUT_SAMPLES
+    hit = {m: section["held_out_ranking"][m]["all"]["hitrate@150%"] for m in rankings}
+    log.info("explainer held-out HitRate@150%%: %s", hit)
+    return explainer, section
+
+
+def explain_in_batches(
+    explainer: SensorAttentionExplainer, raw: np.ndarray, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(attention [N, n], sensor_error [N, n]) as float32 numpy."""
+    attention, errors = [], []
+    with torch.no_grad():
+        for i in range(0, len(raw), batch_size):
+            a, _, e = explainer(
+                torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32))
+            )
+            attention.append(a.numpy())
+            errors.append(e.numpy())
+    return np.concatenate(attention), np.concatenate(errors)
 
 
 def train(

@@ -55,4 +55,5 @@ async def model_info(model: ModelDep) -> ModelInfo:
         created_at=manifest.created_at,
         loaded_at=model.loaded_at,
         metrics=headline_metrics(manifest),
+        explainer=model.has_explainer,
     )

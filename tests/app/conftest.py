@@ -55,17 +55,26 @@ def manifest(trained_small: Path) -> Manifest:
     return read_manifest(trained_small)
 
 
-@pytest.fixture(scope="session")
-def reference(trained_small: Path) -> ort.InferenceSession:
-    """onnxruntime on the artifact directly, with the service's session options."""
+def reference_session(path: Path) -> ort.InferenceSession:
+    """onnxruntime on an artifact's graph directly, with the service's session options."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(
-        str(trained_small / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def reference(trained_small: Path) -> ort.InferenceSession:
+    """onnxruntime on the artifact's scorer graph directly, with the service's session options."""
+    return reference_session(trained_small / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def explainer_reference(trained_small: Path) -> ort.InferenceSession:
+    """onnxruntime on the artifact's explainer graph directly, with the service's session options."""
+    return reference_session(trained_small / "explainer.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +106,19 @@ def publish_copy(model_dir: Path, source_version: str, new_version: str) -> Path
     target = model_dir / new_version
     shutil.copytree(model_dir / source_version, target)
     write_manifest(replace(read_manifest(target), version=new_version), target)
+    return target
+
+
+def publish_without_explainer(model_dir: Path, source_version: str, new_version: str) -> Path:
+    """`publish_copy` of `source_version` as a version without an explainer graph (as trained with
+    --no-explainer, or before the explainer existed): explainer.onnx and its manifest entries removed."""
+    target = publish_copy(model_dir, source_version, new_version)
+    manifest = read_manifest(target)
+    file = manifest.graphs["explainer"].file
+    (target / file).unlink()
+    graphs = {role: graph for role, graph in manifest.graphs.items() if role != "explainer"}
+    files = {rel: digest for rel, digest in manifest.files.items() if rel != file}
+    write_manifest(replace(manifest, graphs=graphs, files=files), target)
     return target
 
 

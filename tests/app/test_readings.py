@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
-from app.readings import FLOAT32_LIMIT, parse_batch_binary, parse_batch_json, parse_single_json
+from app.readings import (
+    FLOAT32_LIMIT,
+    parse_batch_binary,
+    parse_batch_json,
+    parse_explain_json,
+    parse_single_json,
+)
 
 NAMES = ("temp", "pressure", "vibration")
 
@@ -98,3 +104,25 @@ def test_batch_checks_the_row_count_before_the_values() -> None:
     body = json.dumps({"vectors": [["x"]] * 5}).encode()
     with pytest.raises(PayloadTooLarge):
         parse_batch_json(body, NAMES, max_batch=4)
+
+
+def test_explain_top_k_defaults_to_ten_or_every_sensor() -> None:
+    readings, top_k = parse_explain_json(single([1, 2, 3], id="a"), NAMES)
+    assert top_k == 3 and readings.ids == ["a"] and readings.x.tolist() == [[1.0, 2.0, 3.0]]
+    assert parse_explain_json(single([1, 2, 3], top_k=None), NAMES)[1] == 3
+    assert parse_explain_json(single([1.0] * 12, top_k=None), [f"s{i}" for i in range(12)])[1] == 10
+    assert parse_explain_json(single([1, 2, 3], top_k=2), NAMES)[1] == 2
+
+
+@pytest.mark.parametrize("top_k", [0, 4, -1, 2.5, 2.0, True, "2", [2]])
+def test_explain_top_k_must_be_an_integer_from_1_to_n(top_k: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_explain_json(single([1, 2, 3], top_k=top_k), NAMES)
+    assert caught.value.code == "invalid_top_k"
+    assert caught.value.message.startswith("top_k must be an integer from 1 to 3")
+
+
+def test_top_k_is_a_field_of_explain_only() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_single_json(single([1, 2, 3], top_k=2), NAMES)
+    assert caught.value.code == "unknown_field"

@@ -114,7 +114,14 @@ def test_training_publishes_a_complete_version(trained_small: Path) -> None:
     model_dir = trained_small.parent
     assert (model_dir / "CURRENT").read_text() == trained_small.name + "\n"
     files = {p.name for p in trained_small.iterdir()}
-    expected = {"model.onnx", "manifest.json", "model_card.md", "model.pt", "baseline_pca.npz"}
+    expected = {
+        "model.onnx",
+        "explainer.onnx",
+        "manifest.json",
+        "model_card.md",
+        "model.pt",
+        "baseline_pca.npz",
+    }
     expected |= {
         "training_log.jsonl",
         "evaluation.json",

@@ -1,0 +1,84 @@
+"""POST /v1/explain: one reading's score and the sensors the attention explainer blames for it.
+
+Same authentication, body rules and errors as POST /v1/score (plus `top_k`), answered by one run of the
+explainer graph on the inference pool (see `app.explaining` for what the numbers mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.explaining import Explanation, explain_reading
+from app.readings import Readings, parse_explain_json
+from app.routes.deps import JSON, ModelDep, PoolDep, SettingsDep, media_type, read_body, require_api_key
+from app.schemas import ErrorResponse, ExplainRequest, ExplainResponse, openapi_body
+from app.scoring import LoadedModel, log_anomalies
+
+router = APIRouter(prefix="/v1", tags=["explaining"], dependencies=[Depends(require_api_key)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "malformed JSON",
+        401: "missing or unknown API key",
+        404: "the serving model version has no explainer graph (`explainer_unavailable`)",
+        413: "body larger than MAX_BODY_BYTES",
+        415: "Content-Type missing or not JSON",
+        422: "the reading cannot be explained, or top_k is not 1..n_sensors (the message names the field)",
+        503: "no model is loaded",
+    }.items()
+}
+
+
+def _parse_and_explain(
+    model: LoadedModel, log_top_k: int, parse: Callable[[], tuple[Readings, int]]
+) -> tuple[Readings, Explanation]:
+    """The request's CPU work, run on the inference pool."""
+    readings, top_k = parse()
+    return readings, explain_reading(model, readings.x, top_k, log_top_k)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    responses=_ERRORS,
+    openapi_extra=openapi_body(ExplainRequest),
+    summary="Explain one reading: its score and the top_k sensors by the explainer's attention",
+)
+async def explain_one(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+    model.require_explainer()  # before reading the body: no body can make this version explain
+    media_type(request, (JSON,))
+    body = await read_body(request, settings.max_body_bytes)
+    parse = partial(parse_explain_json, body, model.sensor_names)
+    readings, explanation = await pool.run(
+        partial(_parse_and_explain, model, settings.log_top_sensors, parse)
+    )
+    log_anomalies(model, readings.ids, explanation.assessment)
+    payload = {
+        "id": readings.ids[0],
+        "score": _finite(explanation.score),
+        "threshold": model.threshold,
+        "is_anomaly": explanation.is_anomaly,
+        "model_version": model.version,
+        "sensors": [
+            {
+                "index": sensor.index,
+                "name": sensor.name,
+                "attention": _finite(sensor.attention),
+                "error_share": sensor.error_share,
+            }
+            for sensor in explanation.sensors
+        ],
+    }
+    # orjson writes each float32-valued number as the shortest text that parses back to it.
+    return Response(orjson.dumps(payload), media_type=JSON)
