@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency
+.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,35 @@ lint: $(DEV_STAMP)
 pytest: $(DEV_STAMP)
 	$(VENV)/bin/pytest
 
-test: lint pytest
+test: lint promtool pytest
+
+# Debian's `prometheus` package gives promtool and the prometheus binary that
+# tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml.
+# Installed when missing (CI runs as root on Debian). docker-compose is optional: without it the compose
+# tests skip, saying so.
+deploy-tools:
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; } || \
+		echo "docker-compose could not be installed: the compose tests of tests/deploy/test_containers.py skip"
+
+# The serving install outside Docker, with the Dockerfile's own steps (deploy/install-serving.sh): a fresh
+# virtual environment with the base dependencies only (no torch, no training code), the app package and
+# the default model. Serve it: cd $(SERVING_DIR) && ANOMALY_MODEL_STORE=model_store venv/bin/python -m
+# uvicorn app.main:app. tests/deploy/test_serving_install.py runs this target.
+SERVING_DIR ?= build/serving
+serving-install:
+	rm -rf $(SERVING_DIR)
+	sh deploy/install-serving.sh all . $(SERVING_DIR) cpu
+	@du -sh $(SERVING_DIR) $(SERVING_DIR)/venv $(SERVING_DIR)/model_store
+
+# The Prometheus configuration, the alert rules and their unit tests (deploy/prometheus/).
+PROM_DIR := deploy/prometheus
+promtool: deploy-tools
+	promtool check config $(PROM_DIR)/prometheus.yml
+	promtool check rules $(PROM_DIR)/alerts.yml
+	promtool test rules $(PROM_DIR)/alerts_test.yml
 
 format: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix .

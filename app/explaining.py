@@ -18,6 +18,7 @@ Sensors are listed by attention, largest first, ties by index (a NaN attention s
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +61,9 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     `log_top_k` sensors by sensor_error go to the assessment for the anomaly log."""
     if len(x) != 1:
         raise ValueError(f"explain_reading takes one reading, got {len(x)} rows")
+    started = time.perf_counter()
     attention, scores, sensor_error = model.explain(x)
-    assessment = model.assess_outputs(scores, sensor_error, log_top_k)
+    assessment = model.assess_outputs(scores, sensor_error, log_top_k, time.perf_counter() - started)
     errors = sensor_error[0]
     total = float(np.sum(errors, dtype=np.float64))
     usable = math.isfinite(total) and total > 0

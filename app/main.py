@@ -1,8 +1,9 @@
 """The FastAPI application: `create_app(settings)` builds it, `app` is what `uvicorn app.main:app` serves.
 
 Nothing heavy happens at import: the lifespan loads the model (in a worker thread) and owns the registry
-and the inference pool. A missing or bad artifact does not stop the process: it starts, `/healthz` is
-200, and `/readyz` and the scoring endpoints answer 503 saying why.
+and the inference pool; the app's Prometheus metrics (`app.metrics`) live on a registry of its own. A
+missing or bad artifact does not stop the process: it starts, `/healthz` is 200, and `/readyz` and the
+scoring endpoints answer 503 saying why.
 """
 
 from __future__ import annotations
@@ -13,26 +14,35 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from app.config import Settings, get_settings
 from app.errors import ReloadFailed
 from app.logs import configure_logging
+from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import RequestContextMiddleware
 from app.registry import ModelRegistry
 from app.routes import admin, explain, health, model, scoring
+from app.routes import metrics as metrics_route
 from app.routes.errors import install_error_handlers
 from app.scoring import InferencePool
 
 log = logging.getLogger("app.main")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, metrics_registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The app for `settings` (default: the environment's). Its metrics live on `metrics_registry`, a fresh
+    `CollectorRegistry` unless one is given: never prometheus_client's global one, so apps built side by
+    side (tests) do not share counters or collide on names."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    metrics = Metrics(metrics_registry or CollectorRegistry(), settings.model_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(settings)
+        registry = ModelRegistry(settings, observer=metrics)
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
@@ -53,15 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (scoring.router, explain.router, model.router, health.router, admin.router):
+    # Added after RequestContextMiddleware, so outside it: it sees the final status of every request,
+    # the catch-all 500 included.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    routers = [module.router for module in (scoring, explain, model, health, admin, metrics_route)]
+    for router in routers:
         app.include_router(router)
-
-    # --- metrics: the Prometheus middleware and GET /metrics go here (next issue). Keep it a pure ASGI
-    # middleware added after RequestContextMiddleware so it sees the final status of every request.
-
+    metrics.init_routes(route for router in routers for route in router.routes)
     return app
 
 

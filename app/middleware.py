@@ -62,7 +62,8 @@ class RequestContextMiddleware:
             log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
             if status["code"] is not None:
                 raise  # the response has started; the server can only drop the connection
-            response = error_response(ServiceError("internal error; quote the request id to the operator"))
+            error = ServiceError("internal error; quote the request id to the operator")
+            response = error_response(error, scope)
             await response(scope, receive, send_with_id)
         finally:
             log.info(

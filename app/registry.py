@@ -16,6 +16,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from app.artifact import ArtifactError, iso_utc, resolve_current
 from app.config import Settings
@@ -43,9 +44,18 @@ class Swap:
     previous_version: str | None
 
 
+class LoadObserver(Protocol):
+    """Told of every load's outcome (`app.metrics.Metrics` is one); called on the event loop."""
+
+    def model_loaded(self, model: LoadedModel) -> None: ...
+
+    def model_load_failed(self, code: str) -> None: ...
+
+
 class ModelRegistry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: LoadObserver | None = None) -> None:
         self._settings = settings
+        self._observer = observer
         self._model: LoadedModel | None = None
         self._last_error: LoadFailure | None = None
         self._attempted = False
@@ -97,9 +107,13 @@ class ModelRegistry:
                     "still serving " + self._model.version if self._model else "no model is serving",
                     extra={"code": exc.code, "reason": exc.message, "requested_version": version},
                 )
+                if self._observer is not None:
+                    self._observer.model_load_failed(exc.code)
                 raise ReloadFailed(self._failure_message(exc), code=exc.code) from exc
             previous, self._model = self._model, model
             self._last_error = None
+            if self._observer is not None:
+                self._observer.model_loaded(model)
         log.info(
             "model loaded",
             extra={

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,12 +67,13 @@ class ModelLoadError(ArtifactError):
 
 @dataclass(frozen=True)
 class Assessment:
-    """The outcome for N readings: `scores` float32 [N], `is_anomaly` bool [N], and for each anomalous
-    row the top sensors by `sensor_error` as (name, value), largest first."""
+    """The outcome for N readings: `scores` float32 [N], `is_anomaly` bool [N], for each anomalous row
+    the top sensors by `sensor_error` as (name, value), largest first, and how long the graph ran."""
 
     scores: np.ndarray
     is_anomaly: np.ndarray
     top_sensors: dict[int, list[tuple[str, float]]]
+    run_seconds: float = 0.0  # wall time of the onnxruntime run that produced the scores
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,19 @@ class LoadedModel:
         attention, score, sensor_error = session.run(list(EXPLAINER_OUTPUTS), {input_name: x})
         return attention, score, sensor_error
 
+    @cached_property
+    def _training_range(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.asarray(self.manifest.sensor_low, dtype=np.float32),
+            np.asarray(self.manifest.sensor_high, dtype=np.float32),
+        )
+
+    def out_of_range_share(self, x: np.ndarray) -> np.ndarray:
+        """x float32 [N, n_sensors] -> float64 [N]: each reading's share of sensors strictly outside the
+        training range [sensor_low, sensor_high] of the manifest (input drift; 0 for a typical reading)."""
+        low, high = self._training_range
+        return np.count_nonzero((x < low) | (x > high), axis=1) / x.shape[1]
+
     def _check_input(self, x: np.ndarray) -> None:
         n = self.manifest.n_sensors
         if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != n or len(x) == 0:
@@ -139,12 +154,16 @@ class LoadedModel:
 
     def assess(self, x: np.ndarray, top_k: int) -> Assessment:
         """Score `x` and name the `top_k` sensors of each anomalous row (score > threshold, or not finite)."""
-        return self.assess_outputs(*self.score(x), top_k)
+        started = time.perf_counter()
+        scores, sensor_error = self.score(x)
+        return self.assess_outputs(scores, sensor_error, top_k, time.perf_counter() - started)
 
-    def assess_outputs(self, scores: np.ndarray, sensor_error: np.ndarray, top_k: int) -> Assessment:
+    def assess_outputs(
+        self, scores: np.ndarray, sensor_error: np.ndarray, top_k: int, run_seconds: float = 0.0
+    ) -> Assessment:
         """The threshold rule on graph outputs already computed (the scorer's or the explainer's): scores
         float32 [N], sensor_error float32 [N, n_sensors]; names the `top_k` sensors of each anomalous row
-        by sensor_error."""
+        by sensor_error. `run_seconds` is the graph's run time, passed through for the metrics."""
         # Compared in float64 (a float32 comparison would round the threshold), and written as "not <=" so
         # that a NaN score (readings near float32's limits overflow inside the graph) counts as anomalous.
         is_anomaly = ~(scores.astype(np.float64) <= self.threshold)
@@ -154,7 +173,7 @@ class LoadedModel:
                 errors = sensor_error[row]
                 order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]
                 top[row] = [(self.sensor_names[j], float(errors[j])) for j in order.tolist()]
-        return Assessment(scores, is_anomaly, top)
+        return Assessment(scores, is_anomaly, top, run_seconds)
 
 
 def log_anomalies(model: LoadedModel, ids: Sequence[str | None], assessment: Assessment) -> None:

@@ -1,7 +1,7 @@
-"""Typed dependencies the routes receive (settings, registry, model, inference pool), authentication,
+"""Typed dependencies the routes receive (settings, registry, model, inference pool, metrics), authentication,
 and reading a request body within MAX_BODY_BYTES.
 
-The lifespan (`app.main`) puts the settings, registry and pool on `app.state`; nothing here is global.
+`app.main` puts the settings, metrics, registry and pool on `app.state`; nothing here is global.
 Dependencies are `async def` so FastAPI runs them inline rather than in its thread pool.
 """
 
@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from app.config import Settings
 from app.errors import Forbidden, MalformedRequest, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.scoring import InferencePool, LoadedModel
 
@@ -37,9 +38,15 @@ async def get_pool(request: Request) -> InferencePool:
     return pool
 
 
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def get_model(registry: RegistryDep) -> LoadedModel:

@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from app.errors import ServiceError
 from app.logs import request_id_var
+from app.metrics import ERROR_CODE_SCOPE_KEY
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -27,7 +29,11 @@ _HTTP_CODES = {
 }
 
 
-def error_response(error: ServiceError) -> JSONResponse:
+def error_response(error: ServiceError, scope: Scope | None = None) -> JSONResponse:
+    """The error's JSON answer; with the request's ASGI `scope`, its code is left there for the metrics
+    middleware (`anomaly_requests_rejected_total{code}`)."""
+    if scope is not None:
+        scope[ERROR_CODE_SCOPE_KEY] = error.code
     request_id = request_id_var.get()
     headers = dict(error.headers)
     if request_id is not None:
@@ -36,29 +42,30 @@ def error_response(error: ServiceError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc)
+    return error_response(exc, request.scope)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         message = "no such endpoint; see /docs"
     else:
         message = str(exc.detail)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(ServiceError(message, code=code, status=exc.status_code, headers=exc.headers))
+    error = ServiceError(message, code=code, status=exc.status_code, headers=exc.headers)
+    return error_response(error, request.scope)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
         f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
         for error in exc.errors()
     ]
     message = "; ".join(problems[:5]) or "invalid request"
-    return error_response(ServiceError(message, code="validation_error", status=422))
+    return error_response(ServiceError(message, code="validation_error", status=422), request.scope)
 
 
 def install_error_handlers(app: FastAPI) -> None:

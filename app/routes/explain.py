@@ -16,7 +16,16 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.explaining import Explanation, explain_reading
 from app.readings import Readings, parse_explain_json
-from app.routes.deps import JSON, ModelDep, PoolDep, SettingsDep, media_type, read_body, require_api_key
+from app.routes.deps import (
+    JSON,
+    MetricsDep,
+    ModelDep,
+    PoolDep,
+    SettingsDep,
+    media_type,
+    read_body,
+    require_api_key,
+)
 from app.schemas import ErrorResponse, ExplainRequest, ExplainResponse, openapi_body
 from app.scoring import LoadedModel, log_anomalies
 
@@ -55,7 +64,9 @@ def _finite(value: float | None) -> float | None:
     openapi_extra=openapi_body(ExplainRequest),
     summary="Explain one reading: its score and the top_k sensors by the explainer's attention",
 )
-async def explain_one(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+async def explain_one(
+    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
+) -> Response:
     model.require_explainer()  # before reading the body: no body can make this version explain
     media_type(request, (JSON,))
     body = await read_body(request, settings.max_body_bytes)
@@ -63,6 +74,7 @@ async def explain_one(request: Request, model: ModelDep, pool: PoolDep, settings
     readings, explanation = await pool.run(
         partial(_parse_and_explain, model, settings.log_top_sensors, parse)
     )
+    metrics.observe_explain(explanation.assessment.run_seconds)
     log_anomalies(model, readings.ids, explanation.assessment)
     payload = {
         "id": readings.ids[0],

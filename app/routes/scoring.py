@@ -10,10 +10,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
+from app.metrics import SCORING_ROUTES, Metrics
 from app.readings import Readings, parse_batch_binary, parse_batch_json, parse_single_json
 from app.routes.deps import (
     JSON,
     OCTET_STREAM,
+    MetricsDep,
     ModelDep,
     PoolDep,
     SettingsDep,
@@ -31,7 +33,10 @@ from app.schemas import (
 )
 from app.scoring import Assessment, LoadedModel, log_anomalies
 
-router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
+PREFIX = "/v1"
+SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": also the metrics' route labels
+
+router = APIRouter(prefix=PREFIX, tags=["scoring"], dependencies=[Depends(require_api_key)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -52,11 +57,14 @@ def _json(payload: dict[str, Any]) -> Response:
 
 
 def _parse_and_assess(
-    model: LoadedModel, top_k: int, parse: Callable[[], Readings]
+    model: LoadedModel, top_k: int, parse: Callable[[], Readings], metrics: Metrics, route: str
 ) -> tuple[Readings, Assessment]:
-    """The request's CPU work, run on the inference pool (parsing a large JSON batch takes milliseconds)."""
+    """The request's CPU work, run on the inference pool (parsing a large JSON batch takes milliseconds;
+    the metrics' per-reading drift and score ratios are numpy passes over the batch)."""
     readings = parse()
-    return readings, model.assess(readings.x, top_k)
+    assessment = model.assess(readings.x, top_k)
+    metrics.observe_scoring(route, model, readings.x, assessment)
+    return readings, assessment
 
 
 def _finite(value: float) -> float | None:
@@ -64,17 +72,21 @@ def _finite(value: float) -> float | None:
 
 
 @router.post(
-    "/score",
+    SCORE_ROUTE.removeprefix(PREFIX),
     response_model=ScoreResponse,
     responses=_ERRORS,
     openapi_extra=openapi_body(ScoreRequest),
     summary="Score one reading",
 )
-async def score_one(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+async def score_one(
+    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
+) -> Response:
     media_type(request, (JSON,))
     body = await read_body(request, settings.max_body_bytes)
     parse = partial(parse_single_json, body, model.sensor_names)
-    readings, assessment = await pool.run(partial(_parse_and_assess, model, settings.log_top_sensors, parse))
+    readings, assessment = await pool.run(
+        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE)
+    )
     log_anomalies(model, readings.ids, assessment)
     return _json(
         {
@@ -88,18 +100,22 @@ async def score_one(request: Request, model: ModelDep, pool: PoolDep, settings: 
 
 
 @router.post(
-    "/score/batch",
+    BATCH_ROUTE.removeprefix(PREFIX),
     response_model=BatchScoreResponse,
     responses=_ERRORS,
     openapi_extra=openapi_body(BatchScoreRequest, binary=True),
     summary="Score a batch of readings (JSON, or N x n little-endian float32)",
 )
-async def score_batch(request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep) -> Response:
+async def score_batch(
+    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
+) -> Response:
     kind = media_type(request, (JSON, OCTET_STREAM))
     body = await read_body(request, settings.max_body_bytes)
     parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
     parse = partial(parser, body, model.sensor_names, settings.max_batch)
-    readings, assessment = await pool.run(partial(_parse_and_assess, model, settings.log_top_sensors, parse))
+    readings, assessment = await pool.run(
+        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, BATCH_ROUTE)
+    )
     log_anomalies(model, readings.ids, assessment)
     results = [
         {"id": ident, "score": _finite(score), "is_anomaly": flag}

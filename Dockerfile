@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1
+# The scoring service's images (README "Operations"). Targets:
+#   runtime    (default) CPU: python slim, onnxruntime, the app, the default model; no torch, no training
+#   gpu        the same on a CUDA runtime base with onnxruntime-gpu and ANOMALY_PROVIDER=cuda
+#   simulator  the plant simulator (training/simulate.py: numpy + httpx, no torch) on the runtime's venv
+# Every install step is deploy/install-serving.sh, which `make serving-install` runs outside Docker.
+#
+#   docker build -t factory-anomaly/api:0.1.0 .
+#   docker build --target gpu -t factory-anomaly/api-gpu:0.1.0 .
+#   docker run -p 8000:8000 factory-anomaly/api:0.1.0                  # the baked-in default model
+#   docker run -p 8000:8000 -v "$PWD/model_store:/models:ro" ...       # the models of a volume instead
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# onnxruntime-gpu from PyPI is built for CUDA 12 and cuDNN 9 (ORT >= 1.19): keep this base on the CUDA
+# major the installed onnxruntime-gpu release names.
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+
+# --- CPU: install -------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY deploy/install-serving.sh deploy/
+COPY pyproject.toml ./
+RUN sh deploy/install-serving.sh deps /src /opt/anomaly cpu
+COPY app/ app/
+RUN sh deploy/install-serving.sh app /src /opt/anomaly
+COPY model_store/factory-ae/ model_store/factory-ae/
+RUN sh deploy/install-serving.sh model /src /models factory-ae
+
+# --- GPU: install on the CUDA base (its Python builds the venv the GPU runtime runs) ---------------------------
+FROM ${CUDA_IMAGE} AS gpu-base
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin anomaly
+
+FROM gpu-base AS gpu-build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY deploy/install-serving.sh deploy/
+COPY pyproject.toml ./
+RUN sh deploy/install-serving.sh deps /src /opt/anomaly gpu
+COPY app/ app/
+RUN sh deploy/install-serving.sh app /src /opt/anomaly
+
+FROM gpu-base AS gpu
+COPY --from=gpu-build /opt/anomaly /opt/anomaly
+COPY --from=build /models /models
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cuda
+WORKDIR /opt/anomaly
+USER 10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["/opt/anomaly/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
+# One uvicorn process per container (docs/metrics.md): never --workers.
+CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+
+# --- CPU: what the runtime and the simulator share ----------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS serving-base
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin anomaly
+COPY --from=build /opt/anomaly /opt/anomaly
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /opt/anomaly
+USER 10001
+
+# --- the plant simulator ------------------------------------------------------------------------------------
+FROM serving-base AS simulator
+COPY training/__init__.py training/synthetic.py training/simulate.py /opt/anomaly/training/
+ENTRYPOINT ["/opt/anomaly/venv/bin/python", "-m", "training.simulate"]
+CMD ["--url", "http://api:8000", "--rate", "5", "--anomaly-rate", "0.05"]
+
+# --- CPU runtime: the default target ---------------------------------------------------------------------------
+FROM serving-base AS runtime
+COPY --from=build /models /models
+ENV ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cpu
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["/opt/anomaly/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
+# One uvicorn process per container (docs/metrics.md): never --workers.
+CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,82 @@
+#!/bin/sh
+# The serving install, step by step: what the Dockerfile runs inside the image and what
+# `make serving-install` runs outside Docker, so the two cannot drift apart.
+#
+#   deploy/install-serving.sh deps  SRC PREFIX [cpu|gpu]   PREFIX/venv: the base dependencies of
+#                                                          SRC/pyproject.toml only (no extras: no torch,
+#                                                          no onnx); gpu swaps onnxruntime for onnxruntime-gpu
+#   deploy/install-serving.sh app   SRC PREFIX             PREFIX/app: the serving package (no `training`)
+#   deploy/install-serving.sh model SRC STORE [NAME]       STORE/NAME/{CURRENT, <the version it names>}
+#                                                          from SRC/model_store (NAME: factory-ae)
+#   deploy/install-serving.sh all   SRC PREFIX [cpu|gpu]   the three, the model into PREFIX/model_store
+#
+# Then: cd PREFIX && ANOMALY_MODEL_STORE=model_store venv/bin/python -m uvicorn app.main:app
+# One process: the service runs one uvicorn process per container (docs/metrics.md).
+# PYTHON (default python3, >= 3.11) builds the virtual environment; pip's own settings (PIP_* variables,
+# pip.conf) apply, so the Dockerfile sets PIP_NO_CACHE_DIR=1 and a local run keeps its cache.
+set -eu
+
+PYTHON=${PYTHON:-python3}
+
+usage() {
+    sed -n '2,16p' "$0" >&2
+    exit 2
+}
+
+deps() {
+    src=$1 prefix=$2 variant=${3:-cpu}
+    case $variant in cpu | gpu) ;; *) usage ;; esac
+    "$PYTHON" -m venv "$prefix/venv"
+    # The base dependencies, read from pyproject.toml (tomllib: Python >= 3.11).
+    "$PYTHON" - "$src/pyproject.toml" "$variant" >"$prefix/requirements.txt" <<'EOF'
+import re
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as f:
+    dependencies = tomllib.load(f)["project"]["dependencies"]
+for spec in dependencies:
+    if sys.argv[2] == "gpu" and re.match(r"onnxruntime\b(?!-)", spec):
+        spec = "onnxruntime-gpu" + spec[len("onnxruntime"):]
+    print(spec)
+EOF
+    "$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$prefix/requirements.txt"
+}
+
+app() {
+    src=$1 prefix=$2
+    rm -rf "$prefix/app"
+    mkdir -p "$prefix"
+    cp -R "$src/app" "$prefix/app"
+    find "$prefix/app" -name __pycache__ -type d -prune -exec rm -rf {} +
+    rm -f "$prefix/app/ruff.toml"
+}
+
+model() {
+    src=$1 store=$2 name=${3:-factory-ae}
+    from="$src/model_store/$name"
+    version=$(tr -d '[:space:]' <"$from/CURRENT")
+    [ -n "$version" ] && [ -d "$from/$version" ] || {
+        echo "install-serving: $from/CURRENT names no version directory" >&2
+        exit 1
+    }
+    mkdir -p "$store/$name"
+    rm -rf "${store:?}/$name/$version"
+    cp -R "$from/$version" "$store/$name/$version"
+    cp "$from/CURRENT" "$store/$name/CURRENT"
+}
+
+[ $# -ge 3 ] || usage
+step=$1
+shift
+case $step in
+deps) deps "$@" ;;
+app) app "$1" "$2" ;;
+model) model "$@" ;;
+all)
+    deps "$@"
+    app "$1" "$2"
+    model "$1" "$2/model_store"
+    ;;
+*) usage ;;
+esac

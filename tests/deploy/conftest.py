@@ -1,0 +1,134 @@
+"""Helpers for the deployment tests: the files under deploy/ and the Debian tools that check them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from app.artifact import Manifest, read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+GRAFANA_DIR = DEPLOY / "grafana"
+DASHBOARD = GRAFANA_DIR / "dashboards" / "anomaly-service.json"
+
+
+def require_tool(binary: str, package: str) -> str:
+    """The path of `binary`; a failure that says how to get it (`make deploy-tools` installs it)."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} is missing: `make deploy-tools` installs Debian's {package} package")
+    return path
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules of deploy/prometheus/alerts.yml, in file order."""
+    groups = load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+# --- the Dockerfile, read without a Docker engine ---------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)  # (INSTRUCTION, arguments)
+
+    def all(self, instruction: str) -> list[str]:
+        return [args for kind, args in self.instructions if kind == instruction]
+
+    def last(self, instruction: str) -> str:
+        found = self.all(instruction)
+        assert found, f"stage {self.name} has no {instruction}"
+        return found[-1]
+
+
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    """The global ARG defaults and the stages, in order (line continuations joined, comments dropped)."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, _, rest = line.partition(" ")
+        kind, rest = kind.upper(), " ".join(rest.split())
+        if kind == "FROM":
+            base, _, name = rest.partition(" AS ")
+            stages.append(Stage(name.strip(), base.strip()))
+        elif kind == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name] = default
+        else:
+            stages[-1].instructions.append((kind, rest))
+    return args, stages
+
+
+def stage_map() -> dict[str, Stage]:
+    return {stage.name: stage for stage in dockerfile()[1]}
+
+
+def exec_form(args: str) -> list[str]:
+    value: list[str] = json.loads(args)
+    return value
+
+
+def healthcheck_command(stage: Stage) -> list[str]:
+    _, _, command = stage.last("HEALTHCHECK").partition(" CMD ")
+    return exec_form(command)
+
+
+_METRIC = re.compile(r"\b(anomaly_[a-z_]+|up)\b")
+
+
+def exposed_labels() -> dict[str, set[str]]:
+    """Sample name -> its label names, as the service exposes them once a model serves (`_bucket`,
+    `_count`, `_sum`, `_total` included): a fresh app's registry after a (stand-in) model was loaded."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.config import Settings
+    from app.main import create_app
+
+    app = create_app(Settings(model_name="factory-ae", log_level="WARNING"))
+    metrics = app.state.metrics
+    stand_in = SimpleNamespace(version="v1", provider="CPUExecutionProvider", threshold=1.0)
+    stand_in.manifest = SimpleNamespace(n_sensors=3)
+    metrics.model_loaded(stand_in)
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (anomaly_* and up)."""
+    return set(_METRIC.findall(expr))
+
+
+@pytest.fixture(scope="session")
+def store(trained_small: Path) -> Path:
+    """The model store holding the session's small trained model (`small-ae`, see tests/conftest.py)."""
+    return trained_small.parent.parent
+
+
+@pytest.fixture(scope="session")
+def manifest(trained_small: Path) -> Manifest:
+    return read_manifest(trained_small)
