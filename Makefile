@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install
+.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -124,3 +124,13 @@ bench-latency: $(DEV_STAMP)
 .PHONY: bench-explain
 bench-explain: $(DEV_STAMP)
 	$(PY) -m bench.explain_latency --out bench/results/explain_latency.json
+
+# Issue 7's harness (docs/benchmarks.md): the in-process onnxruntime ceiling, then wrk over loopback against
+# the service (/v1/score, /v1/score/batch JSON and binary at 64 rows, /v1/explain), a typical FastAPI +
+# pydantic + torch service on the same weights (bench/typical_service.py) and the HTTP floor (bench/floor.py)
+# at 1, 8 and 32 connections; server on CPU 0, wrk on CPU 1. About 3 minutes; not part of `make test`
+# (run alone: two cores). Installs Debian's wrk when missing.
+bench: $(DEV_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	$(PY) -m bench.load --out bench/results/load.json
