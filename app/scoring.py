@@ -207,8 +207,11 @@ class InferencePool:
     def __init__(self, threads: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """`fn()` on a pool thread; its exception, if any, is raised here."""
+    async def run(self, fn: Callable[[], T], *, inline: bool = False) -> T:
+        """`fn()` on a pool thread (or here, when `inline`: small work costs less than the hop); its
+        exception, if any, is raised here."""
+        if inline:
+            return fn()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def close(self) -> None:

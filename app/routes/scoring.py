@@ -85,7 +85,8 @@ async def score_one(
     body = await read_body(request, settings.max_body_bytes)
     parse = partial(parse_single_json, body, model.sensor_names)
     readings, assessment = await pool.run(
-        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE)
+        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE),
+        inline=len(body) <= settings.inline_max_body_bytes,
     )
     log_anomalies(model, readings.ids, assessment)
     return _json(
@@ -114,7 +115,8 @@ async def score_batch(
     parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
     parse = partial(parser, body, model.sensor_names, settings.max_batch)
     readings, assessment = await pool.run(
-        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, BATCH_ROUTE)
+        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, BATCH_ROUTE),
+        inline=len(body) <= settings.inline_max_body_bytes,
     )
     log_anomalies(model, readings.ids, assessment)
     results = [

@@ -217,6 +217,9 @@ async def test_scoring_never_fails_while_versions_are_swapped(
             assert np.float32(body["score"]) == expected
             versions_seen.add(body["model_version"])
             done += 1
+            # In process, a small request is scored inline and never suspends (no socket to wait on):
+            # yield, as a client over a network would, so the reloads get their turn.
+            await asyncio.sleep(0)
         return done
 
     async def reload_repeatedly() -> None:

@@ -4,6 +4,7 @@ answered with its own status and code, after which the service still scores corr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from app.artifact import Manifest
-from tests.app.conftest import ADMIN, API_KEY, AUTH, LiveServer, anomalous
+from tests.app.conftest import ADMIN, API_KEY, AUTH, LiveServer, anomalous, serving, settings_for
 
 N = 40  # sensors of the small model
 MAX_BATCH = 1024  # the live server's (default) limit
@@ -442,3 +443,24 @@ def test_odd_bodies_never_cause_a_server_error(live: LiveServer, body: bytes) ->
                 assert response.status_code < 500, (path, content_type, response.text)
                 assert isinstance(response.json(), dict)
         assert client.get("/readyz").json()["last_load_error"] is None  # no odd body reached a failed load
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("inline_max_body_bytes", [0, 1 << 30])
+async def test_worker_threads_and_inline_scoring_answer_alike(
+    store: Path, reference: ort.InferenceSession, readings: np.ndarray, inline_max_body_bytes: int
+) -> None:
+    """Small bodies are scored on the event loop (cheaper than the thread hop), large ones on the
+    workers; both paths give onnxruntime's scores exactly, for single readings and batches."""
+    settings = settings_for(store, inline_max_body_bytes=inline_max_body_bytes)
+    async with serving(settings) as client:
+        single = await client.post("/v1/score", json={"values": readings[0].tolist()})
+        batch = await client.post(
+            "/v1/score/batch",
+            content=readings[:16].astype("<f4").tobytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
+    assert single.status_code == 200 and batch.status_code == 200
+    expected = reference.run(["score"], {"readings": readings[:16]})[0]
+    assert np.float32(single.json()["score"]) == expected[0]
+    assert [np.float32(r["score"]) for r in batch.json()["results"]] == list(expected)
