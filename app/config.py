@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     more concurrent requests queue for a free worker. Each inference uses `intra_op_threads`."""
 
     inline_max_body_bytes: int = Field(default=32 * 1024, ge=0)
-    """Requests whose body is at most this size are parsed and scored on the event loop instead of a
+    """Scoring requests (/v1/score, /v1/score/batch; explain always uses the workers: its attention takes
+    ~2 ms) whose body is at most this size are parsed and scored on the event loop instead of a
     worker thread: their work (~0.15 ms for one 1000-sensor reading) costs less than the hop to a thread
     and back (~0.1 ms) and the contention it brings (docs/benchmarks.md). 0 = always use the workers."""
 

@@ -184,20 +184,20 @@ def log_anomalies(model: LoadedModel, ids: Sequence[str | None], assessment: Ass
             extra={
                 "reading_id": ids[row],
                 "row": row,
-                "score": _finite_or_none(float(assessment.scores[row])),
+                "score": finite_or_none(float(assessment.scores[row])),
                 "threshold": model.threshold,
                 "model_version": model.version,
                 "top_sensors": [
-                    {"sensor": name, "sensor_error": _finite_or_none(value)}
+                    {"sensor": name, "sensor_error": finite_or_none(value)}
                     for name, value in assessment.top_sensors.get(row, [])
                 ],
             },
         )
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN or Infinity: a non-finite number is written as null."""
-    return value if math.isfinite(value) else None
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or Infinity: a non-finite number (or None) is written as null."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 class InferencePool:

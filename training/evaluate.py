@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.artifact import (
+    EXPLAINER,
     MANIFEST_FILE,
     SCORER,
     ArtifactError,
@@ -34,7 +35,6 @@ from training.metrics import detection_metrics, ranking_by_kind, ranking_metrics
 from training.threshold import Threshold
 
 BASELINE_FILE = "baseline_pca.npz"
-EXPLAINER = "explainer"
 SCORING_BATCH_ROWS = 4096
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from app.artifact import (
+    EXPLAINER,
     FORMAT_VERSION,
     SCORER,
     Manifest,
@@ -60,7 +61,6 @@ from training.train import TrainResult
 
 log = logging.getLogger("training.publish")
 
-EXPLAINER = "explainer"  # role of the explainer graph in the manifest
 EXPLAINER_FILE = "explainer.onnx"
 EXPLAINER_PARITY_ROWS = 128  # per batch: the n x n attention makes torch slow on big batches
 PARITY_RANDOM_ROWS = 256

@@ -22,10 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from app.artifact import sha256_file
 from training.baseline import PCABaseline
 from training.data import DataError, Dataset
 from training.explainer import (
@@ -273,24 +272,6 @@ def score_in_batches(
     return np.concatenate(scores), np.concatenate(errors)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "scikit-learn", "scipy", "onnx", "onnxruntime"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 @dataclass
 class TrainResult:
     """Everything a training run produced, in memory; `publish.publish` turns it into an artifact."""
@@ -529,7 +510,7 @@ def train(
 def _fingerprint(data: Dataset) -> dict[str, Any]:
     """Rows, sensors and the sha256 of the source file (of the float32 values for in-memory data)."""
     if data.source.is_file():
-        digest, what = file_sha256(data.source), "file"
+        digest, what = sha256_file(data.source), "file"
     else:
         digest, what = hashlib.sha256(np.ascontiguousarray(data.values).tobytes()).hexdigest(), "values"
     return {

@@ -6,7 +6,6 @@ explainer graph on the inference pool (see `app.explaining` for what the numbers
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -27,7 +26,7 @@ from app.routes.deps import (
     require_api_key,
 )
 from app.schemas import ErrorResponse, ExplainRequest, ExplainResponse, openapi_body
-from app.scoring import LoadedModel, log_anomalies
+from app.scoring import LoadedModel, finite_or_none, log_anomalies
 
 router = APIRouter(prefix="/v1", tags=["explaining"], dependencies=[Depends(require_api_key)])
 
@@ -53,10 +52,6 @@ def _parse_and_explain(
     return readings, explain_reading(model, readings.x, top_k, log_top_k)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 @router.post(
     "/explain",
     response_model=ExplainResponse,
@@ -78,7 +73,7 @@ async def explain_one(
     log_anomalies(model, readings.ids, explanation.assessment)
     payload = {
         "id": readings.ids[0],
-        "score": _finite(explanation.score),
+        "score": finite_or_none(explanation.score),
         "threshold": model.threshold,
         "is_anomaly": explanation.is_anomaly,
         "model_version": model.version,
@@ -86,7 +81,7 @@ async def explain_one(
             {
                 "index": sensor.index,
                 "name": sensor.name,
-                "attention": _finite(sensor.attention),
+                "attention": finite_or_none(sensor.attention),
                 "error_share": sensor.error_share,
             }
             for sensor in explanation.sensors

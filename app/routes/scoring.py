@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -31,7 +30,7 @@ from app.schemas import (
     ScoreResponse,
     openapi_body,
 )
-from app.scoring import Assessment, LoadedModel, log_anomalies
+from app.scoring import Assessment, LoadedModel, finite_or_none, log_anomalies
 
 PREFIX = "/v1"
 SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": also the metrics' route labels
@@ -67,10 +66,6 @@ def _parse_and_assess(
     return readings, assessment
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 @router.post(
     SCORE_ROUTE.removeprefix(PREFIX),
     response_model=ScoreResponse,
@@ -92,7 +87,7 @@ async def score_one(
     return _json(
         {
             "id": readings.ids[0],
-            "score": _finite(float(assessment.scores[0])),
+            "score": finite_or_none(float(assessment.scores[0])),
             "threshold": model.threshold,
             "is_anomaly": bool(assessment.is_anomaly[0]),
             "model_version": model.version,
@@ -120,7 +115,7 @@ async def score_batch(
     )
     log_anomalies(model, readings.ids, assessment)
     results = [
-        {"id": ident, "score": _finite(score), "is_anomaly": flag}
+        {"id": ident, "score": finite_or_none(score), "is_anomaly": flag}
         for ident, score, flag in zip(
             readings.ids, assessment.scores.tolist(), assessment.is_anomaly.tolist(), strict=True
         )
