@@ -3,7 +3,10 @@
 #   runtime    (default) CPU: python slim, onnxruntime, the app, the default model; no torch, no training
 #   gpu        the same on a CUDA runtime base with onnxruntime-gpu and ANOMALY_PROVIDER=cuda
 #   simulator  the plant simulator (training/simulate.py: numpy + httpx, no torch) on the runtime's venv
-# Every install step is deploy/install-serving.sh, which `make serving-install` runs outside Docker.
+# Every install step is deploy/install-serving.sh, which `make serving-install` runs outside Docker; the
+# dependencies are exactly those of deploy/requirements-serving[-gpu].lock, hash-checked (`make lock`).
+# The images run as user 10001 and work with a read-only root filesystem (docker run --read-only
+# --tmpfs /tmp; docker-compose.yml does so): the service writes nothing but its logs to stderr.
 #
 #   docker build -t factory-anomaly/api:0.1.0 .
 #   docker build --target gpu -t factory-anomaly/api-gpu:0.1.0 .
@@ -19,7 +22,7 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY deploy/install-serving.sh deploy/
+COPY deploy/install-serving.sh deploy/requirements-serving.lock deploy/
 COPY pyproject.toml ./
 RUN sh deploy/install-serving.sh deps /src /opt/anomaly cpu
 COPY app/ app/
@@ -37,7 +40,7 @@ RUN apt-get update \
 FROM gpu-base AS gpu-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY deploy/install-serving.sh deploy/
+COPY deploy/install-serving.sh deploy/requirements-serving-gpu.lock deploy/
 COPY pyproject.toml ./
 RUN sh deploy/install-serving.sh deps /src /opt/anomaly gpu
 COPY app/ app/

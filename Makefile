@@ -9,7 +9,8 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install bench
+.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install bench \
+	lock audit soak fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,19 +22,23 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	touch $@
 
 # `make run`: the service from its own virtual environment with the base dependencies only (no torch,
-# no training extra), as the serving image has them; rebuilt from scratch when pyproject.toml changes.
+# no training extra), at the locked versions the serving image has; rebuilt from scratch when
+# pyproject.toml or the lock changes.
 # Serves model_store/factory-ae (ANOMALY_* variables override, see app/config.py); without a model it
 # still starts and /readyz says why.
 SERVE_VENV  := .venv-serve
+SERVING_LOCK := deploy/requirements-serving.lock
 SERVE_STAMP := $(SERVE_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-$(SERVE_STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml $(SERVING_LOCK)
 	rm -rf $(SERVE_VENV)
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SERVE_VENV)/bin/python -m pip install --quiet -e .
+	$(SERVE_VENV)/bin/python -m pip install --quiet --require-hashes -r $(SERVING_LOCK)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(SERVE_VENV)/bin/python -m pip check
 	touch $@
 
 run: $(SERVE_STAMP)
@@ -48,6 +53,13 @@ pytest: $(DEV_STAMP)
 	$(VENV)/bin/pytest
 
 test: lint promtool pytest
+
+# schemathesis against every endpoint from the app's own OpenAPI document (tests/app/test_fuzz.py): no 5xx,
+# every answer documented. `make test` runs 100 examples per operation (~10 s); this runs FUZZ_EXAMPLES
+# (~2 minutes for 2000 on two cores; docs/reliability.md).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(DEV_STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/app/test_fuzz.py -q --timeout 3600
 
 # Debian's `prometheus` package gives promtool and the prometheus binary that
 # tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml.
@@ -82,7 +94,7 @@ format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(TOOLS_VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
 # The shipped model on data it never saw: the labelled test run (AE vs PCA per fault kind) and 100 000
 # fresh normal readings (realised vs target false-alarm rate). Writes runs/synthetic/*.json.
@@ -125,6 +137,14 @@ bench-latency: $(DEV_STAMP)
 bench-explain: $(DEV_STAMP)
 	$(PY) -m bench.explain_latency --out bench/results/explain_latency.json
 
+# Dynamic micro-batching of /v1/score off and on (ANOMALY_MICROBATCH_*) at 1, 8, 32 and 64 connections, with
+# the realised batch size from the server's metrics (docs/benchmarks.md). About 2 minutes; run alone.
+.PHONY: bench-microbatch
+bench-microbatch: $(DEV_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	$(PY) -m bench.microbatch --out bench/results/microbatch.json
+
 # Issue 7's harness (docs/benchmarks.md): the in-process onnxruntime ceiling, then wrk over loopback against
 # the service (/v1/score, /v1/score/batch JSON and binary at 64 rows, /v1/explain), a typical FastAPI +
 # pydantic + torch service on the same weights (bench/typical_service.py) and the HTTP floor (bench/floor.py)
@@ -134,3 +154,49 @@ bench: $(DEV_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	$(PY) -m bench.load --out bench/results/load.json
+
+# The serving image's dependency locks (docs/reliability.md, "Security"): the base dependencies of
+# pyproject.toml resolved to exact versions with the sha256 of every file PyPI has for them, for the CPU
+# image's Python (python:3.11 slim) and the GPU image's (Ubuntu 24.04: 3.12, onnxruntime-gpu). The
+# Dockerfile, `make serving-install` and `make run` install exactly these (pip --require-hashes). Rerun
+# after changing the dependencies, or to take upgrades; needs PyPI. uv and pip-audit live in their own
+# virtual environment, pinned here.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+TOOLS := uv==0.13.9 pip-audit==2.10.1
+LOCK_PLATFORM := x86_64-manylinux_2_28
+LOCK_DIR := build/lock
+
+$(TOOLS_STAMP): Makefile
+	rm -rf $(TOOLS_VENV)
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet $(TOOLS)
+	touch $@
+
+lock: $(TOOLS_STAMP)
+	mkdir -p $(LOCK_DIR)
+	sh deploy/install-serving.sh requirements . cpu >$(LOCK_DIR)/serving.in
+	sh deploy/install-serving.sh requirements . gpu >$(LOCK_DIR)/serving-gpu.in
+	$(TOOLS_VENV)/bin/uv pip compile $(LOCK_DIR)/serving.in -o $(SERVING_LOCK) --generate-hashes \
+		--python-version 3.11 --python-platform $(LOCK_PLATFORM) --custom-compile-command "make lock"
+	$(TOOLS_VENV)/bin/uv pip compile $(LOCK_DIR)/serving-gpu.in -o deploy/requirements-serving-gpu.lock \
+		--generate-hashes --python-version 3.12 --python-platform $(LOCK_PLATFORM) \
+		--custom-compile-command "make lock"
+
+# Known vulnerabilities in the locked serving dependencies (pip-audit against the PyPI advisory data;
+# `AUDIT_SERVICE=osv` asks OSV instead). Needs the network; not part of `make test`. --strict: a package
+# the service cannot look up fails the audit instead of being skipped.
+AUDIT_SERVICE ?= pypi
+audit: $(TOOLS_STAMP)
+	$(TOOLS_VENV)/bin/pip-audit --strict --disable-pip --progress-spinner off -s $(AUDIT_SERVICE) \
+		-r $(SERVING_LOCK)
+	$(TOOLS_VENV)/bin/pip-audit --strict --disable-pip --progress-spinner off -s $(AUDIT_SERVICE) \
+		-r deploy/requirements-serving-gpu.lock
+
+# Mixed load against a real uvicorn for SOAK_MINUTES (bench/soak.py, docs/reliability.md "Soak"): single
+# and batch scoring, invalid requests, explain, an admin reload every 30 s between two published copies of
+# the shipped model; nothing lost, no 5xx, the server's counters equal the client's, bounded RSS. Writes
+# bench/results/soak.json. Not part of `make test` (run alone: two cores).
+SOAK_MINUTES ?= 10
+soak: $(DEV_STAMP)
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --out bench/results/soak.json

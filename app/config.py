@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     worker thread: their work (~0.15 ms for one 1000-sensor reading) costs less than the hop to a thread
     and back (~0.1 ms) and the contention it brings (docs/benchmarks.md). 0 = always use the workers."""
 
+    microbatch_max_batch: int = Field(default=0, ge=0)
+    """Dynamic micro-batching of `/v1/score` (`app.batching`): most single readings coalesced into one
+    onnxruntime run. 0 or 1 = off: each request runs on its own (docs/benchmarks.md has the measurements
+    behind the default)."""
+
+    microbatch_max_delay_us: int = Field(default=0, ge=0, le=1_000_000)
+    """How long a batch waits for more readings after its first, in µs. 0 = it takes only the readings
+    already waiting (no reading is ever held back to fill a batch)."""
+
+    microbatch_queue_size: int = Field(default=512, ge=1)
+    """Most single readings waiting for a batch; one more is refused at once with 503 `overloaded` and
+    `Retry-After: 1`."""
+
     max_batch: int = Field(default=1024, ge=1)
     """Most readings (rows) one request may carry; more is 413 `batch_too_large`."""
 
@@ -60,6 +73,12 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes; more is 413 `body_too_large`, refused from
     `Content-Length` before reading, or as soon as a streamed body passes it. The default holds
     `max_batch` JSON rows of 1000 sensors (about 20 MB) with room to spare."""
+
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest time one request body may take to arrive, in seconds, from the first read to the last byte;
+    longer is 408 `body_timeout` and the connection is closed. uvicorn has no such limit: without it, a
+    client that stalls mid-body (or sends less than its Content-Length) holds the request forever. The
+    default carries MAX_BODY_BYTES at about 18 Mbit/s; a one-reading body needs milliseconds."""
 
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     """Comma-separated API keys for scoring and `/v1/model` (`Authorization: Bearer <key>` or

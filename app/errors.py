@@ -16,6 +16,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   404     not_found               no such route
   404     explainer_unavailable   POST /v1/explain while the serving version has no explainer graph
   405     method_not_allowed      the route exists, the method does not
+  408     body_timeout            the body did not arrive whole within BODY_TIMEOUT_S (Connection: close)
   409     <ArtifactError code>    a reload failed; the previous model keeps serving (see `ReloadFailed`)
   413     body_too_large          the body is larger than MAX_BODY_BYTES
   413     batch_too_large         more rows than MAX_BATCH
@@ -23,6 +24,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   422     invalid_type            a field or the body has the wrong JSON type
   422     missing_field           a required field is absent
   422     unknown_field           a field the endpoint does not know (a misspelt field is never ignored)
+  422     duplicate_field         a field given twice in the JSON object (never silently one of the two)
   422     invalid_value           a reading element is not a JSON number (null, boolean, string, list)
   422     non_finite_value        NaN / Infinity / -Infinity (JSON tokens or float32 bits)
   422     value_out_of_range      a number beyond float32 (|x| > 3.4028235e38, e.g. 1e39, 1e309)
@@ -36,6 +38,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   422     validation_error        FastAPI's own request validation
   500     internal_error          a bug; logged with its traceback, the body says nothing more
   503     model_unavailable       no model is loaded (the message says why)
+  503     overloaded              the micro-batching queue is full (Retry-After: 1); see app.batching
 """
 
 from __future__ import annotations
@@ -83,6 +86,17 @@ class Forbidden(ServiceError):
     status, code = 403, "invalid_admin_token"
 
 
+class BodyTimeout(ServiceError):
+    """408: the client did not send the whole body within BODY_TIMEOUT_S (a stalled or trickling upload,
+    or a Content-Length larger than what it sends). `Connection: close`: the rest of that body, should it
+    come, must not be read as the next request."""
+
+    status, code = 408, "body_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "body_too_large"
 
@@ -116,3 +130,13 @@ class ExplainerUnavailable(ServiceError):
     and retrying will not help until a version with an explainer is loaded."""
 
     status, code = 404, "explainer_unavailable"
+
+
+class Overloaded(ServiceError):
+    """503: more single readings are waiting for a micro-batch than MICROBATCH_QUEUE_SIZE allows. Refused
+    at once with Retry-After, so a client backs off instead of every wait growing without bound."""
+
+    status, code = 503, "overloaded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})

@@ -1,9 +1,9 @@
 """The FastAPI application: `create_app(settings)` builds it, `app` is what `uvicorn app.main:app` serves.
 
-Nothing heavy happens at import: the lifespan loads the model (in a worker thread) and owns the registry
-and the inference pool; the app's Prometheus metrics (`app.metrics`) live on a registry of its own. A
-missing or bad artifact does not stop the process: it starts, `/healthz` is 200, and `/readyz` and the
-scoring endpoints answer 503 saying why.
+Nothing heavy happens at import: the lifespan loads the model (in a worker thread) and owns the registry,
+the inference pool and the micro-batcher (when enabled); the app's Prometheus metrics (`app.metrics`)
+live on a registry of its own. A missing or bad artifact does not stop the process: it starts, `/healthz`
+is 200, and `/readyz` and the scoring endpoints answer 503 saying why.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from app.batching import MicroBatcher
 from app.config import Settings, get_settings
 from app.errors import ReloadFailed
 from app.logs import configure_logging
@@ -45,6 +46,7 @@ def create_app(
         registry = ModelRegistry(settings, observer=metrics)
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
+        app.state.batcher = batcher = _micro_batcher(settings, pool, metrics)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
@@ -53,6 +55,8 @@ def create_app(
         try:
             yield
         finally:
+            if batcher is not None:
+                await batcher.close()
             await asyncio.to_thread(pool.close)  # in-flight inferences finish first
             log.info("stopped")
 
@@ -74,6 +78,21 @@ def create_app(
         app.include_router(router)
     metrics.init_routes(route for router in routers for route in router.routes)
     return app
+
+
+def _micro_batcher(settings: Settings, pool: InferencePool, metrics: Metrics) -> MicroBatcher | None:
+    """The micro-batcher of `/v1/score` when MICROBATCH_MAX_BATCH > 1, else None (each request runs alone)."""
+    if settings.microbatch_max_batch <= 1:
+        return None
+    return MicroBatcher(
+        pool,
+        max_batch=settings.microbatch_max_batch,
+        max_delay_s=settings.microbatch_max_delay_us / 1e6,
+        queue_size=settings.microbatch_queue_size,
+        workers=settings.scoring_threads,
+        top_k=settings.log_top_sensors,
+        observe=metrics.observe_microbatch,
+    )
 
 
 app = create_app()

@@ -76,6 +76,11 @@ INFERENCE_BUCKETS_SECONDS = (
 """One onnxruntime run: ~0.3 ms for one reading of 1000 sensors on one CPU thread, ~10 ms for 1024."""
 BATCH_SIZE_BUCKETS_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 """Powers of two up to well past the default MAX_BATCH (1024)."""
+QUEUE_WAIT_BUCKETS_SECONDS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+"""A micro-batched reading's wait from joining the queue to its batch's start: tens of µs when the service
+keeps up, up to MICROBATCH_MAX_DELAY_US plus one run when it does not."""
 SCORE_RATIO_BUCKETS = (
     0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0,
 )  # fmt: skip
@@ -105,12 +110,12 @@ ERROR_CODES = (
     "malformed_json", "invalid_content_length", "client_disconnected", "bad_request",
     "missing_api_key", "invalid_api_key", "missing_admin_token", "unauthorized",
     "invalid_admin_token", "admin_disabled", "forbidden",
-    "not_found", "explainer_unavailable", "method_not_allowed", "not_acceptable",
+    "not_found", "explainer_unavailable", "method_not_allowed", "not_acceptable", "body_timeout",
     "body_too_large", "batch_too_large", "unsupported_media_type",
-    "invalid_type", "missing_field", "unknown_field", "invalid_value", "non_finite_value",
+    "invalid_type", "missing_field", "unknown_field", "duplicate_field", "invalid_value", "non_finite_value",
     "value_out_of_range", "wrong_length", "empty_batch", "ids_mismatch", "invalid_top_k",
     "invalid_binary_length", "empty_body", "invalid_version", "validation_error",
-    "internal_error", "model_unavailable", "load_failed", "http_error",
+    "internal_error", "model_unavailable", "overloaded", "load_failed", "http_error",
     # load failures (ArtifactError / ModelLoadError): 409 from a reload, 503 from /readyz
     "checksum_mismatch", "version_missing", "current_missing", "current_invalid", "manifest_invalid",
     "manifest_missing", "format_version", "inconsistent", "file_missing", "version_exists",
@@ -235,6 +240,22 @@ class Metrics:
             registry=reg,
             buckets=BATCH_SIZE_BUCKETS_ROWS,
         )
+        self.microbatch_rows = Histogram(
+            "microbatch_size_rows",
+            "Readings per micro-batched onnxruntime run of /v1/score (the realised batch size).",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+            buckets=BATCH_SIZE_BUCKETS_ROWS,
+        )
+        self.microbatch_wait = Histogram(
+            "microbatch_queue_wait_seconds",
+            "Time a micro-batched reading waited from joining the queue to its batch's start.",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+            buckets=QUEUE_WAIT_BUCKETS_SECONDS,
+        )
         self.readings = Counter(
             "readings_scored_total",
             "Readings scored by /v1/score and /v1/score/batch.",
@@ -299,6 +320,8 @@ class Metrics:
         for operation in OPERATIONS:
             self.inference_duration.labels(model, operation)
         self._batch = {route: self.batch_size.labels(model, route) for route in SCORING_ROUTES}
+        self._microbatch_rows = self.microbatch_rows.labels(model)
+        self._microbatch_wait = self.microbatch_wait.labels(model)
         self._readings = self.readings.labels(model)
         self._anomalies = self.anomalies.labels(model)
         self._inference = {op: self.inference_duration.labels(model, op) for op in OPERATIONS}
@@ -349,8 +372,23 @@ class Metrics:
 
     def observe_scoring(self, route: str, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
         """The readings `x` float32 [N, n] of one scoring request and their assessment (any thread)."""
+        self._batch[route].observe(len(x))
+        self._observe_readings(model, x, assessment)
+
+    def observe_microbatch(
+        self, model: LoadedModel, x: np.ndarray, assessment: Assessment, waits: Sequence[float]
+    ) -> None:
+        """One micro-batched run of `/v1/score` readings `x` float32 [B, n], each its own request of one
+        reading, which waited `waits` seconds in the queue (any thread)."""
+        single = self._batch[SCORING_ROUTES[0]]
+        for wait in waits:
+            single.observe(1)
+            self._microbatch_wait.observe(wait)
+        self._microbatch_rows.observe(len(x))
+        self._observe_readings(model, x, assessment)
+
+    def _observe_readings(self, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
         n = len(x)
-        self._batch[route].observe(n)
         self._inference["score"].observe(assessment.run_seconds)
         self._readings.inc(n)
         flagged = int(np.count_nonzero(assessment.is_anomaly))

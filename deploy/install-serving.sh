@@ -4,7 +4,11 @@
 #
 #   deploy/install-serving.sh deps  SRC PREFIX [cpu|gpu]   PREFIX/venv: the base dependencies of
 #                                                          SRC/pyproject.toml only (no extras: no torch,
-#                                                          no onnx); gpu swaps onnxruntime for onnxruntime-gpu
+#                                                          no onnx); gpu swaps onnxruntime for onnxruntime-gpu.
+#                                                          Exactly the versions and files of the variant's lock,
+#                                                          SRC/deploy/requirements-serving[-gpu].lock
+#                                                          (hash-checked; `make lock` regenerates it)
+#   deploy/install-serving.sh requirements SRC [cpu|gpu]   print the base dependencies (what the lock pins)
 #   deploy/install-serving.sh app   SRC PREFIX             PREFIX/app: the serving package (no `training`)
 #   deploy/install-serving.sh model SRC STORE [NAME]       STORE/NAME/{CURRENT, <the version it names>}
 #                                                          from SRC/model_store (NAME: factory-ae)
@@ -19,16 +23,15 @@ set -eu
 PYTHON=${PYTHON:-python3}
 
 usage() {
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,20p' "$0" >&2
     exit 2
 }
 
-deps() {
-    src=$1 prefix=$2 variant=${3:-cpu}
+requirements() {
+    src=$1 variant=${2:-cpu}
     case $variant in cpu | gpu) ;; *) usage ;; esac
-    "$PYTHON" -m venv "$prefix/venv"
     # The base dependencies, read from pyproject.toml (tomllib: Python >= 3.11).
-    "$PYTHON" - "$src/pyproject.toml" "$variant" >"$prefix/requirements.txt" <<'EOF'
+    "$PYTHON" - "$src/pyproject.toml" "$variant" <<'EOF'
 import re
 import sys
 import tomllib
@@ -40,7 +43,30 @@ for spec in dependencies:
         spec = "onnxruntime-gpu" + spec[len("onnxruntime"):]
     print(spec)
 EOF
-    "$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$prefix/requirements.txt"
+}
+
+lock_file() {
+    case $2 in gpu) echo "$1/deploy/requirements-serving-gpu.lock" ;; *) echo "$1/deploy/requirements-serving.lock" ;; esac
+}
+
+deps() {
+    src=$1 prefix=$2 variant=${3:-cpu}
+    case $variant in cpu | gpu) ;; *) usage ;; esac
+    lock=$(lock_file "$src" "$variant")
+    "$PYTHON" -m venv "$prefix/venv"
+    requirements "$src" "$variant" >"$prefix/requirements.txt"
+    # The lock's exact versions, each file checked against its sha256 (the lock holds every dependency,
+    # so hash-checking mode installs nothing it does not name); then, without an index, proof that they
+    # satisfy pyproject.toml's ranges, and that they are consistent with each other.
+    venv_pip "$prefix" install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+    venv_pip "$prefix" install --quiet --disable-pip-version-check --no-index -r "$prefix/requirements.txt"
+    venv_pip "$prefix" check
+}
+
+venv_pip() {
+    prefix=$1
+    shift
+    "$prefix/venv/bin/python" -m pip "$@"
 }
 
 app() {
@@ -66,10 +92,12 @@ model() {
     cp "$from/CURRENT" "$store/$name/CURRENT"
 }
 
-[ $# -ge 3 ] || usage
+[ $# -ge 2 ] || usage
 step=$1
 shift
+[ "$step" = requirements ] || [ $# -ge 2 ] || usage
 case $step in
+requirements) requirements "$@" ;;
 deps) deps "$@" ;;
 app) app "$1" "$2" ;;
 model) model "$@" ;;

@@ -12,7 +12,8 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 
 from app.errors import InvalidInput, MalformedRequest
-from app.routes.deps import JSON, RegistryDep, media_type, read_body, require_admin
+from app.readings import refuse_duplicate_fields
+from app.routes.deps import JSON, RegistryDep, SettingsDep, media_type, read_body, require_admin
 from app.schemas import ErrorResponse, ReloadRequest, ReloadResponse, openapi_body
 
 RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
@@ -20,10 +21,11 @@ RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-async def _requested_version(request: Request) -> str | None:
-    """The optional body `{"version": "..."}`; an empty body means "the version CURRENT names"."""
-    body = await read_body(request, RELOAD_BODY_BYTES)
-    if not body.strip():
+async def _requested_version(request: Request, timeout_s: float) -> str | None:
+    """The optional body `{"version": "..."}`; no body (0 bytes) means "the version CURRENT names". A body
+    of whitespace is not JSON (400), never read as "no body"."""
+    body = await read_body(request, RELOAD_BODY_BYTES, timeout_s)
+    if not body:
         return None
     media_type(request, (JSON,))
     try:
@@ -38,6 +40,7 @@ async def _requested_version(request: Request) -> str | None:
     version = doc.get("version")
     if version is not None and type(version) is not str:
         raise InvalidInput("version must be a string", code="invalid_type")
+    refuse_duplicate_fields(body, doc)  # {"version": "a", "version": "b"} must not load b
     return version
 
 
@@ -47,17 +50,21 @@ async def _requested_version(request: Request) -> str | None:
     responses={
         status: {"model": ErrorResponse, "description": description}
         for status, description in {
+            400: "malformed JSON",
             401: "no admin token",
             403: "wrong admin token, or admin endpoints disabled (`admin_disabled`)",
+            408: "the body did not arrive within BODY_TIMEOUT_S",
             409: "the load failed (code = the reason); the previous model keeps serving",
+            413: f"body larger than {RELOAD_BODY_BYTES} bytes",
+            415: "a body whose Content-Type is missing or not JSON",
             422: "invalid body or version name",
         }.items()
     },
     openapi_extra=openapi_body(ReloadRequest, required=False),
     summary="Load and swap in a model version",
 )
-async def reload(request: Request, registry: RegistryDep) -> ReloadResponse:
-    version = await _requested_version(request)
+async def reload(request: Request, registry: RegistryDep, settings: SettingsDep) -> ReloadResponse:
+    version = await _requested_version(request, settings.body_timeout_s)
     swap = await registry.load(version)
     model = swap.model
     return ReloadResponse(

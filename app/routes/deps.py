@@ -1,5 +1,5 @@
 """Typed dependencies the routes receive (settings, registry, model, inference pool, metrics), authentication,
-and reading a request body within MAX_BODY_BYTES.
+and reading a request body within MAX_BODY_BYTES and BODY_TIMEOUT_S.
 
 `app.main` puts the settings, metrics, registry and pool on `app.state`; nothing here is global.
 Dependencies are `async def` so FastAPI runs them inline rather than in its thread pool.
@@ -7,6 +7,7 @@ Dependencies are `async def` so FastAPI runs them inline rather than in its thre
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated
 
@@ -14,7 +15,14 @@ from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from app.config import Settings
-from app.errors import Forbidden, MalformedRequest, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from app.errors import (
+    BodyTimeout,
+    Forbidden,
+    MalformedRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.scoring import InferencePool, LoadedModel
@@ -118,11 +126,13 @@ def media_type(request: Request, accepted: tuple[str, ...]) -> str:
     return found
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refusing more than `max_bytes` with 413 `body_too_large`.
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, refusing more than `max_bytes` with 413 `body_too_large`, or one that takes longer
+    than `timeout_s` to arrive with 408 `body_timeout`.
 
     A Content-Length above the limit is refused before reading anything; a body without one (chunked)
-    is counted while it arrives and refused as soon as it passes the limit, never buffered whole.
+    is counted while it arrives and refused as soon as it passes the limit, never buffered whole. The
+    deadline is ours because uvicorn has none: it would wait forever for a client that stalls mid-body.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -135,12 +145,18 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes, the most accepted")
-            if chunk:
-                chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes, the most accepted")
+                if chunk:
+                    chunks.append(chunk)
+    except TimeoutError:
+        expected = f"of {declared} " if declared is not None else ""
+        raise BodyTimeout(
+            f"the body did not arrive within {timeout_s:g} s ({size} {expected}bytes received)"
+        ) from None
     except ClientDisconnect:  # nobody reads the answer; not a server error worth a traceback
         raise MalformedRequest(
             "the client disconnected during the body", code="client_disconnected"

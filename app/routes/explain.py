@@ -36,6 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON",
         401: "missing or unknown API key",
         404: "the serving model version has no explainer graph (`explainer_unavailable`)",
+        408: "the body did not arrive within BODY_TIMEOUT_S",
         413: "body larger than MAX_BODY_BYTES",
         415: "Content-Type missing or not JSON",
         422: "the reading cannot be explained, or top_k is not 1..n_sensors (the message names the field)",
@@ -64,7 +65,7 @@ async def explain_one(
 ) -> Response:
     model.require_explainer()  # before reading the body: no body can make this version explain
     media_type(request, (JSON,))
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     parse = partial(parse_explain_json, body, model.sensor_names)
     readings, explanation = await pool.run(
         partial(_parse_and_explain, model, settings.log_top_sensors, parse)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
+from app.batching import MicroBatcher
 from app.metrics import SCORING_ROUTES, Metrics
 from app.readings import Readings, parse_batch_binary, parse_batch_json, parse_single_json
 from app.routes.deps import (
@@ -42,10 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "malformed JSON",
         401: "missing or unknown API key",
+        408: "the body did not arrive within BODY_TIMEOUT_S",
         413: "body larger than MAX_BODY_BYTES, or more rows than MAX_BATCH",
         415: "Content-Type missing or not accepted",
         422: "the readings cannot be scored (the message names the element)",
-        503: "no model is loaded",
+        503: "no model is loaded, or (/v1/score with micro-batching) too many readings are waiting",
     }.items()
 }
 
@@ -77,12 +79,17 @@ async def score_one(
     request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
     media_type(request, (JSON,))
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     parse = partial(parse_single_json, body, model.sensor_names)
-    readings, assessment = await pool.run(
-        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE),
-        inline=len(body) <= settings.inline_max_body_bytes,
-    )
+    batcher: MicroBatcher | None = request.app.state.batcher
+    if batcher is not None:  # parsed here, scored with whatever other readings are waiting
+        readings = await pool.run(parse, inline=len(body) <= settings.inline_max_body_bytes)
+        assessment = await batcher.assess(model, readings.x)
+    else:
+        readings, assessment = await pool.run(
+            partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE),
+            inline=len(body) <= settings.inline_max_body_bytes,
+        )
     log_anomalies(model, readings.ids, assessment)
     return _json(
         {
@@ -106,7 +113,7 @@ async def score_batch(
     request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
 ) -> Response:
     kind = media_type(request, (JSON, OCTET_STREAM))
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
     parse = partial(parser, body, model.sensor_names, settings.max_batch)
     readings, assessment = await pool.run(

@@ -126,3 +126,46 @@ def test_top_k_is_a_field_of_explain_only() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_single_json(single([1, 2, 3], top_k=2), NAMES)
     assert caught.value.code == "unknown_field"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"values": [1, 2, 3], "values": [4, 5, 6]}',
+        b'{"values": [1, 2, 3], "id": "a", "id": "b"}',
+        b'{"values": [1, 2, 3], "id": "a:b", "id": "c:d"}',  # colons inside ids are not keys
+        b'{"values": [1, 2, 3], "\\u0076alues": [4, 5, 6]}',  # the same key, escaped
+        b'{"values": [1, 2, 3], "id": "\\\\", "values" : [1, 2, 3]}',  # a backslash elsewhere
+        b'{"id": "x", "values": [1, 2, 3],\n"id"\t:\n"x"}',  # whitespace around the colon
+    ],
+)
+def test_a_field_given_twice_is_refused(body: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_single_json(body, NAMES)
+    assert caught.value.code == "duplicate_field"
+    assert "given 2 times" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "ident"),
+    [
+        (b'{"values": [1, 2, 3], "id": "values"}', "values"),
+        (b'{"values": [1, 2, 3], "id": "a:b:c"}', "a:b:c"),
+        (b'{"id": "\\"values\\": [1]", "values": [1, 2, 3]}', '"values": [1]'),
+        (b'{"values": [1, 2, 3], "id": "\\u003a"}', ":"),  # an escaped colon: the exact path
+    ],
+)
+def test_what_only_looks_like_a_repeated_field_is_accepted(body: bytes, ident: str) -> None:
+    assert parse_single_json(body, NAMES).ids == [ident]
+
+
+def test_batch_and_explain_fields_given_twice_are_refused() -> None:
+    row = "[1, 2, 3]"
+    for parse, body in [
+        (lambda b: parse_batch_json(b, NAMES, 10), f'{{"vectors": [{row}], "vectors": [{row}]}}'),
+        (lambda b: parse_batch_json(b, NAMES, 10), f'{{"vectors": [{row}], "ids": ["a:"], "ids": ["b"]}}'),
+        (lambda b: parse_explain_json(b, NAMES), f'{{"values": {row}, "top_k": 1, "top_k": 2}}'),
+    ]:
+        with pytest.raises(InvalidInput) as caught:
+            parse(body.encode())
+        assert caught.value.code == "duplicate_field"

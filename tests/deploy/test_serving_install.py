@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import free_port
@@ -112,6 +113,22 @@ def test_the_install_has_no_training_stack_and_reports_its_size(installed: Path)
     total = sum(sizes.values())
     print(f"serving install: {total:.0f} MB ({', '.join(f'{k} {v:.1f} MB' for k, v in sizes.items())})")
     assert total < MAX_INSTALLED_MB
+
+
+def test_the_install_is_exactly_the_lock(installed: Path) -> None:
+    """Every package of the serving venv (pip aside) at the version deploy/requirements-serving.lock pins,
+    and every locked package installed (the files were hash-checked by pip --require-hashes)."""
+    from tests.deploy.test_security import LOCKS, parse_lock
+
+    python = installed / "venv" / "bin" / "python"
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True)
+    packages = {
+        canonicalize_name(p["name"]): p["version"]
+        for p in json.loads(listed.stdout)
+        if p["name"] not in ("pip", "setuptools", "wheel")
+    }
+    locked = {name: version for name, (version, _) in parse_lock(LOCKS["cpu"]).items()}
+    assert packages == locked
 
 
 def test_the_runtime_command_serves_the_baked_in_model_and_the_health_check_passes(
