@@ -21,6 +21,7 @@ own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
   413     body_too_large          the body is larger than MAX_BODY_BYTES
   413     batch_too_large         more rows than MAX_BATCH
   415     unsupported_media_type  Content-Type missing or not one the endpoint accepts
+  431     headers_too_large       the request's header block is larger than MAX_HEADER_BYTES (app.middleware)
   422     invalid_type            a field or the body has the wrong JSON type
   422     missing_field           a required field is absent
   422     unknown_field           a field the endpoint does not know (a misspelt field is never ignored)
@@ -140,3 +141,13 @@ class Overloaded(ServiceError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "1"})
+
+
+class HeadersTooLarge(ServiceError):
+    """431: the header block is larger than the service reads (`app.middleware.MAX_HEADER_BYTES`). The
+    connection is closed: a client sending such headers is broken or hostile."""
+
+    status, code = 431, "headers_too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})

@@ -111,7 +111,7 @@ ERROR_CODES = (
     "missing_api_key", "invalid_api_key", "missing_admin_token", "unauthorized",
     "invalid_admin_token", "admin_disabled", "forbidden",
     "not_found", "explainer_unavailable", "method_not_allowed", "not_acceptable", "body_timeout",
-    "body_too_large", "batch_too_large", "unsupported_media_type",
+    "body_too_large", "batch_too_large", "unsupported_media_type", "headers_too_large",
     "invalid_type", "missing_field", "unknown_field", "duplicate_field", "invalid_value", "non_finite_value",
     "value_out_of_range", "wrong_length", "empty_batch", "ids_mismatch", "invalid_top_k",
     "invalid_binary_length", "empty_body", "invalid_version", "validation_error",

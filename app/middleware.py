@@ -3,6 +3,12 @@
 Request id: the client's `X-Request-ID` when it is a sane token (1-128 of [A-Za-z0-9._-]), otherwise a
 fresh uuid4 hex. It is echoed in the response header, put in every error body and on every log line of
 the request (`app.logs.request_id_var`).
+
+Header size: uvicorn's C parser (httptools, which it uses when installed, as we install it) accepts a
+header block of any size, where its pure-Python h11 stopped near 16 KiB. A block over `MAX_HEADER_BYTES`
+(names and values, summed) is answered 431 `headers_too_large` here, with `Connection: close`, before
+any route runs. The bytes have been read by then: bounding the memory a client can make the server hold
+for headers is a job for the proxy in front (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ServiceError
+from app.errors import HeadersTooLarge, ServiceError
 from app.logs import request_id_var
 from app.routes.errors import error_response
 
 log = logging.getLogger("app.request")
 
 REQUEST_ID_HEADER = "x-request-id"
+MAX_HEADER_BYTES = 32 * 1024
+"""Largest header block (names + values) a request may carry; browsers and proxies send a few KiB."""
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 
@@ -55,6 +63,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+            if header_bytes > MAX_HEADER_BYTES:
+                refused = HeadersTooLarge(
+                    f"the request's headers take {header_bytes} bytes; at most {MAX_HEADER_BYTES} are read"
+                )
+                await error_response(refused, scope)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:
             # Anything the exception handlers did not turn into a response is a bug: log the traceback,

@@ -213,8 +213,9 @@ CASES: list[Case] = [
          extra_head=b"Content-Length: 1e3\r\n"),
     Case("content-length-not-a-number-in-process", "POST", SCORE, {**JSON_BODY, "Content-Length": "1e3"},
          values(ROW), 400, "invalid_content_length", via="asgi"),
+    # httptools (llhttp) refuses both framings at once, as RFC 9112 allows (no request smuggling)
     Case("content-length-and-chunked", "POST", SCORE, {**JSON_BODY, "Transfer-Encoding": "chunked"},
-         b"0\r\n\r\n", 400, "malformed_json", via="socket", extra_head=b"Content-Length: 5\r\n"),
+         b"0\r\n\r\n", 400, None, via="socket", extra_head=b"Content-Length: 5\r\n"),
     # --- methods --------------------------------------------------------------------------------------------
     Case("get-score", "GET", SCORE, KEY, b"", 405, "method_not_allowed"),
     Case("put-batch", "PUT", BATCH, OCTET, b"\0" * 4 * N, 405, "method_not_allowed"),
@@ -222,14 +223,17 @@ CASES: list[Case] = [
     Case("post-healthz", "POST", "/healthz", JSON_BODY, b"{}", 405, "method_not_allowed"),
     Case("head-healthz", "HEAD", "/healthz", {}, b"", 405, None),
     Case("get-reload", "GET", RELOAD, ADMIN_JSON, b"", 405, "method_not_allowed"),
-    Case("made-up-method", "BREW", SCORE, JSON_BODY, values(ROW), 405, "method_not_allowed"),
+    # httptools knows the registered methods only: BREW is not HTTP, a plain 400 before the app sees it
+    Case("made-up-method", "BREW", SCORE, JSON_BODY, values(ROW), 400, None, via="socket"),
     Case("no-such-path", "POST", "/v1/scores", JSON_BODY, values(ROW), 404, "not_found"),
     # --- headers --------------------------------------------------------------------------------------------
     Case("header-8-kib", "POST", SCORE, {**JSON_BODY, "X-Padding": "a" * 8192}, values(ROW), 200, None,
          scores_as=reading(1.5)),
+    Case("header-40-kib", "POST", SCORE, {**JSON_BODY, "X-Padding": "a" * 40960}, values(ROW), 431,
+         "headers_too_large"),
     Case("headers-500", "POST", SCORE, JSON_BODY, values(ROW), 200, None, via="socket",
          extra_head=b"".join(b"X-H%d: v\r\n" % i for i in range(500)), scores_as=reading(1.5)),
-    Case("header-512-kib", "GET", "/healthz", {}, b"", 400, None, via="socket",
+    Case("header-512-kib", "GET", "/healthz", {}, b"", 431, "headers_too_large", via="socket",
          extra_head=b"X-Padding: " + b"a" * (512 << 10) + b"\r\n"),
     Case("target-512-kib", "GET", "/healthz", {}, b"", 400, None, via="socket",
          target=b"/healthz?" + b"a" * (512 << 10)),
