@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 
@@ -36,6 +37,7 @@ finite float32)."""
 SINGLE_FIELDS = ("values", "id")
 EXPLAIN_FIELDS = ("values", "top_k", "id")
 BATCH_FIELDS = ("vectors", "ids")
+_BATCH_FIELD_SET = frozenset(BATCH_FIELDS)
 DEFAULT_TOP_K = 10
 """Sensors an explanation lists when the request does not say (all of them on a model with fewer)."""
 _NUMBER_TYPES = frozenset({float, int})  # exact types: bool is a subclass of int and must not pass
@@ -94,7 +96,16 @@ def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readin
 
 
 def parse_batch_json(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
-    """`{"vectors": [[n numbers], ...], "ids": ["optional", ...]}` -> N rows in request order."""
+    """`{"vectors": [[n numbers], ...], "ids": ["optional", ...]}` -> N rows in request order.
+
+    A body that passes every rule takes `_batch_json_fast` (simdjson, ~3x faster on 64 readings); any
+    other body, and any the fast path is unsure of, takes the path below, which names what is wrong."""
+    fast = _batch_json_fast(body, len(sensor_names), max_batch)
+    return fast if fast is not None else _batch_json_full(body, sensor_names, max_batch)
+
+
+def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
+    """Every rule, one by one: the readings, or the error naming the first thing wrong."""
     doc, syntax_error = _decode(body)
     obj = _object(doc, BATCH_FIELDS, required="vectors")
     vectors = obj["vectors"]
@@ -106,6 +117,52 @@ def parse_batch_json(body: bytes, sensor_names: Sequence[str], max_batch: int) -
     _refuse_unless_valid(syntax_error)
     refuse_duplicate_fields(body, obj)
     return Readings(x, ids)
+
+
+def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
+    """The readings of a valid JSON batch, or None for the full path to judge (it never refuses).
+
+    Why: the full path builds 64 000 Python floats for 64 readings and checks their types one by one
+    (~4 ms). simdjson validates the whole document (UTF-8 included) and hands the numbers over as one
+    float64 buffer, refusing anything that is not a number: booleans, strings, null, objects, NaN tokens,
+    integers beyond 64 bits and 1e309 all end the fast path (~1.2 ms; docs/benchmarks.md), as does any
+    body with an escape or a nested list (counted, below). It accepts
+    only what the full path accepts, with the same float32 values: the float64 parse is exact in both, and
+    the same rounding follows. A new parser per call: they are cheap (lazily allocated) and a parser must
+    not be reused while one of its documents is alive, which per-call parsers rule out across threads.
+    """
+    try:
+        doc = simdjson.Parser().parse(body)
+        if not isinstance(doc, simdjson.Object):
+            return None
+        keys = list(doc.keys())  # a duplicated field is listed twice
+        if len(keys) != len(set(keys)) or not set(keys) <= _BATCH_FIELD_SET or "vectors" not in keys:
+            return None
+        vectors = doc["vectors"]
+        if not isinstance(vectors, simdjson.Array) or not 0 < len(vectors) <= max_batch:
+            return None
+        rows = len(vectors)
+        if not all(isinstance(row, simdjson.Array) and len(row) == n for row in vectors):
+            return None
+        x = np.frombuffer(vectors.as_buffer(of_type="d"), dtype=np.float64)
+        given = doc["ids"] if "ids" in keys else None
+        ids: Any = given.as_list() if isinstance(given, simdjson.Array) else given
+    except (ValueError, TypeError, KeyError, RuntimeError, IndexError):  # simdjson's refusals
+        return None
+    if x.size != rows * n or not (x.max() <= FLOAT32_LIMIT and x.min() >= -FLOAT32_LIMIT):
+        return None
+    if ids is not None and (
+        type(ids) is not list or len(ids) != rows or any(type(ident) is not str for ident in ids)
+    ):
+        return None
+    # as_buffer flattens nested lists ([1, [2], 3] reads as 1, 2, 3), so count the brackets: without
+    # escapes, every "[" is the batch's, a row's, the ids' or one inside an id, and a nested list adds one.
+    if b"\\" in body:
+        return None
+    brackets = 1 + rows + (0 if ids is None else 1 + sum(ident.count("[") for ident in ids))
+    if body.count(b"[") != brackets:
+        return None
+    return Readings(x.reshape(rows, n).astype(np.float32), [None] * rows if ids is None else ids)
 
 
 def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 import pytest
 
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from app.readings import (
     FLOAT32_LIMIT,
+    Readings,
+    _batch_json_fast,
+    _batch_json_full,
     parse_batch_binary,
     parse_batch_json,
     parse_explain_json,
@@ -169,3 +173,87 @@ def test_batch_and_explain_fields_given_twice_are_refused() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse(body.encode())
         assert caught.value.code == "duplicate_field"
+
+
+# --- the JSON batch fast path (simdjson) -------------------------------------------------------------------
+
+
+def _both(body: bytes, n: int = 3, max_batch: int = 10) -> tuple[Readings | None, Readings | None]:
+    """(fast path's answer or None, full path's answer or None when it refuses)."""
+    try:
+        full: Readings | None = _batch_json_full(body, [f"s{i}" for i in range(n)], max_batch)
+    except (InvalidInput, MalformedRequest, PayloadTooLarge):
+        full = None
+    return _batch_json_fast(body, n, max_batch), full
+
+
+def test_the_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.normal(0, 1e3, size=(20, 8)).astype(np.float32),  # what orjson writes for float32
+            np.array([[0.0, -0.0, 1e-45, -1e-45, 1e-50, 3.4028235e38, -3.4028235e38, 7]], np.float32),
+        ]
+    )
+    bodies = [
+        orjson.dumps({"vectors": x}, option=orjson.OPT_SERIALIZE_NUMPY),
+        orjson.dumps(
+            {"vectors": x.astype(np.float64).tolist(), "ids": [f"r:[{i}]\u00e9" for i in range(21)]}
+        ),
+        json.dumps(
+            {"ids": None, "vectors": [[1, -0, 9007199254740993, 2**63, 1.5e-320, 5, 6, 1e38]]}
+        ).encode(),
+        b' \n{ "vectors" : [ [1,2,3,4,5,6,7,8] ] }\t',
+    ]
+    for body in bodies:
+        fast, full = _both(body, n=8, max_batch=100)
+        assert fast is not None and full is not None, body[:80]
+        assert fast.x.dtype == np.float32 and fast.x.flags.c_contiguous
+        assert fast.x.tobytes() == full.x.tobytes()  # bit for bit, signs of zero included
+        assert fast.ids == full.ids
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"vectors": [[1, 2, true]]}',
+        b'{"vectors": [[1, 2, null]]}',
+        b'{"vectors": [[1, 2, "3"]]}',
+        b'{"vectors": [[1, 2, [3]]]}',
+        b'{"vectors": [[1, [], [2, 3]]]}',
+        b'{"vectors": [[1, 2, {"a": 3}]]}',
+        b'{"vectors": [[1, 2, [3]]], "ids": ["\\u005b"]}',  # an escaped "[" must not balance the count
+        b'{"vectors": [[1, 2, NaN]]}',
+        b'{"vectors": [[1, 2, 1e39]]}',
+        b'{"vectors": [[1, 2, -1e309]]}',
+        b'{"vectors": [[1, 2]]}',
+        b'{"vectors": []}',
+        b'{"vectors": [[1, 2, 3]], "ids": ["a", "b"]}',
+        b'{"vectors": [[1, 2, 3]], "ids": [1]}',
+        b'{"vectors": [[1, 2, 3]], "ids": "a"}',
+        b'{"vectors": [[1, 2, 3]], "id": "a"}',
+        b'{"vectors": [[1, 2, 3]], "vectors": [[4, 5, 6]]}',
+        b'{"vectors": [[1, 2, 3]]} []',
+        b'{"vectors": [[1, 2, 3]],}',
+        b'{"vectors": [[1, 2, 3]], "ids": ["\xff"]}',
+        b'{"vectors": {"0": [1, 2, 3]}}',
+        b"[[1, 2, 3]]",
+        b'{"vectors": [[1, 2, 3]]' + b"]" * 5,
+        b'{"vectors": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        json.dumps({"vectors": [[1, 2, 3]] * 11}).encode(),  # over max_batch
+    ],
+)
+def test_the_fast_path_leaves_every_bad_body_to_the_full_path(body: bytes) -> None:
+    fast, full = _both(body)
+    assert fast is None
+    assert full is None  # the full path refuses it, with the error that names what is wrong
+
+
+def test_the_fast_path_may_decline_what_the_full_path_reads() -> None:
+    """Integers beyond 64 bits (simdjson's limit) and escaped ids go the full way, and are read there."""
+    for body in (
+        b'{"vectors": [[1, 2, 18446744073709551616]]}',
+        b'{"vectors": [[1, 2, 3]], "ids": ["\\u00e9"]}',
+    ):
+        fast, full = _both(body)
+        assert fast is None and full is not None
