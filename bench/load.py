@@ -187,12 +187,19 @@ class Server:
     """One uvicorn subprocess serving `target` (e.g. `app.main:app`), output to `log_path`."""
 
     def __init__(
-        self, python: Path, target: str, env: dict[str, str], log_path: Path, cpu: int | None
+        self,
+        python: Path,
+        target: str,
+        env: dict[str, str],
+        log_path: Path,
+        cpu: int | None,
+        uvicorn_options: list[str] | None = None,
     ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.command = [str(python), "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.command += uvicorn_options or []
         with open(log_path, "wb") as log:
             self.spawned = time.perf_counter()
             self.process = subprocess.Popen(
