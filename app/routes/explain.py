@@ -11,24 +11,20 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app.explaining import Explanation, explain_reading
 from app.readings import Readings, parse_explain_json
 from app.routes.deps import (
     JSON,
-    MetricsDep,
-    ModelDep,
-    PoolDep,
-    SettingsDep,
+    authorised,
     media_type,
     read_body,
-    require_api_key,
 )
 from app.schemas import ErrorResponse, ExplainRequest, ExplainResponse, openapi_body
 from app.scoring import LoadedModel, finite_or_none, log_anomalies
 
-router = APIRouter(prefix="/v1", tags=["explaining"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["explaining"])  # the route checks the API key: `authorised`
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -60,9 +56,9 @@ def _parse_and_explain(
     openapi_extra=openapi_body(ExplainRequest),
     summary="Explain one reading: its score and the top_k sensors by the explainer's attention",
 )
-async def explain_one(
-    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
-) -> Response:
+async def explain_one(request: Request) -> Response:
+    serving = await authorised(request)
+    model, pool, settings, metrics = serving.model, serving.pool, serving.settings, serving.metrics
     model.require_explainer()  # before reading the body: no body can make this version explain
     media_type(request, (JSON,))
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)

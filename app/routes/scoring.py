@@ -7,21 +7,16 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from app.batching import MicroBatcher
 from app.metrics import SCORING_ROUTES, Metrics
 from app.readings import Readings, parse_batch_binary, parse_batch_json, parse_single_json
 from app.routes.deps import (
     JSON,
     OCTET_STREAM,
-    MetricsDep,
-    ModelDep,
-    PoolDep,
-    SettingsDep,
+    authorised,
     media_type,
     read_body,
-    require_api_key,
 )
 from app.schemas import (
     BatchScoreRequest,
@@ -36,7 +31,7 @@ from app.scoring import Assessment, LoadedModel, finite_or_none, log_anomalies
 PREFIX = "/v1"
 SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": also the metrics' route labels
 
-router = APIRouter(prefix=PREFIX, tags=["scoring"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix=PREFIX, tags=["scoring"])  # each route checks the API key: `authorised`
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -75,13 +70,13 @@ def _parse_and_assess(
     openapi_extra=openapi_body(ScoreRequest),
     summary="Score one reading",
 )
-async def score_one(
-    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
-) -> Response:
+async def score_one(request: Request) -> Response:
+    serving = await authorised(request)
+    model, pool, settings, metrics = serving.model, serving.pool, serving.settings, serving.metrics
     media_type(request, (JSON,))
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     parse = partial(parse_single_json, body, model.sensor_names)
-    batcher: MicroBatcher | None = request.app.state.batcher
+    batcher = serving.batcher
     if batcher is not None:  # parsed here, scored with whatever other readings are waiting
         readings = await pool.run(parse, inline=len(body) <= settings.inline_max_body_bytes)
         assessment = await batcher.assess(model, readings.x)
@@ -109,9 +104,9 @@ async def score_one(
     openapi_extra=openapi_body(BatchScoreRequest, binary=True),
     summary="Score a batch of readings (JSON, or N x n little-endian float32)",
 )
-async def score_batch(
-    request: Request, model: ModelDep, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep
-) -> Response:
+async def score_batch(request: Request) -> Response:
+    serving = await authorised(request)
+    model, pool, settings, metrics = serving.model, serving.pool, serving.settings, serving.metrics
     kind = media_type(request, (JSON, OCTET_STREAM))
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
