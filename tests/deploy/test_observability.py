@@ -237,7 +237,8 @@ def observed(
     store: Path, manifest: Manifest, small_plant: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Observed]:
     directory = tmp_path_factory.mktemp("observability")
-    good = start_server(directory / "good.log", server_env(store))
+    # micro-batching on (off by default), so the dashboard's micro-batching panel has data to show
+    good = start_server(directory / "good.log", server_env(store, ANOMALY_MICROBATCH_MAX_BATCH="8"))
     broken = None
     prometheus = None
     try:
