@@ -62,12 +62,16 @@ fuzz: $(DEV_STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/app/test_fuzz.py -q --timeout 3600
 
 # Debian's `prometheus` package gives promtool and the prometheus binary that
-# tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml.
+# tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml; `strace`
+# watches the real server's writes and connections (tests/app/test_security.py).
 # Installed when missing (CI runs as root on Debian). docker-compose is optional: without it the compose
 # tests skip, saying so.
 deploy-tools:
 	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; } || \
+		echo "strace could not be installed: tests/app/test_security.py's write and network check skips"
 	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; } || \
 		echo "docker-compose could not be installed: the compose tests of tests/deploy/test_containers.py skip"

@@ -9,9 +9,11 @@ tasks each take the oldest waiting reading, then every reading already waiting (
 when `max_delay_s` > 0, keep collecting until `max_delay_s` after that oldest reading arrived. A batch is
 split by model (a reload may swap the model between two arrivals, and each request finishes on the model
 it started with), stacked, assessed in one run and each future gets its own row. A lone reading runs on
-the event loop, as an unbatched small request would (the thread hop would cost more than the run); a
-batch of several runs on the inference pool. A full queue refuses the request at once (503 `overloaded`
-with Retry-After) rather than letting waits grow without bound.
+the event loop, as an unbatched small request would (the thread hop would cost more than the run), unless
+INLINE_MAX_BODY_BYTES is 0; a batch of several runs on the inference pool. With a delay there is one
+worker: asyncio.Queue wakes the longest-waiting getter, so a second, idle worker would take the readings
+the first is collecting for and split every batch in two. A full queue refuses the request at once (503
+`overloaded` with Retry-After) rather than letting waits grow without bound.
 
 Framework-free: `Overloaded` is an `app.errors` error, which the error handlers render.
 """
@@ -57,6 +59,7 @@ class MicroBatcher:
         workers: int,
         top_k: int,
         observe: BatchObserver | None = None,
+        inline_single: bool = True,
     ) -> None:
         if max_batch < 2 or max_delay_s < 0 or queue_size < 1 or workers < 1:
             raise ValueError(
@@ -64,6 +67,7 @@ class MicroBatcher:
                 f"{max_batch}, {max_delay_s}, {queue_size}, {workers}"
             )
         self.max_batch, self.max_delay_s, self.top_k = max_batch, max_delay_s, top_k
+        self.inline_single = inline_single
         self._pool, self._observe = pool, observe
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue(maxsize=queue_size)
         self._workers = [asyncio.create_task(self._work(), name=f"microbatch-{i}") for i in range(workers)]
@@ -101,19 +105,25 @@ class MicroBatcher:
     async def _work(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            deadline = batch[0].enqueued + self.max_delay_s
-            while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            await self._run(batch)
+            try:
+                deadline = batch[0].enqueued + self.max_delay_s
+                while len(batch) < self.max_batch:
+                    if not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                        continue
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                await self._run(batch)
+            except asyncio.CancelledError:  # close(): the readings this worker holds get an answer too
+                for waiting in batch:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(RuntimeError("the service is shutting down"))
+                raise
 
     async def _run(self, batch: list[_Waiting]) -> None:
         """Assess `batch` (split by model) and settle every future; never raises, so a worker survives."""
@@ -130,7 +140,7 @@ class MicroBatcher:
             waits = [started - w.enqueued for w in group]
             try:
                 assessment = await self._pool.run(
-                    partial(self._assess, model, x, waits), inline=len(group) == 1
+                    partial(self._assess, model, x, waits), inline=len(group) == 1 and self.inline_single
                 )
             except Exception as exc:  # the requests answer with it (a 500); the worker goes on
                 for waiting in group:

@@ -89,9 +89,11 @@ def _micro_batcher(settings: Settings, pool: InferencePool, metrics: Metrics) ->
         max_batch=settings.microbatch_max_batch,
         max_delay_s=settings.microbatch_max_delay_us / 1e6,
         queue_size=settings.microbatch_queue_size,
-        workers=settings.scoring_threads,
+        # with a delay, one collector (see app.batching); without, one per scoring thread
+        workers=1 if settings.microbatch_max_delay_us > 0 else settings.scoring_threads,
         top_k=settings.log_top_sensors,
         observe=metrics.observe_microbatch,
+        inline_single=settings.inline_max_body_bytes > 0,
     )
 
 

@@ -126,11 +126,15 @@ def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
     (~4 ms). simdjson validates the whole document (UTF-8 included) and hands the numbers over as one
     float64 buffer, refusing anything that is not a number: booleans, strings, null, objects, NaN tokens,
     integers beyond 64 bits and 1e309 all end the fast path (~1.2 ms; docs/benchmarks.md), as does any
-    body with an escape or a nested list (counted, below). It accepts
+    body with an escape, a byte-order mark or a nested list (counted, below). It accepts
     only what the full path accepts, with the same float32 values: the float64 parse is exact in both, and
     the same rounding follows. A new parser per call: they are cheap (lazily allocated) and a parser must
     not be reused while one of its documents is alive, which per-call parsers rule out across threads.
     """
+    # simdjson skips a UTF-8 byte-order mark, which the full path (like orjson) refuses; and with an escape,
+    # the bracket count below would not hold. Both are cheap scans, done before any parsing.
+    if body.startswith(b"\xef\xbb\xbf") or b"\\" in body:
+        return None
     try:
         doc = simdjson.Parser().parse(body)
         if not isinstance(doc, simdjson.Object):
@@ -157,8 +161,8 @@ def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
         return None
     # as_buffer flattens nested lists ([1, [2], 3] reads as 1, 2, 3), so count the brackets: without
     # escapes, every "[" is the batch's, a row's, the ids' or one inside an id, and a nested list adds one.
-    if b"\\" in body:
-        return None
+    # This holds because `ids` is the only field with strings besides the keys (BATCH_FIELDS): a new
+    # string field must be counted here too.
     brackets = 1 + rows + (0 if ids is None else 1 + sum(ident.count("[") for ident in ids))
     if body.count(b"[") != brackets:
         return None

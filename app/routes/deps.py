@@ -162,7 +162,7 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise MalformedRequest(
                 f"Content-Length {declared[:40]!r} is not a byte count", code="invalid_content_length"
             )

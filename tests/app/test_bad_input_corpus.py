@@ -2,7 +2,7 @@
 get, after which a valid request is still scored exactly as onnxruntime scores it.
 
 Most cases go over HTTP to a real uvicorn; those whose point is the wire (a body that never finishes, a
-Content-Length larger than what comes, headers too large for uvicorn, bytes h11 refuses) are written
+Content-Length larger than what comes, headers too large, bytes uvicorn's parser refuses) are written
 to a raw socket; the few that uvicorn never lets through (a Content-Length that is not a number) go to the
 app in process. docs/reliability.md ("Bad-input corpus") lists the table with the policies behind it.
 """
@@ -98,7 +98,7 @@ class Case:
     scores_as: tuple[float, ...] | None = None
     """For a 200 from /v1/score: the float32 reading whose onnxruntime score the answer must carry."""
     target: bytes | None = None
-    """The raw request target, when it is not `path` (bytes h11 must see as they are)."""
+    """The raw request target, when it is not `path` (bytes the HTTP parser must see as they are)."""
     extra_head: bytes = b""
     """Raw header lines added to a socket request (sizes and bytes httpx would not send)."""
     seconds: tuple[float, float] = field(default=(0.0, 5.0))
@@ -208,7 +208,7 @@ CASES: list[Case] = [
     Case("reload-body-held-open", "POST", RELOAD, ADMIN_JSON, b'{"vers', 408, "body_timeout", via="hold",
          content_length=20, seconds=DEADLINE),
     Case("content-length-over-limit-unsent", "POST", BATCH, OCTET, b"", 413, "body_too_large", via="hold",
-         content_length=10 * MAX_BODY_BYTES, seconds=(0.0, 0.5)),
+         content_length=10 * MAX_BODY_BYTES, seconds=(0.0, 2.0)),
     Case("content-length-not-a-number", "POST", SCORE, JSON_BODY, values(ROW), 400, None, via="socket",
          extra_head=b"Content-Length: 1e3\r\n"),
     Case("content-length-not-a-number-in-process", "POST", SCORE, {**JSON_BODY, "Content-Length": "1e3"},

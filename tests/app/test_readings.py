@@ -220,6 +220,8 @@ def test_the_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
         b'{"vectors": [[1, 2, null]]}',
         b'{"vectors": [[1, 2, "3"]]}',
         b'{"vectors": [[1, 2, [3]]]}',
+        b'\xef\xbb\xbf{"vectors": [[1, 2, 3]]}',  # a BOM: simdjson would skip it, the full path refuses it
+        b'{"vectors": [[1, 2, 3]], "ids": ["a\x01b"]}',  # a raw control character in a string
         b'{"vectors": [[1, [], [2, 3]]]}',
         b'{"vectors": [[1, 2, {"a": 3}]]}',
         b'{"vectors": [[1, 2, [3]]], "ids": ["\\u005b"]}',  # an escaped "[" must not balance the count

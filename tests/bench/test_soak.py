@@ -28,7 +28,8 @@ def test_a_short_soak_passes_and_accounts_for_every_request(trained_small: Path,
     assert set(result["by_kind"]) >= {"score", "batch_json", "batch_binary", "explain", "reload"}
     versions = result["model"]["versions"]
     assert [r["version"] for r in result["reloads"]] == [versions[1], versions[0]]  # at 2 s and 4 s
-    assert len(result["windows"]) == SECONDS // 2
+    # a request sent a few µs before the end may open one more window
+    assert len(result["windows"]) in (SECONDS // 2, SECONDS // 2 + 1)
     counters = result["counters"]
     assert counters["match"] and counters["reloads_success"]["server"] == 3
     assert sum(row["client"] for row in counters["http"]) == totals["received"]

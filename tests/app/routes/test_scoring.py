@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from app.artifact import Manifest
+from app.main import create_app
 from tests.app.conftest import ADMIN, API_KEY, AUTH, LiveServer, anomalous, serving, settings_for
 
 N = 40  # sensors of the small model
@@ -464,3 +465,26 @@ async def test_worker_threads_and_inline_scoring_answer_alike(
     expected = reference.run(["score"], {"readings": readings[:16]})[0]
     assert np.float32(single.json()["score"]) == expected[0]
     assert [np.float32(r["score"]) for r in batch.json()["results"]] == list(expected)
+
+
+OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
+"""The only routes anyone may call; admin routes answer to the admin token (routes/test_admin.py)."""
+
+
+def test_every_other_route_needs_an_api_key(live: LiveServer) -> None:
+    """Walks the app's documented routes, so a route added later (or one whose check moved out of a
+    dependency, as the scoring routes' did) cannot skip the key: without one, 401 `missing_api_key`,
+    before the body or the model is looked at."""
+    checked = []
+    for path, operations in create_app(settings_for(Path("unused"))).openapi()["paths"].items():
+        if path in OPEN_ROUTES or path.startswith("/v1/admin/"):
+            continue
+        for method in operations:
+            with live.client() as c:
+                response = c.request(
+                    method, path, content=b"{}", headers={"Content-Type": "application/json"}
+                )
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.json()["error"]["code"] == "missing_api_key"
+            checked.append(f"{method.upper()} {path}")
+    assert sorted(checked) == ["GET /v1/model", "POST /v1/explain", "POST /v1/score", "POST /v1/score/batch"]
