@@ -21,6 +21,7 @@ from typing import Protocol
 from app.artifact import ArtifactError, iso_utc, resolve_current
 from app.config import Settings
 from app.errors import InvalidInput, ModelUnavailable, ReloadFailed
+from app.memory import release_freed_memory
 from app.scoring import LoadedModel, load_model
 
 log = logging.getLogger("app.registry")
@@ -114,19 +115,22 @@ class ModelRegistry:
             self._last_error = None
             if self._observer is not None:
                 self._observer.model_loaded(model)
+        previous_version = previous.version if previous else None
+        del previous  # the old sessions go now (in-flight requests may keep them a little longer)
+        await asyncio.to_thread(release_freed_memory)
         log.info(
             "model loaded",
             extra={
                 "model_name": model.manifest.name,
                 "model_version": model.version,
-                "previous_version": previous.version if previous else None,
+                "previous_version": previous_version,
                 "provider": model.provider,
                 "explainer": model.has_explainer,
                 "load_seconds": model.load_seconds,
                 "path": str(model.path),
             },
         )
-        return Swap(model, previous.version if previous else None)
+        return Swap(model, previous_version)
 
     def _load_blocking(self, version: str | None) -> LoadedModel:
         model_dir = self._settings.model_dir

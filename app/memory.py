@@ -1,0 +1,40 @@
+"""Giving freed heap memory back to the operating system after a model load.
+
+Why: a reload builds the new version's onnxruntime sessions while the old ones still serve, then drops
+the old ones. glibc's allocator keeps the freed pages, so without help the process's RSS grows by tens of
+MiB over the first reloads (the 10-minute soak: 140 → 205 MiB over 19 reloads). `malloc_trim(0)` returns
+them. Measured (20 loads of the shipped model in one process, RSS after each): 143-148 MiB without it,
+100-101 MiB with it (docs/reliability.md, "Soak"). Not glibc (musl, macOS): nothing to do, and nothing
+is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+from functools import cache
+
+log = logging.getLogger("app.memory")
+
+
+@cache
+def _malloc_trim() -> ctypes._NamedFuncPointer | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_freed_memory() -> bool:
+    """Collect unreachable objects, then hand the allocator's free pages back to the OS (blocking: a few
+    ms; call it from a worker thread). True when glibc's `malloc_trim` was there to call."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
