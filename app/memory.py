@@ -4,19 +4,17 @@ Why: a reload builds the new version's onnxruntime sessions while the old ones s
 the old ones. glibc's allocator keeps the freed pages, so without help the process's RSS grows by tens of
 MiB over the first reloads (the 10-minute soak: 140 → 205 MiB over 19 reloads). `malloc_trim(0)` returns
 them. Measured (20 loads of the shipped model in one process, RSS after each): 143-148 MiB without it,
-100-101 MiB with it (docs/reliability.md, "Soak"). Not glibc (musl, macOS): nothing to do, and nothing
-is done.
+100-101 MiB with it (docs/reliability.md, "Soak"). No `gc.collect()` first: the old sessions are freed
+by reference counting when the registry drops them, and a full collection holds the GIL for ~50 ms,
+stalling every request (measured in the soak: per-window max latency 117-206 ms with it). Not glibc (musl,
+macOS): nothing to do, and nothing is done.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
-import logging
 from functools import cache
-
-log = logging.getLogger("app.memory")
 
 
 @cache
@@ -30,9 +28,8 @@ def _malloc_trim() -> ctypes._NamedFuncPointer | None:
 
 
 def release_freed_memory() -> bool:
-    """Collect unreachable objects, then hand the allocator's free pages back to the OS (blocking: a few
-    ms; call it from a worker thread). True when glibc's `malloc_trim` was there to call."""
-    gc.collect()
+    """Hand the allocator's free pages back to the OS (under a millisecond here; ctypes releases the GIL
+    for the call). True when glibc's `malloc_trim` was there to call."""
     trim = _malloc_trim()
     if trim is None:
         return False
