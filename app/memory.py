@@ -6,8 +6,8 @@ MiB over the first reloads (the 10-minute soak: 140 → 205 MiB over 19 reloads)
 them. Measured (20 loads of the shipped model in one process, RSS after each): 143-148 MiB without it,
 100-101 MiB with it (docs/reliability.md, "Soak"). No `gc.collect()` first: the old sessions are freed
 by reference counting when the registry drops them, and a full collection holds the GIL for ~50 ms,
-stalling every request (measured in the soak: per-window max latency 117-206 ms with it). Not glibc (musl,
-macOS): nothing to do, and nothing is done.
+stalling every request (the soak: per-window max latency 117-206 ms with it, 58-180 ms without). Not
+glibc (musl, macOS): nothing to do, and nothing is done.
 """
 
 from __future__ import annotations
