@@ -188,3 +188,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status it may answer with an error, described, with the one error
+    body every error has (`ErrorResponse`)."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in descriptions.items()}

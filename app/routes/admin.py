@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from app.errors import InvalidInput, MalformedRequest
 from app.readings import refuse_duplicate_fields
 from app.routes.deps import JSON, RegistryDep, SettingsDep, media_type, read_body, require_admin
-from app.schemas import ErrorResponse, ReloadRequest, ReloadResponse, openapi_body
+from app.schemas import ReloadRequest, ReloadResponse, error_responses, openapi_body
 
 RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
 
@@ -47,9 +47,8 @@ async def _requested_version(request: Request, timeout_s: float) -> str | None:
 @router.post(
     "/reload",
     response_model=ReloadResponse,
-    responses={
-        status: {"model": ErrorResponse, "description": description}
-        for status, description in {
+    responses=error_responses(
+        {
             400: "malformed JSON",
             401: "no admin token",
             403: "wrong admin token, or admin endpoints disabled (`admin_disabled`)",
@@ -58,8 +57,8 @@ async def _requested_version(request: Request, timeout_s: float) -> str | None:
             413: f"body larger than {RELOAD_BODY_BYTES} bytes",
             415: "a body whose Content-Type is missing or not JSON",
             422: "invalid body or version name",
-        }.items()
-    },
+        }
+    ),
     openapi_extra=openapi_body(ReloadRequest, required=False),
     summary="Load and swap in a model version",
 )

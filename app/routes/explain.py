@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -21,14 +20,13 @@ from app.routes.deps import (
     media_type,
     read_body,
 )
-from app.schemas import ErrorResponse, ExplainRequest, ExplainResponse, openapi_body
+from app.schemas import ExplainRequest, ExplainResponse, error_responses, openapi_body
 from app.scoring import LoadedModel, finite_or_none, log_anomalies
 
 router = APIRouter(prefix="/v1", tags=["explaining"])  # the route checks the API key: `authorised`
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
+_ERRORS = error_responses(
+    {
         400: "malformed JSON",
         401: "missing or unknown API key",
         404: "the serving model version has no explainer graph (`explainer_unavailable`)",
@@ -37,8 +35,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Content-Type missing or not JSON",
         422: "the reading cannot be explained, or top_k is not 1..n_sensors (the message names the field)",
         503: "no model is loaded",
-    }.items()
-}
+    }
+)
 
 
 def _parse_and_explain(

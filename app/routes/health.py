@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from app.errors import ServiceError
 from app.routes.deps import RegistryDep
-from app.schemas import ErrorResponse, Health, LoadErrorInfo, Ready
+from app.schemas import Health, LoadErrorInfo, Ready, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +22,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    responses={503: {"model": ErrorResponse, "description": "no model; `code` is the load error's"}},
+    responses=error_responses({503: "no model; `code` is the load error's"}),
     summary="Readiness: 200 only while a verified, warmed-up model is serving",
 )
 async def readyz(registry: RegistryDep) -> Ready:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from app.artifact import Manifest
 from app.routes.deps import ModelDep, require_api_key
-from app.schemas import ErrorResponse, HeadlineMetrics, ModelInfo, ThresholdInfo
+from app.schemas import HeadlineMetrics, ModelInfo, ThresholdInfo, error_responses
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
 
@@ -34,7 +34,7 @@ def headline_metrics(manifest: Manifest) -> HeadlineMetrics | None:
 @router.get(
     "/model",
     response_model=ModelInfo,
-    responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=error_responses({401: "missing or unknown API key", 503: "no model is loaded"}),
     summary="The model serving now",
 )
 async def model_info(model: ModelDep) -> ModelInfo:

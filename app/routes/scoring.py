@@ -21,9 +21,9 @@ from app.routes.deps import (
 from app.schemas import (
     BatchScoreRequest,
     BatchScoreResponse,
-    ErrorResponse,
     ScoreRequest,
     ScoreResponse,
+    error_responses,
     openapi_body,
 )
 from app.scoring import Assessment, LoadedModel, finite_or_none, log_anomalies
@@ -33,9 +33,8 @@ SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": als
 
 router = APIRouter(prefix=PREFIX, tags=["scoring"])  # each route checks the API key: `authorised`
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
+_ERRORS = error_responses(
+    {
         400: "malformed JSON",
         401: "missing or unknown API key",
         408: "the body did not arrive within BODY_TIMEOUT_S",
@@ -43,8 +42,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Content-Type missing or not accepted",
         422: "the readings cannot be scored (the message names the element)",
         503: "no model is loaded, or (/v1/score with micro-batching) too many readings are waiting",
-    }.items()
-}
+    }
+)
 
 
 def _json(payload: dict[str, Any]) -> Response:
