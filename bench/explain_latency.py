@@ -26,9 +26,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,15 +37,12 @@ import numpy as np
 import onnxruntime as ort
 
 from app.artifact import EXPLAINER, ArtifactError, resolve_current, verify_artifact
+from bench.server import CLIENT_CPU, SERVER_CPU, Server, can_pin, default_python
 from training.synthetic import Plant, PlantConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVER_CPU, CLIENT_CPU = 0, 1
 PLANT_SEED, READINGS_SEED, READING_ROWS, ANOMALY_RATE = 0, 5, 600, 0.2
 TOP_K = 10
 WARMUP_RUNS = 50
-STARTUP_TIMEOUT_S = 180.0
-SHUTDOWN_TIMEOUT_S = 15.0
 
 
 def _session(graph: Path, intra_op_threads: int) -> ort.InferenceSession:
@@ -86,21 +80,6 @@ def _in_process(graph: Path, input_name: str, x: np.ndarray, threads: int, runs:
     return ms
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pinnable() -> tuple[bool, str]:
-    if not hasattr(os, "sched_setaffinity"):
-        return False, "not applied: os.sched_setaffinity is not available on this platform"
-    allowed = os.sched_getaffinity(0)
-    if not {SERVER_CPU, CLIENT_CPU} <= allowed:
-        return False, f"not applied: this process may use CPUs {sorted(allowed)} only"
-    return True, f"server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}"
-
-
 def _server_threads_pinned(pid: int) -> bool:
     """Every thread of the server is on SERVER_CPU only (threads inherit the affinity they start with)."""
     try:
@@ -113,26 +92,16 @@ def _server_threads_pinned(pid: int) -> bool:
 def _over_http(
     python: Path, store: Path, name: str, x: np.ndarray, requests: int, pin: bool, log_path: Path
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
     env |= {"ANOMALY_MODEL_STORE": str(store), "ANOMALY_MODEL_NAME": name}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(python), "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    server = Server(python, "app.main:app", env, log_path, SERVER_CPU if pin else None)
     try:
         if pin:
-            # Before the interpreter has started: every thread the server starts later inherits it.
-            os.sched_setaffinity(process.pid, {SERVER_CPU})
             os.sched_setaffinity(0, {CLIENT_CPU})
         bodies = [json.dumps({"values": row.tolist(), "top_k": TOP_K}).encode() for row in x]
         headers = {"Content-Type": "application/json"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
-            _wait_ready(client, process, log_path)
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
             for i in range(WARMUP_RUNS):
                 _explain(client, bodies[i % len(bodies)], headers)
             ms = np.empty(requests)
@@ -143,18 +112,12 @@ def _over_http(
                 ms[i] = (time.perf_counter() - started) * 1e3
                 anomalous += bool(answer["is_anomaly"])
         facts = {
-            "server_threads_pinned": _server_threads_pinned(process.pid) if pin else False,
+            "server_threads_pinned": _server_threads_pinned(server.process.pid) if pin else False,
             "anomalous_answers": anomalous,
         }
         return ms, facts
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server.stop()
 
 
 def _explain(client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
@@ -163,25 +126,6 @@ def _explain(client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict
         raise RuntimeError(f"/v1/explain answered {response.status_code}: {response.text[:500]}")
     answer: dict[str, Any] = response.json()
     return answer
-
-
-def _wait_ready(client: httpx.Client, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{_tail(log_path)}")
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn not ready after {STARTUP_TIMEOUT_S} s:\n{_tail(log_path)}")
-        time.sleep(0.05)
-
-
-def _tail(log_path: Path, lines: int = 20) -> str:
-    return "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 def _readings(sensor_names: tuple[str, ...]) -> np.ndarray:
@@ -198,17 +142,12 @@ def _readings(sensor_names: tuple[str, ...]) -> np.ndarray:
     return np.ascontiguousarray(values[:, [column[sensor] for sensor in sensor_names]], dtype=np.float32)
 
 
-def _default_python() -> Path:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return venv if venv.exists() else Path(sys.executable)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("model_store/factory-ae"), help="<store>/<name>")
     parser.add_argument("--runs", type=int, default=1000, help="timed in-process runs per thread count")
     parser.add_argument("--requests", type=int, default=500, help="timed sequential HTTP requests")
-    parser.add_argument("--python", type=Path, default=_default_python(), help="interpreter for uvicorn")
+    parser.add_argument("--python", type=Path, default=default_python(), help="interpreter for uvicorn")
     parser.add_argument("--out", type=Path, default=Path("bench/results/explain_latency.json"))
     args = parser.parse_args(argv)
     command = " ".join([".venv/bin/python -m bench.explain_latency", *(argv or sys.argv[1:])])
@@ -236,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             {"what": "explainer session, batch 1", "threads": f"intra-op {threads}", **_summary(ms)}
         )
-    pin, pinning = _pinnable()
+    pin, pinning = can_pin()
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         with tempfile.TemporaryDirectory() as tmp:

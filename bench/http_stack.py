@@ -18,19 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.load import (
-    CLIENT_CPU,
-    FLOOR,
-    OURS,
-    PLANT_SEED,
-    READINGS_SEED,
-    SERVER_CPU,
-    Server,
-    _bodies,
-    _can_pin,
-    _default_python,
-    wrk,
-)
+from bench.load import FLOOR, OURS, PLANT_SEED, READINGS_SEED, _bodies, wrk
+from bench.server import CLIENT_CPU, SERVER_CPU, Server, can_pin, default_python
 from training.synthetic import Plant, PlantConfig
 
 STACKS = {
@@ -43,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=5.0)
     args = parser.parse_args(argv)
-    pinned, _ = _can_pin()
+    pinned, _ = can_pin()
     server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pinned else (None, None)
     if pinned:
         os.sched_setaffinity(0, {CLIENT_CPU})
@@ -56,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| stack | route | conns | req/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|---:|")
     for name in [*STACKS, *STACKS]:
         for target, route in (("app.main:app", OURS[0]), ("bench.floor:app", FLOOR[0])):
-            server = Server(_default_python(), target, env, workdir / "server.log", server_cpu, STACKS[name])
+            server = Server(default_python(), target, env, workdir / "server.log", server_cpu, STACKS[name])
             try:
                 server.wait_ready("/readyz")
                 wrk(server.url, route, bodies, 8, 1, client_cpu)  # warm-up

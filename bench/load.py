@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,25 +40,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import orjson
 
 from app.artifact import SCORER, resolve_current, verify_artifact
 from bench.serve_latency import _machine
+from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python, pinned_to
 from training.synthetic import Plant, PlantConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 LUA = ROOT / "bench" / "wrk" / "post_bodies.lua"
-SERVER_CPU, CLIENT_CPU = 0, 1
 PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
 BATCH_ROWS = 64
 CEILING_BATCHES = (1, 8, 64, 512)
 CEILING_THREADS = (1, 2)
 CEILING_SECONDS = 0.6
 SINGLE_BODIES, BATCH_BODIES = 32, 8
-STARTUP_TIMEOUT_S = 120.0
 WRK_TIMEOUT = "10s"
 MIB = 1 << 20
 JSON, OCTET = "application/json", "application/octet-stream"
@@ -118,37 +114,9 @@ TYPICAL = (
 FLOOR = (Route("floor", "floor POST /noop (x1 body)", "/noop", JSON, "single", 1, None),)
 
 
-def _default_python() -> Path:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return venv if venv.exists() else Path(sys.executable)
-
-
 def _wrk_version() -> str:
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return (done.stdout + done.stderr).strip().splitlines()[0]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _can_pin() -> tuple[bool, str]:
-    if not hasattr(os, "sched_setaffinity"):
-        return False, "not applied: os.sched_setaffinity is not available"
-    allowed = os.sched_getaffinity(0)
-    if not {SERVER_CPU, CLIENT_CPU} <= allowed:
-        return False, f"not applied: CPUs {SERVER_CPU} and {CLIENT_CPU} are not both available"
-    return True, f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}"
-
-
-def _pin(cpu: int | None) -> Any:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 # --- 1. in-process ceiling ---------------------------------------------------------------------------------
@@ -181,65 +149,6 @@ def ceiling(model_path: Path, x: np.ndarray) -> list[dict[str, Any]]:
 
 
 # --- 2. servers and load ------------------------------------------------------------------------------------
-
-
-class Server:
-    """One uvicorn subprocess serving `target` (e.g. `app.main:app`), output to `log_path`."""
-
-    def __init__(
-        self,
-        python: Path,
-        target: str,
-        env: dict[str, str],
-        log_path: Path,
-        cpu: int | None,
-        uvicorn_options: list[str] | None = None,
-    ) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.command = [str(python), "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.command += uvicorn_options or []
-        with open(log_path, "wb") as log:
-            self.spawned = time.perf_counter()
-            self.process = subprocess.Popen(
-                self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_pin(cpu)
-            )
-
-    def wait_ready(self, path: str) -> float:
-        """Seconds from spawn to the first 200 from GET `path` (polled every 5 ms)."""
-        with httpx.Client(base_url=self.url, timeout=5.0) as http:
-            while True:
-                if self.process.poll() is not None:
-                    tail = self.log_path.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n{tail}")
-                try:
-                    if http.get(path).status_code == 200:
-                        return time.perf_counter() - self.spawned
-                except httpx.TransportError:
-                    pass
-                if time.perf_counter() - self.spawned > STARTUP_TIMEOUT_S:
-                    raise RuntimeError(f"{self.command}: {path} not 200 after {STARTUP_TIMEOUT_S} s")
-                time.sleep(0.005)
-
-    def rss_mib(self) -> float | None:
-        try:
-            text = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / MIB
-        return None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def _bodies(values: np.ndarray, workdir: Path) -> dict[str, list[Path]]:
@@ -279,7 +188,7 @@ def wrk(
         route.content_type,
         *map(str, bodies),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_pin(cpu), check=False)
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=pinned_to(cpu), check=False)
     for line in done.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             summary: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
@@ -440,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--model-name", default="factory-ae")
-    parser.add_argument("--python", type=Path, default=_default_python(), help="runs uvicorn")
+    parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
     parser.add_argument("--out", type=Path, default=Path("bench/results/load.json"))
     args = parser.parse_args(argv)
     connections = tuple(int(c) for c in args.connections.split(","))
@@ -458,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     print("in-process ceiling ...", flush=True)
     ceiling_rows = ceiling(model_dir / manifest.graphs[SCORER].file, values)
 
-    pinned, pinning = _can_pin()
+    pinned, pinning = can_pin()
     server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pinned else (None, None)
     if pinned:
         os.sched_setaffinity(0, {CLIENT_CPU})  # this process too: keep CPU 0 for the server

@@ -27,22 +27,9 @@ import httpx
 import numpy as np
 
 from app.artifact import resolve_current, verify_artifact
-from bench.load import (
-    ANOMALY_RATE,
-    CLIENT_CPU,
-    OURS,
-    PLANT_SEED,
-    READINGS_SEED,
-    ROOT,
-    SERVER_CPU,
-    Server,
-    _bodies,
-    _can_pin,
-    _default_python,
-    _wrk_version,
-    wrk,
-)
+from bench.load import ANOMALY_RATE, OURS, PLANT_SEED, READINGS_SEED, _bodies, _wrk_version, wrk
 from bench.serve_latency import _machine
+from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python
 from training.synthetic import Plant, PlantConfig
 
 CONFIGURATIONS: dict[str, dict[str, str]] = {
@@ -70,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--connections", default="1,8,32,64")
-    parser.add_argument("--python", type=Path, default=_default_python())
+    parser.add_argument("--python", type=Path, default=default_python())
     parser.add_argument("--out", type=Path, default=Path("bench/results/microbatch.json"))
     args = parser.parse_args(argv)
     connections = tuple(int(c) for c in args.connections.split(","))
@@ -82,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verify_artifact(model_dir)
     plant = Plant(PlantConfig(n_sensors=manifest.n_sensors), plant_seed=PLANT_SEED)
     values = plant.simulate(4096, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE).values.astype(np.float32)
-    pinned, pinning = _can_pin()
+    pinned, pinning = can_pin()
     server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pinned else (None, None)
     if pinned:
         os.sched_setaffinity(0, {CLIENT_CPU})

@@ -26,10 +26,7 @@ import gc
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,122 +34,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from app.client import AnomalyClient
+from bench.server import CLIENT_CPU, POLL_S, SERVER_CPU, Server, can_pin, default_python
 from training.synthetic import Plant, PlantConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-POLL_S = 0.005
-STARTUP_TIMEOUT_S = 120.0
-SHUTDOWN_TIMEOUT_S = 15.0
-SERVER_CPU, CLIENT_CPU = 0, 1
 PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
-MIB = 1 << 20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _default_python() -> Path:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return venv if venv.exists() else Path(sys.executable)
-
-
-def _pinning() -> tuple[bool, str]:
-    """Pin this process (the client) to CLIENT_CPU; the server is pinned at spawn. (applied, why/how)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return False, "not applied: os.sched_setaffinity is not available on this platform"
-    allowed = os.sched_getaffinity(0)
-    if not {SERVER_CPU, CLIENT_CPU} <= allowed:
-        return (
-            False,
-            f"not applied: CPUs {SERVER_CPU} and {CLIENT_CPU} are not both available ({sorted(allowed)})",
-        )
-    os.sched_setaffinity(0, {CLIENT_CPU})
-    return True, f"server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}"
-
-
-def _pin_server() -> None:
-    """Runs in the child between fork and exec, so every thread the server starts inherits the mask."""
-    os.sched_setaffinity(0, {SERVER_CPU})
-
-
-class Server:
-    """One `python -m uvicorn app.main:app` subprocess; its output goes to `log_path`."""
-
-    def __init__(self, python: Path, env: dict[str, str], log_path: Path, pin: bool) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        command = [
-            str(python),
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with open(log_path, "wb") as log:
-            self.spawned = time.perf_counter()
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_pin_server if pin else None,  # safe: this process starts no threads
-            )
-
-    def wait_ready(self) -> tuple[float, float]:
-        """Seconds from spawn to the first HTTP answer of any status, and to the first 200 from /readyz."""
-        first_answer: float | None = None
-        with httpx.Client(base_url=self.url, timeout=5.0) as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited with {self.process.returncode}:\n{self._log_tail()}")
-                try:
-                    status = http.get("/readyz").status_code
-                except httpx.TransportError:
-                    status = None
-                now = time.perf_counter() - self.spawned
-                if status is not None and first_answer is None:
-                    first_answer = now
-                if status == 200:
-                    assert first_answer is not None
-                    return first_answer, now
-                if now > STARTUP_TIMEOUT_S:
-                    self.stop()
-                    raise RuntimeError(f"/readyz not 200 after {STARTUP_TIMEOUT_S} s:\n{self._log_tail()}")
-                time.sleep(POLL_S)
-
-    def memory_mib(self) -> dict[str, float] | None:
-        """VmRSS (resident now) and VmHWM (peak resident) from /proc, in MiB; None without /proc."""
-        try:
-            text = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        return {key: int(fields[key].split()[0]) * 1024 / MIB for key in ("VmRSS", "VmHWM")}
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def _log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+def _pin_client() -> tuple[bool, str]:
+    """Pin this process (the client) to CLIENT_CPU when the server can have SERVER_CPU (pinned at spawn)."""
+    pinned, how = can_pin()
+    if pinned:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    return pinned, how
 
 
 def _latencies_ms(call: Callable[[Any], object], inputs: list[Any], n: int) -> np.ndarray:
@@ -208,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-rows", type=int, default=64)
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--model-name", default="factory-ae")
-    parser.add_argument("--python", type=Path, default=_default_python(), help="runs uvicorn")
+    parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_latency.json"))
     args = parser.parse_args(argv)
     if args.starts < 1 or args.requests < 1 or args.warmup < 0 or args.batch_rows < 1:
         parser.error("--starts, --requests and --batch-rows must be >= 1, --warmup >= 0")
 
-    pinned, pinning = _pinning()
+    pinned, pinning = _pin_client()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
     env |= {"ANOMALY_MODEL_STORE": args.model_store, "ANOMALY_MODEL_NAME": args.model_name}
     workdir = Path(tempfile.mkdtemp(prefix="serve-latency-"))
@@ -224,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     server: Server | None = None
     try:
         for i in range(args.starts):
-            server = Server(args.python, env, workdir / f"server-{i}.log", pinned)
-            answered, ready = server.wait_ready()
+            server = Server(
+                args.python, "app.main:app", env, workdir / f"server-{i}.log", SERVER_CPU if pinned else None
+            )
+            ready = server.wait_ready()
+            answered = server.first_answer_s
+            assert answered is not None
             first_answer_ms.append(answered * 1e3)
             ready_ms.append(ready * 1e3)
             if i < args.starts - 1:

@@ -53,11 +53,10 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.artifact import EXPLAINER, Manifest, read_manifest, resolve_current, write_current, write_manifest
-from bench.load import Server
 from bench.serve_latency import _machine
+from bench.server import ROOT, Server, default_python
 from training.synthetic import Plant, PlantConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "soak-key-3e1f"
 ADMIN_TOKEN = "soak-admin-8c2d"
 SECOND_VERSION_SUFFIX = "-soak-copy"
@@ -531,11 +530,6 @@ def table(result: dict[str, Any]) -> str:
 # --- main ---------------------------------------------------------------------------------------------
 
 
-def _default_python() -> Path:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return venv if venv.exists() else Path(sys.executable)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -547,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mib", type=float, default=64.0)
     parser.add_argument("--store", type=Path, default=ROOT / "model_store")
     parser.add_argument("--model-name", default="factory-ae")
-    parser.add_argument("--python", type=Path, default=_default_python(), help="the server's interpreter")
+    parser.add_argument("--python", type=Path, default=default_python(), help="the server's interpreter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
