@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.artifact import Manifest, read_manifest
 from training.data import Dataset
 from training.synthetic import Plant, PlantConfig
 from training.train import TrainConfig
@@ -67,3 +68,14 @@ def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) 
     test = TestRecording(test_paths["npz"], test_paths["labels"], test_paths["fault_sensors"])
     store = tmp_path_factory.mktemp("store")
     return train(data, store / "small-ae", replace(SMALL_CONFIG, target_fpr=0.02), test=test)
+
+
+@pytest.fixture(scope="session")
+def store(trained_small: Path) -> Path:
+    """The model store holding `trained_small` (`<store>/small-ae/<version>`)."""
+    return trained_small.parent.parent
+
+
+@pytest.fixture(scope="session")
+def manifest(trained_small: Path) -> Manifest:
+    return read_manifest(trained_small)

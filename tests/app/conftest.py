@@ -45,16 +45,6 @@ def anyio_backend() -> str:
 # --- the artifact and a reference onnxruntime session ------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def store(trained_small: Path) -> Path:
-    return trained_small.parent.parent
-
-
-@pytest.fixture(scope="session")
-def manifest(trained_small: Path) -> Manifest:
-    return read_manifest(trained_small)
-
-
 def reference_session(path: Path) -> ort.InferenceSession:
     """onnxruntime on an artifact's graph directly, with the service's session options."""
     options = ort.SessionOptions()

@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from app.artifact import Manifest, read_manifest
-
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -121,14 +119,3 @@ def exposed_labels() -> dict[str, set[str]]:
 def metric_names(expr: str) -> set[str]:
     """The metric names an expression selects (anomaly_* and up)."""
     return set(_METRIC.findall(expr))
-
-
-@pytest.fixture(scope="session")
-def store(trained_small: Path) -> Path:
-    """The model store holding the session's small trained model (`small-ae`, see tests/conftest.py)."""
-    return trained_small.parent.parent
-
-
-@pytest.fixture(scope="session")
-def manifest(trained_small: Path) -> Manifest:
-    return read_manifest(trained_small)
