@@ -2,7 +2,7 @@
 # The scoring service's images (README "Operations"). Targets:
 #   runtime    (default) CPU: python slim, onnxruntime, the app, the default model; no torch, no training
 #   gpu        the same on a CUDA runtime base with onnxruntime-gpu and ANOMALY_PROVIDER=cuda
-#   simulator  the plant simulator (training/simulate.py: numpy + httpx, no torch) on the runtime's venv
+#   simulator  the plant simulator (factory_anomaly/plant/simulate.py: numpy + httpx, no torch) on the runtime's venv
 # Every install step is deploy/install-serving.sh, which `make serving-install` runs outside Docker; the
 # dependencies are exactly those of deploy/requirements-serving[-gpu].lock, hash-checked (`make lock`).
 # The images run as user 10001 and work with a read-only root filesystem (docker run --read-only
@@ -25,7 +25,9 @@ WORKDIR /src
 COPY deploy/install-serving.sh deploy/requirements-serving.lock deploy/
 COPY pyproject.toml ./
 RUN sh deploy/install-serving.sh deps /src /opt/anomaly cpu
-COPY app/ app/
+COPY factory_anomaly/__init__.py factory_anomaly/
+COPY factory_anomaly/artifact/ factory_anomaly/artifact/
+COPY factory_anomaly/app/ factory_anomaly/app/
 RUN sh deploy/install-serving.sh app /src /opt/anomaly
 COPY model_store/factory-ae/ model_store/factory-ae/
 RUN sh deploy/install-serving.sh model /src /models factory-ae
@@ -43,7 +45,9 @@ WORKDIR /src
 COPY deploy/install-serving.sh deploy/requirements-serving-gpu.lock deploy/
 COPY pyproject.toml ./
 RUN sh deploy/install-serving.sh deps /src /opt/anomaly gpu
-COPY app/ app/
+COPY factory_anomaly/__init__.py factory_anomaly/
+COPY factory_anomaly/artifact/ factory_anomaly/artifact/
+COPY factory_anomaly/app/ factory_anomaly/app/
 RUN sh deploy/install-serving.sh app /src /opt/anomaly
 
 FROM gpu-base AS gpu
@@ -57,7 +61,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/opt/anomaly/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
 # One uvicorn process per container (docs/metrics.md): never --workers.
-CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "factory_anomaly.app.main:app", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- CPU: what the runtime and the simulator share ----------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS serving-base
@@ -69,8 +73,8 @@ USER 10001
 
 # --- the plant simulator ------------------------------------------------------------------------------------
 FROM serving-base AS simulator
-COPY training/__init__.py training/synthetic.py training/simulate.py /opt/anomaly/training/
-ENTRYPOINT ["/opt/anomaly/venv/bin/python", "-m", "training.simulate"]
+COPY factory_anomaly/plant/ /opt/anomaly/factory_anomaly/plant/
+ENTRYPOINT ["/opt/anomaly/venv/bin/python", "-m", "factory_anomaly.plant.simulate"]
 CMD ["--url", "http://api:8000", "--rate", "5", "--anomaly-rate", "0.05"]
 
 # --- CPU runtime: the default target ---------------------------------------------------------------------------
@@ -81,4 +85,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/opt/anomaly/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
 # One uvicorn process per container (docs/metrics.md): never --workers.
-CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["/opt/anomaly/venv/bin/python", "-m", "uvicorn", "factory_anomaly.app.main:app", "--host", "0.0.0.0", "--port", "8000"]

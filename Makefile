@@ -16,9 +16,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(DEV_STAMP): pyproject.toml | $(PY)
+# The client is its own distribution (client/), installed beside the project for the tests and the simulator.
+$(DEV_STAMP): pyproject.toml client/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev]' -e ./client
 	touch $@
 
 # `make run`: the service from its own virtual environment with the base dependencies only (no torch,
@@ -42,12 +43,12 @@ $(SERVE_STAMP): pyproject.toml $(SERVING_LOCK)
 	touch $@
 
 run: $(SERVE_STAMP)
-	exec $(SERVE_VENV)/bin/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+	exec $(SERVE_VENV)/bin/python -m uvicorn factory_anomaly.app.main:app --host $(HOST) --port $(PORT)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app training
+	$(VENV)/bin/mypy factory_anomaly client/factory_anomaly_client
 
 pytest: $(DEV_STAMP)
 	$(VENV)/bin/pytest
@@ -79,7 +80,7 @@ deploy-tools:
 # The serving install outside Docker, with the Dockerfile's own steps (deploy/install-serving.sh): a fresh
 # virtual environment with the base dependencies only (no torch, no training code), the app package and
 # the default model. Serve it: cd $(SERVING_DIR) && ANOMALY_MODEL_STORE=model_store venv/bin/python -m
-# uvicorn app.main:app. tests/deploy/test_serving_install.py runs this target.
+# uvicorn factory_anomaly.app.main:app. tests/deploy/test_serving_install.py runs this target.
 SERVING_DIR ?= build/serving
 serving-install:
 	rm -rf $(SERVING_DIR)
@@ -104,12 +105,12 @@ clean:
 # fresh normal readings (realised vs target false-alarm rate). Writes runs/synthetic/*.json.
 REPORT_DIR := runs/synthetic
 synthetic-report: $(DEV_STAMP)
-	$(PY) -m training synth --out $(REPORT_DIR)/test --rows 20000 --seed 2 --formats npz -q
-	$(PY) -m training synth --out $(REPORT_DIR)/fresh --rows 100000 --seed 3 --anomaly-rate 0 --formats npz -q
-	$(PY) -m training evaluate --model model_store/factory-ae --data $(REPORT_DIR)/test/readings.npz \
+	$(PY) -m factory_anomaly.training synth --out $(REPORT_DIR)/test --rows 20000 --seed 2 --formats npz -q
+	$(PY) -m factory_anomaly.training synth --out $(REPORT_DIR)/fresh --rows 100000 --seed 3 --anomaly-rate 0 --formats npz -q
+	$(PY) -m factory_anomaly.training evaluate --model model_store/factory-ae --data $(REPORT_DIR)/test/readings.npz \
 		--labels $(REPORT_DIR)/test/labels.csv --fault-sensors $(REPORT_DIR)/test/fault_sensors.json \
 		--out $(REPORT_DIR)/report.json
-	$(PY) -m training evaluate --model model_store/factory-ae --data $(REPORT_DIR)/fresh/readings.npz \
+	$(PY) -m factory_anomaly.training evaluate --model model_store/factory-ae --data $(REPORT_DIR)/fresh/readings.npz \
 		--out $(REPORT_DIR)/fresh_report.json
 
 # The shipped default model (README "Model"): the synthetic plant (plant seed 0, 1000 sensors), 100 000
@@ -118,9 +119,9 @@ synthetic-report: $(DEV_STAMP)
 # CURRENT. Deterministic on one machine; torch's CPU kernels may differ in the last bits elsewhere.
 MODEL_DATA := runs/default-model
 model: $(DEV_STAMP)
-	$(PY) -m training synth --out $(MODEL_DATA)/train --rows 100000 --seed 1 --formats npz -q
-	$(PY) -m training synth --out $(MODEL_DATA)/test --rows 20000 --seed 2 --formats npz -q
-	$(PY) -m training train --data $(MODEL_DATA)/train/readings.npz --out model_store/factory-ae --seed 0 \
+	$(PY) -m factory_anomaly.training synth --out $(MODEL_DATA)/train --rows 100000 --seed 1 --formats npz -q
+	$(PY) -m factory_anomaly.training synth --out $(MODEL_DATA)/test --rows 20000 --seed 2 --formats npz -q
+	$(PY) -m factory_anomaly.training train --data $(MODEL_DATA)/train/readings.npz --out model_store/factory-ae --seed 0 \
 		--test-data $(MODEL_DATA)/test/readings.npz --test-labels $(MODEL_DATA)/test/labels.csv \
 		--test-fault-sensors $(MODEL_DATA)/test/fault_sensors.json --no-progress
 

@@ -2,7 +2,8 @@
 
 Measures (a) in process: the explainer graph's onnxruntime session (the service's session options) at
 batch 1, with 1 and with 2 intra-op threads, `--runs` timed runs each after a warm-up, p50/p99 ms; (b) over
-HTTP: a real uvicorn (`python -m uvicorn app.main:app`, ANOMALY_MODEL_STORE / ANOMALY_MODEL_NAME set,
+HTTP: a real uvicorn (`python -m uvicorn factory_anomaly.app.main:app`, ANOMALY_MODEL_STORE /
+ANOMALY_MODEL_NAME set,
 every other setting at its default) on a free port, and `--requests` sequential `POST /v1/explain`
 requests (top_k 10) from one keep-alive `httpx.Client`, after a warm-up, p50/p99 ms. An HTTP latency is
 the client's: sending the pre-encoded body, the round trip over loopback, the server's parsing, explainer
@@ -36,9 +37,9 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from app.artifact import EXPLAINER, ArtifactError, resolve_current, verify_artifact
 from bench.server import CLIENT_CPU, SERVER_CPU, Server, can_pin, default_python
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import EXPLAINER, ArtifactError, resolve_current, verify_artifact
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 PLANT_SEED, READINGS_SEED, READING_ROWS, ANOMALY_RATE = 0, 5, 600, 0.2
 TOP_K = 10
@@ -94,7 +95,7 @@ def _over_http(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
     env |= {"ANOMALY_MODEL_STORE": str(store), "ANOMALY_MODEL_NAME": name}
-    server = Server(python, "app.main:app", env, log_path, SERVER_CPU if pin else None)
+    server = Server(python, "factory_anomaly.app.main:app", env, log_path, SERVER_CPU if pin else None)
     try:
         if pin:
             os.sched_setaffinity(0, {CLIENT_CPU})
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: {version} has no explainer graph (no {EXPLAINER!r} in manifest.json's graphs), so there "
             "is nothing to measure; publish a version with the explainer (`make model` trains it, or "
-            "`python -m training explain` adds one to this version) and run again",
+            "`python -m factory_anomaly.training explain` adds one to this version) and run again",
             file=sys.stderr,
         )
         return 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.evaluate import open_model
+from factory_anomaly.training.evaluate import open_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

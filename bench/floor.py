@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
-from app.main import create_app
+from factory_anomaly.app.main import create_app
 
 NOOP_BODY = b'{"ok":true}'
 

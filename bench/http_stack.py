@@ -1,6 +1,7 @@
 """Which HTTP stack under uvicorn? h11 + asyncio against httptools + uvloop, A-B-A-B in one run.
 
-Same apps (`app.main:app` for `/v1/score`, `bench.floor:app` for the no-op floor), same pre-built bodies
+Same apps (`factory_anomaly.app.main:app` for `/v1/score`, `bench.floor:app` for the no-op floor), same
+pre-built bodies
 and wrk runs as `bench.load` (server on CPU 0, wrk on CPU 1 where the machine allows it); only uvicorn's
 `--http` and `--loop` change. Each stack runs twice, alternating, so drift on a shared machine shows.
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from bench.load import FLOOR, OURS, PLANT_SEED, READINGS_SEED, _bodies, wrk
 from bench.server import CLIENT_CPU, SERVER_CPU, Server, can_pin, default_python
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 STACKS = {
     "h11 + asyncio": ["--http", "h11", "--loop", "asyncio"],
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     env |= {"ANOMALY_MODEL_STORE": "model_store", "ANOMALY_MODEL_NAME": "factory-ae"}
     print("| stack | route | conns | req/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|---:|")
     for name in [*STACKS, *STACKS]:
-        for target, route in (("app.main:app", OURS[0]), ("bench.floor:app", FLOOR[0])):
+        for target, route in (("factory_anomaly.app.main:app", OURS[0]), ("bench.floor:app", FLOOR[0])):
             server = Server(default_python(), target, env, workdir / "server.log", server_cpu, STACKS[name])
             try:
                 server.wait_ready("/readyz")

@@ -11,7 +11,8 @@ torch service and the HTTP floor (issue 7, phase 1: measurement only).
    pre-built from real readings of the synthetic plant the model was trained on (plant seed 0, 10 % in
    fault episodes) and sent round-robin. Each (target, connections) run: `--warmup-s` untimed, then
    `--duration-s` timed. Targets:
-     ours      `uvicorn app.main:app` (defaults): /v1/score JSON, /v1/score/batch JSON and binary at 64
+     ours      `uvicorn factory_anomaly.app.main:app` (defaults): /v1/score JSON, /v1/score/batch JSON and
+     binary at 64
                rows, /v1/explain;
      typical   `uvicorn bench.typical_service:app`: /score and /score/batch JSON at 64 rows;
      floor     `uvicorn bench.floor:app`: POST /noop with the single-reading body (our app, no work).
@@ -44,10 +45,10 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
-from app.artifact import SCORER, resolve_current, verify_artifact
 from bench.serve_latency import _machine
 from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python, pinned_to
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import SCORER, resolve_current, verify_artifact
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 LUA = ROOT / "bench" / "wrk" / "post_bodies.lua"
 PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
@@ -153,7 +154,7 @@ def ceiling(model_path: Path, x: np.ndarray) -> list[dict[str, Any]]:
 
 def _bodies(values: np.ndarray, workdir: Path) -> dict[str, list[Path]]:
     """Pre-built request bodies on disk (wrk's Lua script reads them): float32 values written by orjson
-    as the shortest text that round-trips, as `app.client` sends them."""
+    as the shortest text that round-trips, as the client sends them."""
     files: dict[str, list[Path]] = {"single": [], "batch_json": [], "batch_binary": []}
 
     def write(kind: str, i: int, data: bytes) -> None:
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     servers: dict[str, Any] = {}
     for name, target, routes, server_env, ready_path in (
-        ("ours", "app.main:app", OURS, env, "/readyz"),
+        ("ours", "factory_anomaly.app.main:app", OURS, env, "/readyz"),
         ("typical", "bench.typical_service:app", TYPICAL, env_typical, "/health"),
         ("floor", "bench.floor:app", FLOOR, env, "/readyz"),
     ):

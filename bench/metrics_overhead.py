@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.config import Settings
-from app.main import create_app
-from app.metrics import Metrics, MetricsMiddleware
-from app.scoring import Assessment
+from factory_anomaly.app.config import Settings
+from factory_anomaly.app.main import create_app
+from factory_anomaly.app.metrics import Metrics, MetricsMiddleware
+from factory_anomaly.app.scoring import Assessment
 
 REPEATS = 3
 

@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.artifact import resolve_current, verify_artifact
 from bench.load import ANOMALY_RATE, OURS, PLANT_SEED, READINGS_SEED, _bodies, _wrk_version, wrk
 from bench.serve_latency import _machine
 from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import resolve_current, verify_artifact
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "off": {},
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     for name, extra in CONFIGURATIONS.items():
-        server = Server(args.python, "app.main:app", env | extra, workdir / "server.log", server_cpu)
+        server = Server(
+            args.python, "factory_anomaly.app.main:app", env | extra, workdir / "server.log", server_cpu
+        )
         try:
             server.wait_ready("/readyz")
             wrk(server.url, SCORE, bodies, 8, 1, client_cpu)  # warm-up

@@ -28,8 +28,8 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from app.artifact import SCORER, resolve_current, verify_artifact
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import SCORER, resolve_current, verify_artifact
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 SESSION_REPEATS = 7
 TIMED_SECONDS = 1.5

@@ -1,6 +1,8 @@
-"""Latency of the running service end to end: a real uvicorn subprocess, called through `app.client`.
+"""Latency of the running service end to end: a real uvicorn subprocess, called through the client
+(`factory_anomaly_client`).
 
-Measures (a) the time from spawning `python -m uvicorn app.main:app` to the first 200 from `/readyz`
+Measures (a) the time from spawning `python -m uvicorn factory_anomaly.app.main:app` to the first 200 from
+`/readyz`
 (polled every 5 ms), over `--starts` starts (uvicorn runs the lifespan, which loads and warms the model,
 before it binds the port, so the first HTTP answer is normally already that 200); (b) `--requests`
 sequential `POST /v1/score` calls with the sync client, after a warm-up, on real readings of the
@@ -35,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from factory_anomaly_client import AnomalyClient
 
-from app.client import AnomalyClient
 from bench.server import CLIENT_CPU, POLL_S, SERVER_CPU, Server, can_pin, default_python
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
 
@@ -121,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i in range(args.starts):
             server = Server(
-                args.python, "app.main:app", env, workdir / f"server-{i}.log", SERVER_CPU if pinned else None
+                args.python,
+                "factory_anomaly.app.main:app",
+                env,
+                workdir / f"server-{i}.log",
+                SERVER_CPU if pinned else None,
             )
             ready = server.wait_ready()
             answered = server.first_answer_s
@@ -160,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "pinning": {"applied": pinned, "detail": pinning},
         "server": {
-            "command": f"{args.python} -m uvicorn app.main:app --host 127.0.0.1 --port <free>",
+            "command": (
+                f"{args.python} -m uvicorn factory_anomaly.app.main:app --host 127.0.0.1 --port <free>"
+            ),
             "env": {k: v for k, v in env.items() if k.startswith("ANOMALY_")},
             "exit_status": exit_status,
         },

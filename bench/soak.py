@@ -1,6 +1,7 @@
 """Soak: minutes of mixed load against a real uvicorn, and proof that nothing was lost or leaked.
 
-The server (`uvicorn app.main:app`, a subprocess, API keys and an admin token set) serves a private copy of
+The server (`uvicorn factory_anomaly.app.main:app`, a subprocess, API keys and an admin token set) serves a
+private copy of
 a model store: the version `CURRENT` names in `--store` (the shipped `model_store/factory-ae` by default)
 and the same version published again under a second name (files copied, manifest version rewritten; no
 training, no torch). `--concurrency` client tasks (asyncio + httpx) pace themselves to `--rate` requests/s
@@ -52,10 +53,17 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.artifact import EXPLAINER, Manifest, read_manifest, resolve_current, write_current, write_manifest
 from bench.serve_latency import _machine
 from bench.server import ROOT, Server, default_python
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import (
+    EXPLAINER,
+    Manifest,
+    read_manifest,
+    resolve_current,
+    write_current,
+    write_manifest,
+)
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 API_KEY = "soak-key-3e1f"
 ADMIN_TOKEN = "soak-admin-8c2d"
@@ -561,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         log_path = workdir / "server.log"
         load_start = os.getloadavg()
-        server = Server(args.python, "app.main:app", env, log_path, cpu=None)
+        server = Server(args.python, "factory_anomaly.app.main:app", env, log_path, cpu=None)
         try:
             start_to_ready_s = server.wait_ready("/readyz")
             rss_at_ready = server.rss_mib()

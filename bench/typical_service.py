@@ -19,7 +19,7 @@ import torch
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from training.checkpoint import load_trained
+from factory_anomaly.training.checkpoint import load_trained
 
 trained = load_trained(os.environ.get("TYPICAL_MODEL_DIR", "model_store/factory-ae"))
 model = trained.scorer  # already in eval mode

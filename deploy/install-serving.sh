@@ -9,12 +9,13 @@
 #                                                          SRC/deploy/requirements-serving[-gpu].lock
 #                                                          (hash-checked; `make lock` regenerates it)
 #   deploy/install-serving.sh requirements SRC [cpu|gpu]   print the base dependencies (what the lock pins)
-#   deploy/install-serving.sh app   SRC PREFIX             PREFIX/app: the serving package (no `training`)
+#   deploy/install-serving.sh app   SRC PREFIX             PREFIX/factory_anomaly/{app,artifact}: the serving
+#                                                          package and the artifact contract (no `training`)
 #   deploy/install-serving.sh model SRC STORE [NAME]       STORE/NAME/{CURRENT, <the version it names>}
 #                                                          from SRC/model_store (NAME: factory-ae)
 #   deploy/install-serving.sh all   SRC PREFIX [cpu|gpu]   the three, the model into PREFIX/model_store
 #
-# Then: cd PREFIX && ANOMALY_MODEL_STORE=model_store venv/bin/python -m uvicorn app.main:app
+# Then: cd PREFIX && ANOMALY_MODEL_STORE=model_store venv/bin/python -m uvicorn factory_anomaly.app.main:app
 # One process: the service runs one uvicorn process per container (docs/metrics.md).
 # PYTHON (default python3, >= 3.11) builds the virtual environment; pip's own settings (PIP_* variables,
 # pip.conf) apply, so the Dockerfile sets PIP_NO_CACHE_DIR=1 and a local run keeps its cache.
@@ -71,11 +72,13 @@ venv_pip() {
 
 app() {
     src=$1 prefix=$2
-    rm -rf "$prefix/app"
-    mkdir -p "$prefix"
-    cp -R "$src/app" "$prefix/app"
-    find "$prefix/app" -name __pycache__ -type d -prune -exec rm -rf {} +
-    rm -f "$prefix/app/ruff.toml"
+    package="$prefix/factory_anomaly"
+    rm -rf "$package"
+    mkdir -p "$package"
+    cp "$src/factory_anomaly/__init__.py" "$package/"
+    cp -R "$src/factory_anomaly/artifact" "$src/factory_anomaly/app" "$package/"
+    find "$package" -name __pycache__ -type d -prune -exec rm -rf {} +
+    rm -f "$package/app/ruff.toml"
 }
 
 model() {

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.artifact import Manifest, read_manifest
-from training.data import Dataset
-from training.synthetic import Plant, PlantConfig
-from training.train import TrainConfig
+from factory_anomaly.artifact import Manifest, read_manifest
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
+from factory_anomaly.training.data import Dataset
+from factory_anomaly.training.train import TrainConfig
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine
 
@@ -52,9 +52,9 @@ def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) 
     """A real training run on 20 000 readings of the small plant (10 % labelled faults), published as a
     version of `<store>/small-ae` with a model card evaluated on a separate labelled test recording."""
     directory = tmp_path_factory.mktemp("data")
-    from training.evaluate import TestRecording
-    from training.synthetic import write_run
-    from training.train import train
+    from factory_anomaly.plant.synthetic import write_run
+    from factory_anomaly.training.evaluate import TestRecording
+    from factory_anomaly.training.train import train
 
     run = small_plant.simulate(TRAINED_ROWS, seed=1, anomaly_rate=0.1)
     paths = write_run(small_plant, run, directory / "train", formats=("npz",))

@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.artifact import SCORER, list_versions, read_current, resolve_current, verify_artifact
-from training.synthetic import Plant, PlantConfig
+from factory_anomaly.artifact import SCORER, list_versions, read_current, resolve_current, verify_artifact
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "model_store" / "factory-ae"

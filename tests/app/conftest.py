@@ -23,9 +23,9 @@ import onnxruntime as ort
 import pytest
 from fastapi import FastAPI
 
-from app.artifact import Manifest, read_manifest, write_manifest
-from app.config import Settings
-from app.main import create_app
+from factory_anomaly.app.config import Settings
+from factory_anomaly.app.main import create_app
+from factory_anomaly.artifact import Manifest, read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "small-ae"
@@ -166,13 +166,23 @@ def free_port() -> int:
 
 
 def start_server(log_path: Path, env: dict[str, str], wait_ready: bool = True) -> LiveServer:
-    """`python -m uvicorn app.main:app` with ANOMALY_* `env`, output to `log_path`; returns once it answers
+    """`python -m uvicorn factory_anomaly.app.main:app` with ANOMALY_* `env`, output to `log_path`; returns
+    once it answers
     /healthz (and /readyz with `wait_ready`)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")} | env
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "factory_anomaly.app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -1,5 +1,5 @@
-"""app.client against the real service: the session's uvicorn (`live`), a second uvicorn for reloads, and
-the app in process behind httpx.ASGITransport (async reloads, a service without a model).
+"""factory_anomaly_client against the real service: the session's uvicorn (`live`), a second uvicorn for
+reloads, and the app in process behind httpx.ASGITransport (async reloads, a service without a model).
 
 Retries need answers the real service does not give on demand (503 twice, then 200; a slow answer; a
 proxy's error page). For those, `StubService` below is a minimal ASGI app served by a *real* uvicorn on a
@@ -26,9 +26,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 import uvicorn
-
-from app.artifact import Manifest
-from app.client import (
+from factory_anomaly_client.client import (
     MAX_RETRY_DELAY_S,
     AnomalyClient,
     AsyncAnomalyClient,
@@ -39,6 +37,8 @@ from app.client import (
     ServiceError,
     retry_delay_s,
 )
+
+from factory_anomaly.artifact import Manifest
 from tests.app.conftest import (
     ADMIN_TOKEN,
     API_KEY,
@@ -541,8 +541,11 @@ def test_constructor_refuses_nonsense() -> None:
 
 
 def test_importing_the_client_loads_no_server_or_training_stack() -> None:
-    heavy = ("torch", "onnx", "onnxruntime", "training", "fastapi", "starlette", "pydantic", "uvicorn")
-    code = f"import sys, app.client\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))\n"
+    heavy = ("torch", "onnx", "onnxruntime", "factory_anomaly", "fastapi", "starlette", "pydantic", "uvicorn")
+    code = (
+        "import sys, factory_anomaly_client\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

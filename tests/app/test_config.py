@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings, get_settings
+from factory_anomaly.app.config import Settings, get_settings
 
 
 @pytest.fixture

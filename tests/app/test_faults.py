@@ -27,7 +27,7 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.artifact import read_manifest, sha256_file, write_manifest
+from factory_anomaly.artifact import read_manifest, sha256_file, write_manifest
 from tests.app.conftest import (
     ADMIN,
     ADMIN_TOKEN,

@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.config import Settings
-from app.main import create_app
+from factory_anomaly.app.config import Settings
+from factory_anomaly.app.main import create_app
 from tests.app.conftest import ADMIN_TOKEN, API_KEY, serving, settings_for
 
 N = 40  # sensors of the small model

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from app.artifact import Manifest
-from app.logs import JsonFormatter, configure_logging, request_id_var
+from factory_anomaly.app.logs import JsonFormatter, configure_logging, request_id_var
+from factory_anomaly.artifact import Manifest
 from tests.app.conftest import LiveServer, anomalous
 
 

@@ -21,10 +21,12 @@ from tests.app.conftest import AUTH, ROOT, assert_stopped_cleanly, server_env, s
 def test_importing_main_loads_no_training_stack_and_core_no_web_framework() -> None:
     code = (
         "import sys\n"
-        "import app.readings, app.scoring, app.registry, app.errors, app.config\n"
+        "import factory_anomaly.app.readings, factory_anomaly.app.scoring, factory_anomaly.app.registry\n"
+        "import factory_anomaly.app.errors, factory_anomaly.app.config\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
-        "import app.main\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'training'))\n"
+        "import factory_anomaly.app.main\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')\n"
+        "               or m.startswith('factory_anomaly.training'))\n"
         "print(web, heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

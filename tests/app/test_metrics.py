@@ -17,8 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.artifact import Manifest
-from app.metrics import (
+from factory_anomaly.app.metrics import (
     DRIFT_BUCKETS_RATIO,
     ERROR_CODES,
     LATENCY_BUCKETS_SECONDS,
@@ -27,7 +26,8 @@ from app.metrics import (
     UNMATCHED_ROUTE,
     BulkHistogram,
 )
-from app.routes.errors import _HTTP_CODES
+from factory_anomaly.app.routes.errors import _HTTP_CODES
+from factory_anomaly.artifact import Manifest
 from tests.app.conftest import (
     AUTH,
     MODEL_NAME,
@@ -161,7 +161,7 @@ async def test_each_app_has_its_own_registry(store: Path) -> None:
     async with Serving(store) as first, Serving(store) as second:
         await first.post("/v1/score", json={"values": [0.0]})
         one, two = await scrape(first), await scrape(second)
-        from app.main import create_app
+        from factory_anomaly.app.main import create_app
 
         create_app(settings_for(store), metrics_registry=given)
     key = {"route": "/v1/score", "method": "POST", "status_class": "4xx"}
@@ -293,12 +293,12 @@ async def test_rejections_count_by_code_and_a_crash_is_a_5xx(store: Path, manife
 
 def test_every_error_code_the_service_answers_with_is_a_known_label() -> None:
     """The codes of app/errors.py's table, the framework codes and the load failures of docs/serving.md."""
-    table = ast.get_docstring(ast.parse((ROOT / "app" / "errors.py").read_text())) or ""
+    table = ast.get_docstring(ast.parse((ROOT / "factory_anomaly" / "app" / "errors.py").read_text())) or ""
     documented = set(re.findall(r"^\s+\d{3}\s+([a-z_]+)\s", table, re.MULTILINE)) - {"ArtifactError"}
     docs = (ROOT / "docs" / "serving.md").read_text()
     load_row = next(line for line in docs.splitlines() if line.startswith("| 409 |"))
     load_codes = set(re.findall(r"`([a-z_]+)`", load_row.split("|")[2]))
-    sources = "".join(p.read_text() for p in (ROOT / "app").rglob("*.py"))
+    sources = "".join(p.read_text() for p in (ROOT / "factory_anomaly" / "app").rglob("*.py"))
     raised = set(re.findall(r'(?:Error|code=)\(?"([a-z_]+)"', sources))
     raised -= {"timeout", "invalid_response"}  # app/client.py's own codes, never a server answer
     assert len(documented) > 25 and len(load_codes) > 10
@@ -370,7 +370,7 @@ def test_bulk_histogram_matches_prometheus_client_bucket_for_bucket() -> None:
 def test_out_of_range_share_counts_strictly_outside_the_training_range(
     store: Path, manifest: Manifest
 ) -> None:
-    from app.scoring import load_model
+    from factory_anomaly.app.scoring import load_model
 
     model = load_model(store / MODEL_NAME / manifest.version, settings_for(store))
     low = np.asarray(manifest.sensor_low, dtype=np.float32)
@@ -387,7 +387,11 @@ def test_multiprocess_mode_is_refused_at_startup(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
     env |= {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "ANOMALY_LOG_LEVEL": "WARNING"}
     out = subprocess.run(
-        [sys.executable, "-c", "import app.main"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import factory_anomaly.app.main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode != 0
     assert "MultiprocessModeRefused" in out.stderr and "one process per container" in out.stderr

@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
-from app.readings import (
+from factory_anomaly.app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from factory_anomaly.app.readings import (
     FLOAT32_LIMIT,
     Readings,
     _batch_json_fast,

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import app.registry
-from app.errors import InvalidInput, ModelUnavailable, ReloadFailed
-from app.registry import ModelRegistry
+from factory_anomaly.app import registry as registry_module
+from factory_anomaly.app.errors import InvalidInput, ModelUnavailable, ReloadFailed
+from factory_anomaly.app.registry import ModelRegistry
 from tests.app.conftest import MODEL_NAME, copy_store, publish_copy, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +61,7 @@ async def test_loads_run_one_at_a_time_off_the_event_loop(
 ) -> None:
     publish_copy(model_dir, trained_small.name, NEW)
     active, peak, threads = 0, 0, set()
-    real_load = app.registry.load_model
+    real_load = registry_module.load_model
 
     def counting_load(*args: object, **kwargs: object) -> object:
         nonlocal active, peak
@@ -73,7 +73,7 @@ async def test_loads_run_one_at_a_time_off_the_event_loop(
         finally:
             active -= 1
 
-    monkeypatch.setattr(app.registry, "load_model", counting_load)
+    monkeypatch.setattr(registry_module, "load_model", counting_load)
     registry = ModelRegistry(settings_for(model_dir.parent))
     swaps = await asyncio.gather(*(registry.load(v) for v in (NEW, trained_small.name, NEW, None)))
     assert peak == 1

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.artifact import ArtifactError, Manifest, hash_files, read_manifest, write_manifest
-from app.config import Settings
-from app.scoring import CPU, CUDA, LoadedModel, ModelLoadError, load_model, select_providers
+from factory_anomaly.app.config import Settings
+from factory_anomaly.app.scoring import CPU, CUDA, LoadedModel, ModelLoadError, load_model, select_providers
+from factory_anomaly.artifact import ArtifactError, Manifest, hash_files, read_manifest, write_manifest
 from tests.app.conftest import anomalous
 
 HAS_CUDA = CUDA in ort.get_available_providers()

@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-import app.scoring
-from app.artifact import ArtifactError
-from app.config import Settings
-from app.scoring import load_model
+from factory_anomaly.app import scoring
+from factory_anomaly.app.config import Settings
+from factory_anomaly.app.scoring import load_model
+from factory_anomaly.artifact import ArtifactError
 from tests.app.conftest import (
     ADMIN,
     ADMIN_TOKEN,
@@ -219,7 +219,7 @@ def test_a_graph_swapped_after_verification_is_refused(
     version.mkdir()
     for path in trained_small.iterdir():
         (version / path.name).write_bytes(path.read_bytes())
-    real_verify = app.scoring.verify_artifact
+    real_verify = scoring.verify_artifact
 
     def verify_then_swap(directory: Path) -> object:
         manifest = real_verify(directory)
@@ -229,7 +229,7 @@ def test_a_graph_swapped_after_verification_is_refused(
         graph.write_bytes(bytes(data))
         return manifest
 
-    monkeypatch.setattr(app.scoring, "verify_artifact", verify_then_swap)
+    monkeypatch.setattr(scoring, "verify_artifact", verify_then_swap)
     with pytest.raises(ArtifactError) as caught:
         load_model(version, Settings())
     assert caught.value.code == "checksum_mismatch"
@@ -304,7 +304,16 @@ def test_the_service_writes_nothing_outside_tmp_and_connects_nowhere(
     }
     syscalls = f"trace={_WRITE_SYSCALLS},connect"
     command = ["strace", "-f", "-qq", "-e", syscalls, "-e", "signal=none", "-o", str(trace)]
-    command += [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    command += [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "factory_anomaly.app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)

@@ -101,8 +101,8 @@ def exposed_labels() -> dict[str, set[str]]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from app.config import Settings
-    from app.main import create_app
+    from factory_anomaly.app.config import Settings
+    from factory_anomaly.app.main import create_app
 
     app = create_app(Settings(model_name="factory-ae", log_level="WARNING"))
     metrics = app.state.metrics

@@ -48,7 +48,7 @@ def test_the_images_run_one_non_root_process_with_a_readiness_health_check() -> 
     for name in ("runtime", "gpu"):
         stage = stages[name]
         command = exec_form(stage.last("CMD"))
-        assert command[1:4] == ["-m", "uvicorn", "app.main:app"], command
+        assert command[1:4] == ["-m", "uvicorn", "factory_anomaly.app.main:app"], command
         assert "--workers" not in command  # one process per container (docs/metrics.md)
         health = healthcheck_command(stage)
         assert "http://127.0.0.1:8000/readyz" in health[-1]
@@ -79,8 +79,8 @@ def test_the_install_steps_are_the_script_s_and_the_runtime_has_no_training_code
     ]
     assert [step[2] + " " + step[-1] for step in steps["gpu-build"]] == ["deps gpu", "app /opt/anomaly"]
     copied = " ".join(stages["runtime"].all("COPY") + stages["serving-base"].all("COPY"))
-    assert "training" not in copied
-    assert "training/simulate.py" in " ".join(stages["simulator"].all("COPY"))
+    assert "training" not in copied and "plant" not in copied
+    assert "factory_anomaly/plant/" in " ".join(stages["simulator"].all("COPY"))
 
 
 def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from app.artifact import Manifest
+from factory_anomaly.artifact import Manifest
 from tests.app.conftest import (
     ADMIN,
     AUTH,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,11 +106,22 @@ def test_the_install_has_no_training_stack_and_reports_its_size(installed: Path)
     packages = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert {"fastapi", "uvicorn", "onnxruntime", "numpy", "prometheus_client"} <= packages
     assert not packages & {"torch", "onnx", "pandas", "scipy", "scikit-learn", "matplotlib"}
-    assert sorted(p.name for p in installed.iterdir()) == ["app", "model_store", "requirements.txt", "venv"]
+    assert sorted(p.name for p in installed.iterdir()) == [
+        "factory_anomaly",
+        "model_store",
+        "requirements.txt",
+        "venv",
+    ]
+    package = installed / "factory_anomaly"
+    assert sorted(p.name for p in package.iterdir()) == [
+        "__init__.py",
+        "app",
+        "artifact",
+    ]  # no training, no plant
     current = (ROOT / "model_store" / "factory-ae" / "CURRENT").read_text().strip()
     baked = {p.name for p in (installed / "model_store" / "factory-ae").iterdir()}
     assert baked == {"CURRENT", current}  # the version CURRENT names, and no other
-    sizes = {part: installed_mb(installed / part) for part in ("venv", "app", "model_store")}
+    sizes = {part: installed_mb(installed / part) for part in ("venv", "factory_anomaly", "model_store")}
     total = sum(sizes.values())
     print(f"serving install: {total:.0f} MB ({', '.join(f'{k} {v:.1f} MB' for k, v in sizes.items())})")
     assert total < MAX_INSTALLED_MB
@@ -151,12 +163,10 @@ def test_the_runtime_command_serves_the_baked_in_model_and_the_health_check_pass
 
 def test_the_simulator_stage_streams_into_it_without_torch(installed: Path, serving: tuple[str, int]) -> None:
     url, port = serving
-    training = installed / "training"
-    training.mkdir(exist_ok=True)
     simulator = stage_map()["simulator"]
     [copy] = simulator.all("COPY")
-    for source in copy.split()[:-1]:
-        (training / Path(source).name).write_bytes((ROOT / source).read_bytes())
+    source, target = copy.split()
+    shutil.copytree(ROOT / source, installed / Path(target).relative_to("/opt/anomaly"), dirs_exist_ok=True)
     before = scored(url)
     command = in_image(exec_form(simulator.last("ENTRYPOINT")), installed, port)
     command += [

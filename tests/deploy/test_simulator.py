@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import API_KEY, MODEL_NAME, ROOT, LiveServer, server_env, start_server, stop_server
 
-SIMULATE = [sys.executable, "-m", "training.simulate"]
+SIMULATE = [sys.executable, "-m", "factory_anomaly.plant.simulate"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Li
 
 @pytest.fixture(scope="module")
 def plant_json(small_plant: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small plant as `python -m training synth` describes it (plant.json: config and plant seed)."""
+    """The small plant as `python -m factory_anomaly.training synth` describes it (plant.json: config and
+    plant seed)."""
     path = tmp_path_factory.mktemp("plant") / "plant.json"
     path.write_text(json.dumps({"config": asdict(small_plant.config), "plant_seed": small_plant.plant_seed}))
     return path
@@ -119,7 +120,7 @@ def test_bad_arguments_exit_2() -> None:
 
 def test_it_imports_no_training_stack() -> None:
     code = (
-        "import sys, training.simulate\n"
+        "import sys, factory_anomaly.plant.simulate\n"
         "heavy = {'torch', 'onnx', 'pandas', 'scipy', 'sklearn'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
     )

@@ -1,4 +1,4 @@
-"""`python -m training` end to end on a small generated dataset, and its error exits."""
+"""`python -m factory_anomaly.training` end to end on a small generated dataset, and its error exits."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env_args = [sys.executable, "-m", "training", *args]
+    env_args = [sys.executable, "-m", "factory_anomaly.training", *args]
     return subprocess.run(env_args, cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 

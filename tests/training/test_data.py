@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import (
+from factory_anomaly.training.data import (
     SUPPORTED_SUFFIXES,
     DataError,
     Dataset,

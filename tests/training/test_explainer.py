@@ -11,12 +11,17 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.artifact import read_current, verify_artifact
+from factory_anomaly.artifact import read_current, verify_artifact
+from factory_anomaly.training.checkpoint import load_trained
+from factory_anomaly.training.data import DataError
+from factory_anomaly.training.explainer import (
+    EXPLAINER_KINDS,
+    FaultInjector,
+    SensorAttentionExplainer,
+    residual_unit,
+)
+from factory_anomaly.training.train import add_explainer, train
 from tests.conftest import as_dataset
-from training.checkpoint import load_trained
-from training.data import DataError
-from training.explainer import EXPLAINER_KINDS, FaultInjector, SensorAttentionExplainer, residual_unit
-from training.train import add_explainer, train
 
 
 def test_attention_is_a_distribution_and_scores_match_the_scorer(trained_small: Path, small_plant) -> None:

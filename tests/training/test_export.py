@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.artifact import verify_artifact
-from training.checkpoint import load_trained
-from training.export import OPSET, PARITY_RTOL, ExportError, check_parity, export_scorer
+from factory_anomaly.artifact import verify_artifact
+from factory_anomaly.training.checkpoint import load_trained
+from factory_anomaly.training.export import OPSET, PARITY_RTOL, ExportError, check_parity, export_scorer
 
 
 def test_graph_declares_the_contract(trained_small: Path) -> None:

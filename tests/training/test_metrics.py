@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import detection_metrics, ranking_metrics
+from factory_anomaly.training.metrics import detection_metrics, ranking_metrics
 
 # Positives 0.35, 0.8, 0.9; negatives 0.1, 0.4, 0.2.
 SCORES = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.2])

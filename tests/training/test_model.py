@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.model import (
+from factory_anomaly.training.model import (
     AnomalyScorer,
     Autoencoder,
     count_trainable_parameters,

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training.publish
-from app.artifact import BUILD_PREFIX, list_versions, read_current, verify_artifact
+from factory_anomaly.artifact import BUILD_PREFIX, list_versions, read_current, verify_artifact
+from factory_anomaly.training import publish
+from factory_anomaly.training.train import TrainConfig, train
 from tests.conftest import as_dataset
-from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_a_failing_build_leaves_no_version_and_current_unmoved(
     def broken_card(*args: object, **kwargs: object) -> None:  # fault injection: a writer that fails
         raise failure
 
-    monkeypatch.setattr(training.publish, "write_card", broken_card)
+    monkeypatch.setattr(publish, "write_card", broken_card)
     with pytest.raises(type(failure)):
         train(data, tmp_path / "m", replace(config, seed=2))
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"CURRENT", good.name}
@@ -75,9 +75,9 @@ def test_killed_training_leaves_no_version_and_current_unmoved(small_plant, tmp_
 import numpy as np, time
 from pathlib import Path
 from dataclasses import replace
-import training.publish as publish
-from training.data import Dataset
-from training.train import TrainConfig, train
+from factory_anomaly.training import publish
+from factory_anomaly.training.data import Dataset
+from factory_anomaly.training.train import TrainConfig, train
 real_export = publish.export_scorer
 def slow_export(*args, **kwargs):
     path = real_export(*args, **kwargs)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import load_dataset, load_fault_sensors, load_labels
-from training.synthetic import FAULT_KINDS, NORMAL, Plant, PlantConfig, write_run
+from factory_anomaly.plant.synthetic import FAULT_KINDS, NORMAL, Plant, PlantConfig, write_run
+from factory_anomaly.training.data import load_dataset, load_fault_sensors, load_labels
 
 
 @pytest.fixture(scope="module")

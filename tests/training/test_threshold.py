@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.threshold import (
+from factory_anomaly.training.threshold import (
     DEFAULT_TARGET_FPR,
     Threshold,
     _gpd_excess_quantile_factor,

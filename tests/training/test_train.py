@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.artifact import verify_artifact
-from tests.conftest import TRAINED_ROWS, as_dataset
-from training.checkpoint import load_trained
-from training.data import DataError, Dataset
-from training.train import (
+from factory_anomaly.artifact import verify_artifact
+from factory_anomaly.training.checkpoint import load_trained
+from factory_anomaly.training.data import DataError, Dataset
+from factory_anomaly.training.train import (
     CALIBRATION,
     GAP,
     TRAIN,
@@ -25,6 +24,7 @@ from training.train import (
     split_in_time,
     train,
 )
+from tests.conftest import TRAINED_ROWS, as_dataset
 
 
 def test_one_block_without_gaps_is_the_plain_time_split(small_plant) -> None:
@@ -152,7 +152,7 @@ def test_training_publishes_a_complete_version(trained_small: Path) -> None:
 
 
 def _realised_fpr(trained_small: Path, small_plant, target: float | None = None) -> tuple[float, float]:
-    from training.threshold import calibrate
+    from factory_anomaly.training.threshold import calibrate
 
     trained = load_trained(trained_small)
     fresh = small_plant.simulate(40_000, seed=99).values  # same plant, new run, no faults
@@ -203,7 +203,7 @@ def test_evaluate_translates_fault_sensors_of_reordered_columns(
     """A file whose columns are in another order than the model's: ranking metrics must not change."""
     import pandas as pd
 
-    from training.evaluate import evaluate
+    from factory_anomaly.training.evaluate import evaluate
 
     run = small_plant.simulate(1500, seed=21, anomaly_rate=0.1)
     names = list(small_plant.sensor_names)

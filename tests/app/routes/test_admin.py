@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.artifact import write_current
+from factory_anomaly.artifact import write_current
 from tests.app.conftest import (
     ADMIN,
     ADMIN_TOKEN,

@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.artifact import Manifest, write_current
-from app.scoring import EXPLAINER_OUTPUTS
+from factory_anomaly.app.scoring import EXPLAINER_OUTPUTS
+from factory_anomaly.artifact import Manifest, write_current
 from tests.app.conftest import (
     ADMIN,
     ADMIN_TOKEN,

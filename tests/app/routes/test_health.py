@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.artifact import write_current
+from factory_anomaly.artifact import write_current
 from tests.app.conftest import (
     ADMIN,
     ADMIN_TOKEN,

@@ -7,8 +7,8 @@ from dataclasses import replace
 import httpx
 import onnxruntime as ort
 
-from app.artifact import Manifest
-from app.routes.model import headline_metrics
+from factory_anomaly.app.routes.model import headline_metrics
+from factory_anomaly.artifact import Manifest
 
 
 def test_model_describes_the_artifact(client: httpx.Client, manifest: Manifest) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.artifact import Manifest
-from app.main import create_app
+from factory_anomaly.app.main import create_app
+from factory_anomaly.artifact import Manifest
 from tests.app.conftest import ADMIN, API_KEY, AUTH, LiveServer, anomalous, serving, settings_for
 
 N = 40  # sensors of the small model

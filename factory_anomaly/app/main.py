@@ -1,0 +1,101 @@
+"""The FastAPI application: `create_app(settings)` builds it, `app` is what `uvicorn
+factory_anomaly.app.main:app` serves.
+
+Nothing heavy happens at import: the lifespan loads the model (in a worker thread) and owns the registry,
+the inference pool and the micro-batcher (when enabled); the app's Prometheus metrics (`app.metrics`)
+live on a registry of its own. A missing or bad artifact does not stop the process: it starts, `/healthz`
+is 200, and `/readyz` and the scoring endpoints answer 503 saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from factory_anomaly.app.batching import MicroBatcher
+from factory_anomaly.app.config import Settings, get_settings
+from factory_anomaly.app.errors import ReloadFailed
+from factory_anomaly.app.logs import configure_logging
+from factory_anomaly.app.metrics import Metrics, MetricsMiddleware
+from factory_anomaly.app.middleware import RequestContextMiddleware
+from factory_anomaly.app.registry import ModelRegistry
+from factory_anomaly.app.routes import admin, explain, health, model, scoring
+from factory_anomaly.app.routes import metrics as metrics_route
+from factory_anomaly.app.routes.errors import install_error_handlers
+from factory_anomaly.app.scoring import InferencePool
+
+log = logging.getLogger("app.main")
+
+
+def create_app(
+    settings: Settings | None = None, metrics_registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The app for `settings` (default: the environment's). Its metrics live on `metrics_registry`, a fresh
+    `CollectorRegistry` unless one is given: never prometheus_client's global one, so apps built side by
+    side (tests) do not share counters or collide on names."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics(metrics_registry or CollectorRegistry(), settings.model_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry(settings, observer=metrics)
+        pool = InferencePool(settings.scoring_threads)
+        app.state.registry, app.state.pool = registry, pool
+        app.state.batcher = batcher = _micro_batcher(settings, pool, metrics)
+        log.info("starting", extra={"settings": settings.model_dump(mode="json")})
+        try:
+            await registry.load()
+        except ReloadFailed as exc:  # already logged; /readyz reports it
+            log.warning("serving without a model until a reload succeeds", extra={"code": exc.code})
+        try:
+            yield
+        finally:
+            if batcher is not None:
+                await batcher.close()
+            await asyncio.to_thread(pool.close)  # in-flight inferences finish first
+            log.info("stopped")
+
+    app = FastAPI(
+        title="Factory anomaly detection",
+        summary="Scores factory sensor readings with an ONNX autoencoder; a reading is anomalous when its "
+        "score exceeds the model's calibrated threshold.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.metrics = settings, metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    # Added after RequestContextMiddleware, so outside it: it sees the final status of every request,
+    # the catch-all 500 included.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    routers = [module.router for module in (scoring, explain, model, health, admin, metrics_route)]
+    for router in routers:
+        app.include_router(router)
+    metrics.init_routes(route for router in routers for route in router.routes)
+    return app
+
+
+def _micro_batcher(settings: Settings, pool: InferencePool, metrics: Metrics) -> MicroBatcher | None:
+    """The micro-batcher of `/v1/score` when MICROBATCH_MAX_BATCH > 1, else None (each request runs alone)."""
+    if settings.microbatch_max_batch <= 1:
+        return None
+    return MicroBatcher(
+        pool,
+        max_batch=settings.microbatch_max_batch,
+        max_delay_s=settings.microbatch_max_delay_us / 1e6,
+        queue_size=settings.microbatch_queue_size,
+        # with a delay, one collector (see app.batching); without, one per scoring thread
+        workers=1 if settings.microbatch_max_delay_us > 0 else settings.scoring_threads,
+        top_k=settings.log_top_sensors,
+        observe=metrics.observe_microbatch,
+        inline_single=settings.inline_max_body_bytes > 0,
+    )
+
+
+app = create_app()

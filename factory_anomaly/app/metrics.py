@@ -1,0 +1,452 @@
+"""Every Prometheus metric of the service, defined here and nowhere else, on a registry per app.
+
+`create_app` builds one `Metrics` on its own `CollectorRegistry` (a fresh one unless it is given one), so
+two apps in one process (the tests build dozens) never share or collide on a metric. `GET /metrics`
+exposes that registry; `MetricsMiddleware` (pure ASGI) times every HTTP request; the scoring routes, the
+model registry and the error handlers report through the `Metrics` methods.
+
+Names carry their unit (`_seconds`, `_rows`, `_ratio`, `_total`). Labels are bounded: `route` is the
+matched route *template* (`/v1/score`, never a raw path; anything unmatched is `UNMATCHED_ROUTE`),
+`method` one of `HTTP_METHODS` (else `OTHER`), `status_class` `2xx`..`5xx`, `code` one of `ERROR_CODES`
+(else `other`), `model` the served model's name (`ANOMALY_MODEL_NAME`), `operation` score | explain,
+`outcome` success | failure. `anomaly_model_info` carries version, provider and n_sensors, and holds one
+series at a time. Label sets are created at start, so a dashboard shows 0 rather than "no data" and
+`increase()` sees the first event.
+
+Process model: one uvicorn process per container, scaled by running more containers (Prometheus scrapes
+each as its own `instance`). Not prometheus_client's multiprocess mode with `--workers N`, because (1) an
+admin reload reaches only the worker that received it, so workers would serve different model versions
+while one `/metrics` hides it; (2) multiprocess mode cannot report live gauges such as the model info,
+threshold and in-flight requests correctly without per-metric aggregation modes, and custom collectors
+(the bulk histograms below) are not supported at all; (3) one process already uses every core it is given:
+onnxruntime releases the GIL and runs on `SCORING_THREADS` threads. `Metrics` refuses to start when
+`PROMETHEUS_MULTIPROC_DIR` is set, instead of silently exposing one worker's share.
+
+Readings, anomalies, score ratios and drift count the readings of `/v1/score` and `/v1/score/batch`.
+`/v1/explain` is not counted there (it usually re-examines a reading already scored, and would count its
+anomaly twice); its model time is `anomaly_inference_duration_seconds{operation="explain"}`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    values,
+)
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from factory_anomaly.app.scoring import Assessment, LoadedModel
+
+NAMESPACE = "anomaly"
+
+LATENCY_SLO_SECONDS = 0.025
+"""The latency objective: 99 % of `POST /v1/score` requests answered within 25 ms, measured in the server
+from the request's arrival to the last byte of the answer (one reading of 1000 sensors; the benchmark's
+p50 is 3.2 ms, p99 7 ms, so 25 ms leaves room for queueing under load). A histogram bucket boundary sits
+exactly here, so "p99 above the SLO" is exact rather than interpolated: it is true iff more than 1 % of
+requests fall above this bucket. `deploy/prometheus/alerts.yml` and the dashboard use the same number."""
+LATENCY_SLO_QUANTILE = 0.99
+
+LATENCY_BUCKETS_SECONDS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015,
+    LATENCY_SLO_SECONDS, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Sub-millisecond resolution for the small requests (/healthz answers in ~100 µs), one bound at the SLO."""
+INFERENCE_BUCKETS_SECONDS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+"""One onnxruntime run: ~0.3 ms for one reading of 1000 sensors on one CPU thread, ~10 ms for 1024."""
+BATCH_SIZE_BUCKETS_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Powers of two up to well past the default MAX_BATCH (1024)."""
+QUEUE_WAIT_BUCKETS_SECONDS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+"""A micro-batched reading's wait from joining the queue to its batch's start: tens of µs when the service
+keeps up, up to MICROBATCH_MAX_DELAY_US plus one run when it does not."""
+SCORE_RATIO_BUCKETS = (
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0,
+)  # fmt: skip
+"""score / threshold: normal readings score about 1 (see README "Score and threshold") against thresholds
+of a few units, so they sit well below 1.0; the bound at exactly 1.0 separates normal from anomalous."""
+SCORE_RATIO_CAP = 1e6
+"""Ratios above this, and non-finite scores (readings that overflow inside the graph), are recorded as this
+value: they land in the +Inf bucket and keep `_sum` finite."""
+DRIFT_BUCKETS_RATIO = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Share of a reading's sensors outside the training range. The bound at 0 counts readings entirely inside
+it (exposed as le="0.0")."""
+
+UNMATCHED_ROUTE = "<unmatched>"
+"""The `route` label of a request that matched no route (a 404 or a slash redirect): raw paths never
+become label values, so a scanner cannot create series."""
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+"""Pre-initialised per route; 1xx and 3xx appear only when they happen."""
+OPERATIONS = ("score", "explain")
+SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
+OUTCOMES = ("success", "failure")
+OTHER_CODE = "other"
+
+ERROR_CODES = (
+    # app.errors and app.routes.errors (tests/app/test_metrics.py checks this list against both)
+    "malformed_json", "invalid_content_length", "client_disconnected", "bad_request",
+    "missing_api_key", "invalid_api_key", "missing_admin_token", "unauthorized",
+    "invalid_admin_token", "admin_disabled", "forbidden",
+    "not_found", "explainer_unavailable", "method_not_allowed", "not_acceptable", "body_timeout",
+    "body_too_large", "batch_too_large", "unsupported_media_type", "headers_too_large",
+    "invalid_type", "missing_field", "unknown_field", "duplicate_field", "invalid_value", "non_finite_value",
+    "value_out_of_range", "wrong_length", "empty_batch", "ids_mismatch", "invalid_top_k",
+    "invalid_binary_length", "empty_body", "invalid_version", "validation_error",
+    "internal_error", "model_unavailable", "overloaded", "load_failed", "http_error",
+    # load failures (ArtifactError / ModelLoadError): 409 from a reload, 503 from /readyz
+    "checksum_mismatch", "version_missing", "current_missing", "current_invalid", "manifest_invalid",
+    "manifest_missing", "format_version", "inconsistent", "file_missing", "version_exists",
+    "provider_unavailable", "model_invalid", "graph_mismatch", "warmup_failed",
+)  # fmt: skip
+"""Every `code` the service answers with; the `code` label of `anomaly_requests_rejected_total`."""
+_KNOWN_CODES = frozenset(ERROR_CODES)
+
+ERROR_CODE_SCOPE_KEY = "app.error_code"
+"""Where the error renderer leaves the code of an error answer in the ASGI scope, for the middleware."""
+
+
+class MultiprocessModeRefused(RuntimeError):
+    pass
+
+
+class BulkHistogram(Collector):
+    """A labelled histogram that records many observations in one call (one numpy pass per batch).
+
+    Per-reading values of a 1024-row batch would cost 1024 locked `Histogram.observe` calls (~2 ms on the
+    inference thread); here they cost one `searchsorted` and one locked add. Exposed like any histogram:
+    `<name>_bucket{le=...}` (cumulative, `le` inclusive), `<name>_sum`, `<name>_count`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = np.array([*buckets, math.inf], dtype=np.float64)
+        self._le = [floatToGoString(b) for b in self._bounds]
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
+        registry.register(self)
+
+    def labels(self, *label_values: str) -> None:
+        """Create the series (at zero) if it does not exist yet."""
+        if len(label_values) != len(self._labelnames):
+            raise ValueError(f"{self.name} takes labels {self._labelnames}, got {label_values}")
+        with self._lock:
+            self._series.setdefault(label_values, (np.zeros(len(self._bounds), np.int64), [0.0]))
+
+    def observe_many(self, label_values: tuple[str, ...], observed: np.ndarray) -> None:
+        """Record each element of `observed` (finite floats) as one observation."""
+        # side="left": the first bound >= value, i.e. Prometheus's inclusive `le`.
+        index = np.searchsorted(self._bounds, observed, side="left")
+        counts = np.bincount(index, minlength=len(self._bounds))
+        total = float(np.sum(observed, dtype=np.float64))
+        self.labels(*label_values)
+        with self._lock:
+            buckets, sum_cell = self._series[label_values]
+            buckets += counts
+            sum_cell[0] += total
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self._documentation, labels=self._labelnames)
+        with self._lock:
+            snapshot = [(key, np.cumsum(b).tolist(), s[0]) for key, (b, s) in self._series.items()]
+        for key, cumulative, total in snapshot:
+            family.add_metric(list(key), list(zip(self._le, cumulative, strict=True)), total)
+        return [family]
+
+
+class Metrics:
+    """The service's metrics on one registry, and the few calls that record them.
+
+    Thread-safe: the scoring routes record from the inference threads, the middleware from the event loop.
+    """
+
+    def __init__(self, registry: CollectorRegistry, model_name: str) -> None:
+        if values.ValueClass is not values.MutexValue:
+            raise MultiprocessModeRefused(
+                "PROMETHEUS_MULTIPROC_DIR is set, but this service runs one process per container and "
+                "does not support prometheus_client's multiprocess mode (see app/metrics.py); unset it "
+                "and scale by running more containers"
+            )
+        disable_created_metrics()  # no `_created` series: they double the series count for nothing
+        self.registry = registry
+        self.model_name = model_name
+        ns, reg = NAMESPACE, registry
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the last byte of its answer, by route template, method and "
+            "status class.",
+            ("route", "method", "status_class"),
+            namespace=ns,
+            registry=reg,
+            buckets=LATENCY_BUCKETS_SECONDS,
+        )
+        self.in_flight = Gauge(
+            "http_requests_in_flight", "HTTP requests being handled now.", namespace=ns, registry=reg
+        )
+        self.rejected = Counter(
+            "requests_rejected_total",
+            "Requests answered with an error, by the error's stable code (4xx and 5xx).",
+            ("code",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.inference_duration = Histogram(
+            "inference_duration_seconds",
+            "One onnxruntime run: the scorer graph (score) or the explainer graph (explain).",
+            ("model", "operation"),
+            namespace=ns,
+            registry=reg,
+            buckets=INFERENCE_BUCKETS_SECONDS,
+        )
+        self.batch_size = Histogram(
+            "batch_size_rows",
+            "Readings per scoring request.",
+            ("model", "route"),
+            namespace=ns,
+            registry=reg,
+            buckets=BATCH_SIZE_BUCKETS_ROWS,
+        )
+        self.microbatch_rows = Histogram(
+            "microbatch_size_rows",
+            "Readings per micro-batched onnxruntime run of /v1/score (the realised batch size).",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+            buckets=BATCH_SIZE_BUCKETS_ROWS,
+        )
+        self.microbatch_wait = Histogram(
+            "microbatch_queue_wait_seconds",
+            "Time a micro-batched reading waited from joining the queue to its batch's start.",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+            buckets=QUEUE_WAIT_BUCKETS_SECONDS,
+        )
+        self.readings = Counter(
+            "readings_scored_total",
+            "Readings scored by /v1/score and /v1/score/batch.",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.anomalies = Counter(
+            "readings_anomalous_total",
+            "Scored readings found anomalous (score > threshold, or a score that is not finite).",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.score_ratio = BulkHistogram(
+            f"{ns}_score_threshold_ratio",
+            "Each scored reading's score divided by the model's threshold (> 1 is anomalous).",
+            ("model",),
+            SCORE_RATIO_BUCKETS,
+            reg,
+        )
+        self.drift = BulkHistogram(
+            f"{ns}_input_drift_ratio",
+            "Share of each scored reading's sensors outside the training range [sensor_low, sensor_high].",
+            ("model",),
+            DRIFT_BUCKETS_RATIO,
+            reg,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "1 for the model version serving now (one series at a time).",
+            ("model", "version", "provider", "n_sensors"),
+            namespace=ns,
+            registry=reg,
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 while a verified, warmed-up model serves (what /readyz says), else 0.",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.threshold = Gauge(
+            "model_threshold",
+            "The serving model's anomaly threshold on the score.",
+            ("model",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.reloads = Counter(
+            "model_reloads_total",
+            "Model loads (the one at startup and each admin reload) by outcome.",
+            ("model", "outcome"),
+            namespace=ns,
+            registry=reg,
+        )
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
+
+        model = model_name
+        for operation in OPERATIONS:
+            self.inference_duration.labels(model, operation)
+        self._batch = {route: self.batch_size.labels(model, route) for route in SCORING_ROUTES}
+        self._microbatch_rows = self.microbatch_rows.labels(model)
+        self._microbatch_wait = self.microbatch_wait.labels(model)
+        self._readings = self.readings.labels(model)
+        self._anomalies = self.anomalies.labels(model)
+        self._inference = {op: self.inference_duration.labels(model, op) for op in OPERATIONS}
+        self.score_ratio.labels(model)
+        self.drift.labels(model)
+        self.model_ready.labels(model).set(0)
+        self.threshold.labels(model)
+        for outcome in OUTCOMES:
+            self.reloads.labels(model, outcome)
+        self._rejected = {code: self.rejected.labels(code) for code in (*ERROR_CODES, OTHER_CODE)}
+        self._http: dict[tuple[str, str, str], Any] = {}
+
+    # --- HTTP ------------------------------------------------------------------------------------------
+
+    def init_routes(self, routes: Iterable[Any]) -> None:
+        """Create the request-duration series of every documented (route template, method) at 2xx, 4xx
+        and 5xx (the docs pages, `include_in_schema=False`, get theirs when first requested). `routes` are
+        the routers' own routes: their `path_format` is the full template because each router carries
+        its prefix and is included without another one, which is also what a request's `scope["route"]`
+        reports."""
+        for route in routes:
+            template = getattr(route, "path_format", None)
+            if not getattr(route, "include_in_schema", False):
+                continue
+            for method in getattr(route, "methods", None) or ():
+                if template and method != "HEAD":
+                    for status_class in STATUS_CLASSES:
+                        self._http_child(template, method, status_class)
+
+    def _http_child(self, route: str, method: str, status_class: str) -> Any:
+        key = (route, method, status_class)
+        child = self._http.get(key)
+        if child is None:
+            child = self._http[key] = self.http_duration.labels(route, method, status_class)
+        return child
+
+    def observe_request(self, scope: Scope, status: int | None, seconds: float) -> None:
+        """One finished HTTP request; `status` None = it failed before an answer started (a 5xx)."""
+        route = getattr(scope.get("route"), "path_format", None) or UNMATCHED_ROUTE
+        method = scope["method"] if scope["method"] in HTTP_METHODS else OTHER_METHOD
+        status_class = "5xx" if status is None else f"{status // 100}xx"
+        self._http_child(route, method, status_class).observe(seconds)
+        code = scope.get(ERROR_CODE_SCOPE_KEY)
+        if code is not None:
+            self._rejected.get(code, self._rejected[OTHER_CODE]).inc()
+
+    # --- the model -------------------------------------------------------------------------------------
+
+    def observe_scoring(self, route: str, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
+        """The readings `x` float32 [N, n] of one scoring request and their assessment (any thread)."""
+        self._batch[route].observe(len(x))
+        self._observe_readings(model, x, assessment)
+
+    def observe_microbatch(
+        self, model: LoadedModel, x: np.ndarray, assessment: Assessment, waits: Sequence[float]
+    ) -> None:
+        """One micro-batched run of `/v1/score` readings `x` float32 [B, n], each its own request of one
+        reading, which waited `waits` seconds in the queue (any thread)."""
+        single = self._batch[SCORING_ROUTES[0]]
+        for wait in waits:
+            single.observe(1)
+            self._microbatch_wait.observe(wait)
+        self._microbatch_rows.observe(len(x))
+        self._observe_readings(model, x, assessment)
+
+    def _observe_readings(self, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
+        n = len(x)
+        self._inference["score"].observe(assessment.run_seconds)
+        self._readings.inc(n)
+        flagged = int(np.count_nonzero(assessment.is_anomaly))
+        if flagged:
+            self._anomalies.inc(flagged)
+        ratio = assessment.scores.astype(np.float64) / model.threshold
+        ratio = np.where(np.isfinite(ratio), np.minimum(ratio, SCORE_RATIO_CAP), SCORE_RATIO_CAP)
+        self.score_ratio.observe_many((self.model_name,), ratio)
+        self.drift.observe_many((self.model_name,), model.out_of_range_share(x))
+
+    def observe_explain(self, seconds: float) -> None:
+        self._inference["explain"].observe(seconds)
+
+    def model_loaded(self, model: LoadedModel) -> None:
+        """A load succeeded and `model` now serves (app.registry calls this)."""
+        name = self.model_name
+        self.model_info.clear()
+        self.model_info.labels(name, model.version, model.provider, str(model.manifest.n_sensors)).set(1)
+        self.threshold.labels(name).set(model.threshold)
+        self.model_ready.labels(name).set(1)
+        self.reloads.labels(name, "success").inc()
+
+    def model_load_failed(self, code: str) -> None:
+        """A load failed; whatever served before still serves (app.registry calls this)."""
+        self.reloads.labels(self.model_name, "failure").inc()
+
+
+class MetricsMiddleware:
+    """Pure ASGI: times each HTTP request and counts error answers by code.
+
+    Added after (so outside) `RequestContextMiddleware`, it sees the final status, the catch-all 500
+    included. Per request: two clock reads, a gauge up and down, one histogram observation on a cached
+    child; the route template is the `route` Starlette's router leaves in the scope.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.metrics
+        status: list[int | None] = [None]
+
+        async def send_recording_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        metrics.in_flight.inc()
+        started = perf_counter()
+        try:
+            await self.app(scope, receive, send_recording_status)
+        except BaseException:
+            status[0] = None  # the answer did not complete: count it as a server error
+            raise
+        finally:
+            metrics.observe_request(scope, status[0], perf_counter() - started)
+            metrics.in_flight.dec()

@@ -1,0 +1,74 @@
+"""The one place errors become HTTP responses: `{"error": {"code", "message", "request_id"}}`.
+
+Renders the service's own errors (`app.errors.ServiceError`) and FastAPI's and Starlette's (404, 405,
+request validation) in the same shape, with `X-Request-ID` set. Unexpected exceptions are caught by
+`app.middleware.RequestContextMiddleware`, which logs them and renders a bare 500 here.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
+
+from factory_anomaly.app.errors import ServiceError
+from factory_anomaly.app.logs import request_id_var
+from factory_anomaly.app.metrics import ERROR_CODE_SCOPE_KEY
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(error: ServiceError, scope: Scope | None = None) -> JSONResponse:
+    """The error's JSON answer; with the request's ASGI `scope`, its code is left there for the metrics
+    middleware (`anomaly_requests_rejected_total{code}`)."""
+    if scope is not None:
+        scope[ERROR_CODE_SCOPE_KEY] = error.code
+    request_id = request_id_var.get()
+    headers = dict(error.headers)
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    body = {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc, request.scope)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = "no such endpoint; see /docs"
+    else:
+        message = str(exc.detail)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    error = ServiceError(message, code=code, status=exc.status_code, headers=exc.headers)
+    return error_response(error, request.scope)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    ]
+    message = "; ".join(problems[:5]) or "invalid request"
+    return error_response(ServiceError(message, code="validation_error", status=422), request.scope)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,42 @@
+"""GET /healthz (the process is alive) and GET /readyz (a verified, warmed-up model is serving).
+
+Both are open (no API key): orchestrators probe them.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from factory_anomaly.app.errors import ServiceError
+from factory_anomaly.app.routes.deps import RegistryDep
+from factory_anomaly.app.schemas import Health, LoadErrorInfo, Ready, error_responses
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses=error_responses({503: "no model; `code` is the load error's"}),
+    summary="Readiness: 200 only while a verified, warmed-up model is serving",
+)
+async def readyz(registry: RegistryDep) -> Ready:
+    failure = registry.last_error
+    if registry.model is None and failure is not None:
+        raise ServiceError(f"no model is loaded: {failure.message}", code=failure.code, status=503)
+    model = registry.require()  # 503 model_unavailable while no load has finished
+    return Ready(
+        model_name=model.manifest.name,
+        model_version=model.version,
+        provider=model.provider,
+        last_load_error=None
+        if failure is None
+        else LoadErrorInfo(
+            code=failure.code, message=failure.message, requested_version=failure.requested, at=failure.at
+        ),
+    )

@@ -1,0 +1,59 @@
+"""GET /v1/model: what is serving, its threshold and its headline evaluation metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from factory_anomaly.app.routes.deps import ModelDep, require_api_key
+from factory_anomaly.app.schemas import HeadlineMetrics, ModelInfo, ThresholdInfo, error_responses
+from factory_anomaly.artifact import Manifest
+
+router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
+
+_HEADLINE = ("roc_auc", "pr_auc", "precision", "recall", "f1", "false_alarm_rate")
+
+
+def headline_metrics(manifest: Manifest) -> HeadlineMetrics | None:
+    """The autoencoder's metrics on the separate test recording when the manifest has them, else on the
+    held-out split of the training data; None when it has neither."""
+    for source in ("test", "held_out"):
+        section: Any = manifest.metrics.get(source)
+        numbers = section.get("autoencoder") if isinstance(section, dict) else None
+        if isinstance(numbers, dict):
+            picked = {
+                key: float(value)
+                for key in _HEADLINE
+                if isinstance(value := numbers.get(key), int | float) and not isinstance(value, bool)
+            }
+            return HeadlineMetrics(source=source, **picked)
+    return None
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    responses=error_responses({401: "missing or unknown API key", 503: "no model is loaded"}),
+    summary="The model serving now",
+)
+async def model_info(model: ModelDep) -> ModelInfo:
+    manifest = model.manifest
+    threshold = manifest.threshold
+    return ModelInfo(
+        name=manifest.name,
+        version=manifest.version,
+        n_sensors=manifest.n_sensors,
+        sensor_names=list(manifest.sensor_names),
+        threshold=ThresholdInfo(
+            value=threshold.value,
+            method=threshold.method,
+            target_fpr=threshold.target_fpr,
+            n_calibration=threshold.n_calibration,
+        ),
+        provider=model.provider,
+        created_at=manifest.created_at,
+        loaded_at=model.loaded_at,
+        metrics=headline_metrics(manifest),
+        explainer=model.has_explainer,
+    )

@@ -1,0 +1,162 @@
+"""Is this version usable? Its fields agree with each other, every listed file is there with the bytes
+training wrote (sha256), and nothing listed points outside the version directory.
+
+Cheap checks come first and hashing last, so a broken version fails fast with one precise code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from factory_anomaly.artifact.errors import ArtifactError
+from factory_anomaly.artifact.layout import INPUT_DTYPE, MANIFEST_FILE, SCORER
+from factory_anomaly.artifact.manifest import GraphSpec, Manifest, read_manifest
+
+_CHUNK_BYTES = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (model files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_files(directory: Path) -> dict[str, str]:
+    """The manifest's `files`: relative POSIX path -> sha256 of every file but manifest.json."""
+    directory = Path(directory)
+    digests = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and rel != MANIFEST_FILE:
+            digests[rel] = sha256_file(path)
+    return digests
+
+
+def _inconsistent(message: str) -> ArtifactError:
+    return ArtifactError("inconsistent", f"{MANIFEST_FILE}: {message}")
+
+
+def check_consistency(manifest: Manifest) -> None:
+    """Raise "inconsistent" with the first contradiction between fields; needs no files.
+
+    Training can call it before writing; `verify_artifact` calls it on every load.
+    """
+    n = manifest.n_sensors
+    if n <= 0:
+        raise _inconsistent(f"n_sensors must be > 0, got {n}")
+    for field in ("sensor_names", "sensor_low", "sensor_high"):
+        length = len(getattr(manifest, field))
+        if length != n:
+            raise _inconsistent(f"n_sensors is {n} but {field} has {length} entries")
+    first_index: dict[str, int] = {}
+    for i, sensor in enumerate(manifest.sensor_names):
+        if not sensor:
+            raise _inconsistent(f"sensor_names[{i}] is empty")
+        if sensor in first_index:
+            raise _inconsistent(
+                f"sensor name {sensor!r} is not unique (sensor_names[{first_index[sensor]}] and [{i}])"
+            )
+        first_index[sensor] = i
+    for i, (low, high) in enumerate(zip(manifest.sensor_low, manifest.sensor_high, strict=True)):
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise _inconsistent(f"sensor_low[{i}], sensor_high[{i}] must be finite, got [{low}, {high}]")
+        if low > high:
+            raise _inconsistent(f"sensor_low[{i}] = {low} > sensor_high[{i}] = {high}")
+    if SCORER not in manifest.graphs:
+        roles = ", ".join(sorted(manifest.graphs)) or "none"
+        raise _inconsistent(f"no {SCORER!r} graph (graphs present: {roles})")
+    for role, graph in manifest.graphs.items():
+        _check_graph(graph, f"graphs[{role!r}]", manifest)
+    threshold = manifest.threshold
+    if not (math.isfinite(threshold.value) and threshold.value > 0):
+        raise _inconsistent(f"threshold.value must be finite and > 0, got {threshold.value}")
+    if not 0 < threshold.target_fpr < 1:
+        raise _inconsistent(f"threshold.target_fpr must be in (0, 1), got {threshold.target_fpr}")
+    if threshold.n_calibration <= 0:
+        raise _inconsistent(f"threshold.n_calibration must be > 0, got {threshold.n_calibration}")
+
+
+def _check_graph(graph: GraphSpec, path: str, manifest: Manifest) -> None:
+    if graph.file not in manifest.files:
+        raise _inconsistent(f"{path}.file {graph.file!r} is not listed in files")
+    if not graph.inputs:
+        raise _inconsistent(f"{path} has no inputs")
+    if not graph.outputs:
+        raise _inconsistent(f"{path} has no outputs")
+    first = graph.inputs[0]
+    where = f"{path}.inputs[0] ({first.name!r})"
+    if first.dtype != INPUT_DTYPE:
+        raise _inconsistent(f"{where} has dtype {first.dtype!r}, expected {INPUT_DTYPE!r}")
+    shape = first.shape
+    width = shape[1] if len(shape) == 2 else None
+    if not (isinstance(width, int) and width == manifest.n_sensors):
+        raise _inconsistent(
+            f"{where} has shape {list(shape)}, expected [batch, {manifest.n_sensors}] (n_sensors)"
+        )
+
+
+def _listed_path_problem(rel: str) -> str | None:
+    """Why `rel` is not a normalised relative POSIX path that stays inside its directory, or None."""
+    if not rel:
+        return "it is empty"
+    if "\\" in rel or "\x00" in rel:
+        return "it contains a backslash or NUL"
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or re.match(r"[A-Za-z]:", rel):
+        return "it is absolute"
+    if ".." in pure.parts:
+        return "it contains '..'"
+    if str(pure) != rel or rel == ".":
+        return f"it is not normalised (normal form: {str(pure)!r})"
+    return None
+
+
+def verify_artifact(directory: Path) -> Manifest:
+    """Read and check a version directory completely; return its manifest or raise one ArtifactError.
+
+    Cheap checks come first, hashing last: listed paths (manifest_invalid), directory name == version,
+    `check_consistency` (inconsistent), every listed file present (file_missing), then every sha256
+    (checksum_mismatch). Files not listed are allowed (they are not served).
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    root = directory.resolve()
+    for rel in manifest.files:
+        problem = _listed_path_problem(rel)
+        if problem is None and rel == MANIFEST_FILE:
+            problem = "the manifest cannot list itself"
+        if problem is None and not (directory / rel).resolve().is_relative_to(root):
+            problem = "it resolves outside the version directory (a symlink)"
+        if problem is not None:
+            raise ArtifactError(
+                "manifest_invalid",
+                f"{MANIFEST_FILE}: files entry {rel!r} must be a normalised relative path inside the "
+                f"version directory: {problem}",
+            )
+    directory_name = Path(os.path.abspath(directory)).name
+    if directory_name != manifest.version:
+        raise _inconsistent(f"version is {manifest.version!r} but the directory is named {directory_name!r}")
+    check_consistency(manifest)
+    for rel in manifest.files:
+        if not (directory / rel).is_file():
+            raise ArtifactError(
+                "file_missing", f"{rel}: listed in {MANIFEST_FILE} but missing from {directory}"
+            )
+    for rel, expected in manifest.files.items():
+        try:
+            actual = sha256_file(directory / rel)
+        except OSError as exc:
+            raise ArtifactError("file_missing", f"{rel}: cannot be read ({exc.strerror})") from exc
+        if actual != expected:
+            raise ArtifactError(
+                "checksum_mismatch",
+                f"{rel}: checksum mismatch: expected sha256 {expected[:12]}..., got {actual[:12]}...",
+            )
+    return manifest

@@ -1,0 +1,264 @@
+"""A live plant: streams synthetic readings with injected faults to the scoring API at a steady rate.
+
+    python -m factory_anomaly.plant.simulate --url http://127.0.0.1:8000 [--rate 5] [--anomaly-rate 0.05]
+        [--outlier-rate 0.01] [--batch 1] [--count N | --duration S] [--seed 0]
+        [--sensors 1000 --plant-seed 0 | --plant plant.json] [--api-key KEY] [--report-every 10] [--wait 120]
+
+numpy and httpx only (no torch, no pandas): the simulator container runs it on the serving image's virtual
+environment. The plant is `plant.synthetic.Plant`; by default the one the shipped model was trained on
+(1000 sensors, plant seed 0; `make model`), or the plant a `python -m factory_anomaly.training synth` run
+describes
+(`--plant its/plant.json`). Readings are simulated in chunks of `--chunk` rows (each a new run of the same
+plant, `anomaly_rate` of its rows inside fault episodes of the six kinds; `--outlier-rate` of the readings
+with a few sensors far out of range on top) and sent in time order: one reading per `POST /v1/score`
+(`--batch 1`), or `--batch` readings per binary `POST /v1/score/batch`.
+
+It waits for `/readyz`, checks that the model serving has the plant's sensors (`GET /v1/model`, when the key
+allows), then paces requests to `--rate` readings per second. Every `--report-every` seconds one status line
+goes to stderr; at the end (`--count`, `--duration`, SIGINT or SIGTERM) one JSON summary goes to stdout:
+readings sent, faulty (ground truth: in a fault episode or an outlier), flagged by the API, flagged among
+the faulty and among the others, errors. Exit status 0, or 2 for bad arguments, a model whose sensors are
+not the plant's, or an API that never gets ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+import numpy as np
+
+from factory_anomaly.plant.synthetic import Plant, PlantConfig
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+RETRY_AFTER_S = 1.0
+
+
+@dataclass
+class Summary:
+    sent: int = 0  # readings the API scored
+    faulty: int = 0  # of those, in a fault episode or an outlier (ground truth)
+    flagged: int = 0  # of those, anomalous according to the API
+    flagged_faulty: int = 0
+    flagged_normal: int = 0  # false alarms
+    errors: dict[str, int] = field(default_factory=dict)  # HTTP status or transport error -> requests
+    seconds: float = 0.0
+
+    def count_error(self, key: str) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def line(self) -> str:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        return (
+            f"sent {self.sent} ({rate:.1f}/s), faulty {self.faulty}, flagged {self.flagged} "
+            f"({self.flagged_faulty} faulty, {self.flagged_normal} normal), "
+            f"errors {sum(self.errors.values())}"
+        )
+
+
+class Stop(Exception):
+    """SIGTERM or SIGINT: finish the summary and exit 0."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop
+
+
+def load_plant(args: argparse.Namespace) -> Plant:
+    if args.plant is not None:
+        meta = json.loads(args.plant.read_text())
+        config = dict(meta["config"])
+        config["snr_range"] = tuple(config["snr_range"])
+        return Plant(PlantConfig(**config), plant_seed=int(meta["plant_seed"]))
+    return Plant(PlantConfig(n_sensors=args.sensors), plant_seed=args.plant_seed)
+
+
+def readings(
+    plant: Plant, chunk: int, anomaly_rate: float, outlier_rate: float, seed: int
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """(reading float32 [n_sensors], faulty), forever, in chunks of `chunk` rows.
+
+    Faulty: inside one of the plant's fault episodes, or an outlier reading (`outlier_rate` of readings):
+    1 to 5 % of its sensors read far above their typical range, as a failing transmitter or a wrong
+    unit would. The plant's own faults are subtle by design (most stay inside each sensor's range); the
+    outliers are what any model flags and what the dashboard's drift panel shows."""
+    rng = np.random.default_rng([seed, 0x51])
+    n = plant.config.n_sensors
+    low, high = plant.typical_low, plant.typical_high
+    far = (high + 5 * (high - low) + 1).astype(np.float32)
+    run_seed = seed
+    while True:
+        run = plant.simulate(chunk, seed=run_seed, anomaly_rate=anomaly_rate)
+        labels = run.labels.astype(bool)
+        for row in np.flatnonzero(rng.random(chunk) < outlier_rate).tolist():
+            sensors = rng.choice(n, size=max(1, int(rng.uniform(0.01, 0.05) * n)), replace=False)
+            run.values[row, sensors] = far[sensors]
+            labels[row] = True
+        yield from zip(run.values, labels.tolist(), strict=True)
+        run_seed += 1
+
+
+def wait_ready(client: httpx.Client, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: {client.base_url}/readyz not 200 after {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
+def check_sensors(client: httpx.Client, plant: Plant) -> None:
+    """The model's sensors must be the plant's, in the same order (skipped when the key does not allow)."""
+    answer = client.get("/v1/model")
+    if answer.status_code != 200:
+        print(
+            f"simulate: cannot check the model's sensors (GET /v1/model: {answer.status_code})",
+            file=sys.stderr,
+        )
+        return
+    names = answer.json()["sensor_names"]
+    if list(names) != list(plant.sensor_names):
+        raise SystemExit(
+            f"error: the model serves {len(names)} sensors ({names[:3]}...) but the plant has "
+            f"{len(plant.sensor_names)} ({list(plant.sensor_names[:3])}...): pick the plant the model was "
+            "trained on (--sensors, --plant-seed, or --plant plant.json)"
+        )
+
+
+def send(client: httpx.Client, rows: list[np.ndarray]) -> list[bool]:
+    """The API's is_anomaly per row; an HTTP error status raises httpx.HTTPStatusError."""
+    if len(rows) == 1:
+        answer = client.post("/v1/score", json={"values": rows[0].tolist()})
+        answer.raise_for_status()
+        return [bool(answer.json()["is_anomaly"])]
+    body = np.ascontiguousarray(np.vstack(rows), dtype="<f4").tobytes()
+    answer = client.post("/v1/score/batch", content=body, headers={"Content-Type": OCTET_STREAM})
+    answer.raise_for_status()
+    return [bool(r["is_anomaly"]) for r in answer.json()["results"]]
+
+
+def run(args: argparse.Namespace) -> Summary:
+    plant = load_plant(args)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    summary = Summary()
+    interval_s = args.batch / args.rate
+    started = next_report = next_send = time.monotonic()
+    with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
+        try:
+            wait_ready(client, args.wait)
+            check_sensors(client, plant)
+            stream = readings(plant, args.chunk, args.anomaly_rate, args.outlier_rate, args.seed)
+            started = next_report = next_send = time.monotonic()
+            while args.count is None or summary.sent < args.count:
+                if args.duration is not None and time.monotonic() - started >= args.duration:
+                    break
+                size = args.batch if args.count is None else min(args.batch, args.count - summary.sent)
+                batch = [next(stream) for _ in range(size)]
+                delay = next_send - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_send = max(next_send + interval_s, time.monotonic() - 1.0)  # no burst after a stall
+                try:
+                    flags = send(client, [values for values, _ in batch])
+                except httpx.HTTPStatusError as exc:
+                    summary.count_error(str(exc.response.status_code))
+                    continue
+                except httpx.TransportError as exc:
+                    summary.count_error(type(exc).__name__)
+                    time.sleep(RETRY_AFTER_S)
+                    continue
+                for (_, label), flag in zip(batch, flags, strict=True):
+                    summary.sent += 1
+                    summary.faulty += label
+                    summary.flagged += flag
+                    summary.flagged_faulty += flag and label
+                    summary.flagged_normal += flag and not label
+                if args.report_every > 0 and time.monotonic() >= next_report + args.report_every:
+                    next_report = time.monotonic()
+                    summary.seconds = next_report - started
+                    print(f"simulate: {summary.line()}", file=sys.stderr, flush=True)
+        except Stop:
+            pass
+        summary.seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m factory_anomaly.plant.simulate",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--url", required=True, help="the API, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--rate", type=_positive(float), default=5.0, help="readings per second")
+    parser.add_argument(
+        "--anomaly-rate", type=float, default=0.05, help="share of readings in fault episodes"
+    )
+    parser.add_argument("--outlier-rate", type=float, default=0.0, help="share of outlier readings")
+    parser.add_argument("--batch", type=_positive(int), default=1, help="readings per request")
+    parser.add_argument("--count", type=_positive(int), help="stop after this many readings")
+    parser.add_argument("--duration", type=_positive(float), help="stop after this many seconds")
+    parser.add_argument("--sensors", type=_positive(int), default=1000, help="sensors of the default plant")
+    parser.add_argument("--plant-seed", type=int, default=0, help="seed of the plant itself")
+    parser.add_argument(
+        "--plant", type=Path, help="plant.json of a `python -m factory_anomaly.training synth` run"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first simulated run")
+    parser.add_argument("--chunk", type=_positive(int), default=3600, help="rows simulated at a time")
+    parser.add_argument("--api-key", default="", help="API key (empty: none)")
+    parser.add_argument("--timeout", type=_positive(float), default=10.0, help="request timeout, seconds")
+    parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for /readyz")
+    parser.add_argument(
+        "--report-every", type=float, default=10.0, help="seconds between status lines (0: none)"
+    )
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.anomaly_rate < 0.5:
+        parser.error(f"--anomaly-rate must be in [0, 0.5), got {args.anomaly_rate}")
+    if not 0.0 <= args.outlier_rate <= 1.0:
+        parser.error(f"--outlier-rate must be in [0, 1], got {args.outlier_rate}")
+    if args.plant is not None and not args.plant.is_file():
+        parser.error(f"--plant {args.plant}: no such file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        summary = run(args)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    print(json.dumps(asdict(summary)), flush=True)
+    print(f"simulate: done: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The model card: a page a person can judge the model by, with its plots.
+
+Every number in it is read from the manifest, the training result or the evaluation report; nothing is
+typed by hand. Plots (matplotlib, Agg backend, PNG):
+  loss.png            training and validation MSE per epoch (log axis)
+  scores.png          score histogram, normal vs anomalous test readings, log axis, threshold line
+  roc.png             ROC curves of the autoencoder and the PCA baseline on the test recording
+  recall_by_kind.png  recall at the stored thresholds per fault kind, autoencoder vs PCA
+Without a labelled test recording, scores.png shows the calibration scores and the other test plots and
+tables are absent (the card says so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from factory_anomaly.artifact import Manifest
+
+if TYPE_CHECKING:
+    from factory_anomaly.training.evaluate import Evaluation
+    from factory_anomaly.training.train import TrainResult
+
+CARD_FILE = "model_card.md"
+DPI = 110
+
+
+def write_card(
+    directory: Path, manifest: Manifest, result: TrainResult, evaluation: Evaluation | None
+) -> Path:
+    """Write model_card.md and its plots into `directory`; return the card's path."""
+    plots: list[Path | None] = [_loss_plot(directory, result)]
+    plots.append(_score_plot(directory, manifest, result, evaluation))
+    if evaluation is not None:
+        plots += [_roc_plot(directory, evaluation), _recall_plot(directory, evaluation)]
+    text = _card_text(manifest, result, evaluation, [p.name for p in plots if p is not None])
+    path = directory / CARD_FILE
+    path.write_text(text)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _card_text(
+    manifest: Manifest, result: TrainResult, evaluation: Evaluation | None, plots: list[str]
+) -> str:
+    s = result.summary
+    t = manifest.threshold
+    data = s["data"]
+    lines = [
+        f"# Model card: {manifest.name} {manifest.version}",
+        "",
+        f"Created {manifest.created_at}. Format version {manifest.format_version}. "
+        f"Scorer graph `{manifest.graphs['scorer'].file}` (ONNX opset {manifest.graphs['scorer'].opset}).",
+        "",
+        "## What it does",
+        f"Scores one reading of {manifest.n_sensors} sensors: `score` = mean over sensors of the squared "
+        "standardised reconstruction residual of a fully connected autoencoder "
+        f"({manifest.n_sensors} → {' → '.join(map(str, s['architecture']['hidden']))} → mirrored, "
+        f"{s['architecture']['trainable_parameters']:,} trainable parameters). About 1 under normal "
+        f"operation; a reading is anomalous when `score > {t.value:.6g}`. `sensor_error` gives each "
+        "sensor's share, for a first look at which sensors are off.",
+        "",
+        "## Intended use and limits",
+        "- Plant readings shaped like the training data: the same sensors, units and operating modes. A new "
+        "operating mode, a re-calibrated sensor or a changed process looks anomalous until the model is "
+        "retrained on data that contains it.",
+        "- The false-alarm rate below holds for readings like the calibration rows. It is a per-reading "
+        "rate; alerting should require flags to cluster in time.",
+        "- Faults that touch one or two sensors out of many move the mean score little; the per-kind "
+        "recall table shows which fault kinds this model can and cannot see.",
+        "",
+        "## Training data",
+        f"- File `{Path(data['file']).name}`: {data['rows']:,} rows × {data['sensors']} sensors, "
+        f"sha256 `{data['sha256'][:16]}…`.",
+        f"- Split: {s['splits']['split_blocks']} time blocks, each train / validation / calibration "
+        f"(gaps of {s['splits']['gap_fraction']:.0%} of a block between parts): "
+        f"{s['splits']['train_rows']:,} training, {s['splits']['validation_rows']:,} validation, "
+        f"{s['splits']['calibration_rows']:,} calibration normal rows; labelled rows never train.",
+        f"- Constant sensors: {len(s['constant_sensors'])}.",
+        "",
+        "## Training",
+        f"- {s['epochs_run']} epochs (best {s['best_epoch']}, validation MSE {s['best_val_mse']:.4f}), "
+        f"{s['fit_seconds']:.0f} s on {s['torch_threads']} torch thread(s); "
+        f"loss MSE + λ·Σ‖W‖² with λ = {s['config']['l2']:g}; seed {s['config']['seed']}.",
+        "",
+        "## Threshold",
+        f"- {t.value:.6g}, method `{t.method}`, target false-alarm rate {t.target_fpr:g} per reading, "
+        f"from {t.n_calibration:,} held-out normal calibration rows.",
+        "",
+    ]
+    if evaluation is not None:
+        lines += _test_section(evaluation)
+    else:
+        lines += ["## Test recording", "No labelled test recording was given: no detection metrics.", ""]
+    lines += _explainer_section(manifest)
+    parity = manifest.metrics.get("parity", {})
+    if parity:
+        lines += [
+            "## Export check",
+            f"- onnxruntime vs torch over {parity['rows']} rows: score relative error "
+            f"{parity['score_max_rel_error']:.2g}, sensor_error {parity['sensor_error_max_rel_error']:.2g}.",
+            "",
+        ]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p[:-4]}]({p})" for p in plots] + [""]
+    versions = ", ".join(f"{k} {v}" for k, v in manifest.library_versions.items())
+    lines += ["## Software", versions, ""]
+    return "\n".join(lines)
+
+
+def _ranking_table(ranking: dict[str, dict[str, Any]]) -> list[str]:
+    """Rows per fault kind: HitRate@150 % and NDCG@150 % of attention, error ranking and random ranking."""
+    methods = ("attention", "error", "random")
+    lines = [
+        "| fault kind | rows | HitRate@150% attention | error | random "
+        "| NDCG@150% attention | error | random |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in ranking["attention"]:
+        hit = [_fmt(ranking[m][kind]["hitrate@150%"]) for m in methods]
+        ndcg = [_fmt(ranking[m][kind]["ndcg@150%"]) for m in methods]
+        rows = ranking["attention"][kind]["n_rows_ranked"]
+        lines.append(f"| {kind} | {rows} | {' | '.join(hit)} | {' | '.join(ndcg)} |")
+    return lines
+
+
+def _explainer_section(manifest: Manifest) -> list[str]:
+    if "explainer" not in manifest.graphs:
+        return ["## Explainer", "This version has no attention explainer.", ""]
+    e = manifest.training["explainer"]
+    lines = [
+        "## Explainer",
+        f"`{manifest.graphs['explainer'].file}`: one self-attention layer over the {manifest.n_sensors} "
+        f"sensor tokens (d_model {e['architecture']['d_model']}, d_k {e['architecture']['d_key']}) and an "
+        "attention-pooling readout whose weights (non-negative, summing to 1) rank the sensors. Trained on "
+        f"faults injected into normal training rows, {e['epochs_run']} epochs (best {e['best_epoch']}), "
+        f"{e['fit_seconds']:.0f} s.",
+        "",
+        f"Held out: faults injected into {e['held_out_ranking_rows']} calibration rows "
+        "(all = every kind together).",
+        "",
+        *_ranking_table(e["held_out_ranking"]),
+        "",
+    ]
+    test = manifest.metrics.get("explainer_test_ranking")
+    if test:
+        lines += ["On the test recording's real faults:", "", *_ranking_table(test), ""]
+    return lines
+
+
+def _test_section(evaluation: Evaluation) -> list[str]:
+    r = evaluation.report
+    ae, pca = r["autoencoder"], r["baseline_pca"]
+    lines = [
+        "## Test recording",
+        f"`{Path(r['data']['file']).name}`: {ae['n_rows']:,} rows, {ae['n_anomalous']:,} anomalous "
+        "(scored by this artifact's ONNX graph). PCA = reconstruction baseline with the same bottleneck, "
+        "standardisation and score definition, calibrated the same way.",
+        "",
+        "| metric | autoencoder | PCA baseline |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("roc_auc", "ROC-AUC"),
+        ("pr_auc", "PR-AUC"),
+        ("precision", "precision at threshold"),
+        ("recall", "recall at threshold"),
+        ("f1", "F1 at threshold"),
+        ("false_alarm_rate", "false-alarm rate at threshold"),
+    ):
+        lines.append(f"| {label} | {_fmt(ae[key])} | {_fmt(pca[key])} |")
+    for key in ("hitrate@100%", "ndcg@100%", "hitrate@150%", "ndcg@150%"):
+        if "ranking" in ae:
+            lines.append(
+                f"| sensor ranking {key} | {_fmt(ae['ranking'][key])} | {_fmt(pca['ranking'][key])} |"
+            )
+    kinds = ae.get("recall_by_fault_kind", {})
+    if kinds:
+        lines += [
+            "",
+            "| fault kind | rows | recall AE | recall PCA | ROC-AUC AE | ROC-AUC PCA |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind, k in kinds.items():
+            p = pca["recall_by_fault_kind"][kind]
+            lines.append(
+                f"| {kind} | {k['n_rows']} | {_fmt(k['recall'])} | {_fmt(p['recall'])} | "
+                f"{_fmt(k['roc_auc'])} | {_fmt(p['roc_auc'])} |"
+            )
+    return [*lines, ""]
+
+
+def _loss_plot(directory: Path, result: TrainResult) -> Path:
+    epochs = [r["epoch"] for r in result.history]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(epochs, [r["train_mse"] for r in result.history], label="training MSE")
+    ax.plot(epochs, [r["val_mse"] for r in result.history], label="validation MSE")
+    ax.axvline(result.summary["best_epoch"], color="grey", linestyle=":", label="kept (best validation)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (standardised units)")
+    ax.set_title("Training and validation loss")
+    ax.legend()
+    return _save(fig, directory / "loss.png")
+
+
+def _score_plot(
+    directory: Path, manifest: Manifest, result: TrainResult, evaluation: Evaluation | None
+) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    threshold = manifest.threshold.value
+    if evaluation is not None:
+        s, y = evaluation.scores["autoencoder"], evaluation.labels
+        groups = [(s[y == 0], "normal test readings"), (s[y == 1], "anomalous test readings")]
+    else:
+        groups = [(result.calibration_scores.astype(np.float64), "calibration readings (normal)")]
+    positive = np.concatenate([g for g, _ in groups])
+    positive = positive[positive > 0]
+    low = max(float(positive.min()), 1e-3) if positive.size else 1e-3
+    high = max(float(positive.max()), threshold) * 1.5 if positive.size else threshold * 1.5
+    bins = [float(b) for b in np.geomspace(low, high, 80)]
+    for values, label in groups:
+        ax.hist(np.clip(values, low, None), bins=bins, alpha=0.55, label=label)
+    ax.axvline(threshold, color="crimson", label=f"threshold {threshold:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("score (log)")
+    ax.set_ylabel("readings")
+    ax.set_title("Score distribution")
+    ax.legend()
+    return _save(fig, directory / "scores.png")
+
+
+def _roc_plot(directory: Path, evaluation: Evaluation) -> Path | None:
+    y = evaluation.labels
+    if y.min() == y.max():
+        return None
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    for name, label in (("autoencoder", "autoencoder"), ("baseline_pca", "PCA baseline")):
+        fpr, tpr, _ = roc_curve(y, evaluation.scores[name])
+        auc = evaluation.report[name]["roc_auc"]
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("false-alarm rate")
+    ax.set_ylabel("recall")
+    ax.set_title("ROC on the test recording")
+    ax.legend(loc="lower right")
+    return _save(fig, directory / "roc.png")
+
+
+def _recall_plot(directory: Path, evaluation: Evaluation) -> Path | None:
+    ae = evaluation.report["autoencoder"].get("recall_by_fault_kind", {})
+    pca = evaluation.report["baseline_pca"].get("recall_by_fault_kind", {})
+    if not ae:
+        return None
+    kinds = list(ae)
+    x = np.arange(len(kinds))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.bar(x - 0.2, [ae[k]["recall"] for k in kinds], 0.4, label="autoencoder")
+    ax.bar(x + 0.2, [pca[k]["recall"] for k in kinds], 0.4, label="PCA baseline")
+    ax.set_xticks(x, kinds, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall at the stored threshold")
+    ax.set_title("Recall per fault kind")
+    ax.legend()
+    return _save(fig, directory / "recall_by_kind.png")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -1,0 +1,190 @@
+"""Turn a training result into a verified model version, atomically.
+
+  <store>/<name>/.build-XXXX/   everything is written here first (same filesystem as the target)
+  <store>/<name>/<version>/     then renamed into place in one step, verified,
+  <store>/<name>/CURRENT        and only then pointed at by an atomic replace.
+
+A failure or an interrupt at any step removes the build directory and leaves `CURRENT` where it was, so
+the service never sees a partial version. Files of a version:
+  model.onnx          raw readings -> score, sensor_error (see `export`)
+  manifest.json       the contract (see `factory_anomaly.artifact`): threshold, sensors, checksums, metrics
+  model_card.md, *.png  for people (see `card`)
+  model.pt            torch weights of the scorer (for retraining and the explainer; never served)
+  baseline_pca.npz    the PCA baseline the card compares against
+  training_log.jsonl  one record per epoch
+  evaluation.json     the test-recording report, when one was given
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from factory_anomaly.artifact import (
+    EXPLAINER,
+    FORMAT_VERSION,
+    SCORER,
+    Manifest,
+    ThresholdSpec,
+    check_consistency,
+    hash_files,
+    iso_utc,
+    new_build_dir,
+    publish_version,
+    sha256_file,
+    verify_artifact,
+    version_id,
+    write_current,
+    write_manifest,
+)
+from factory_anomaly.training.card import write_card
+from factory_anomaly.training.evaluate import BASELINE_FILE, TestRecording, evaluate_recording, open_model
+from factory_anomaly.training.export import (
+    EXPLAINER_OUTPUT_NAMES,
+    check_parity,
+    explainer_graph_spec,
+    export_explainer,
+    export_scorer,
+    scorer_graph_spec,
+)
+from factory_anomaly.training.train import TrainResult
+
+log = logging.getLogger("training.publish")
+
+EXPLAINER_FILE = "explainer.onnx"
+EXPLAINER_PARITY_ROWS = 128  # per batch: the n x n attention makes torch slow on big batches
+PARITY_RANDOM_ROWS = 256
+PARITY_REAL_ROWS = 1024
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "numpy", "scikit-learn", "scipy", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def publish(result: TrainResult, model_dir: Path, test: TestRecording | None = None) -> Path:
+    """Build, verify and publish a version of `result` under `model_dir`; point CURRENT at it; return it."""
+    model_dir = Path(model_dir)
+    build = new_build_dir(model_dir)
+    published: Path | None = None
+    try:
+        manifest = _build(result, model_dir.name, build, test)
+        published = publish_version(build, model_dir, manifest.version)
+        verify_artifact(published)
+        write_current(model_dir, manifest.version)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        if published is not None:
+            shutil.rmtree(published, ignore_errors=True)
+        raise
+    log.info("published %s/%s and pointed CURRENT at it", model_dir, manifest.version)
+    return published
+
+
+def _build(result: TrainResult, name: str, build: Path, test: TestRecording | None) -> Manifest:
+    scorer = result.scorer
+    n = len(result.sensor_names)
+    torch.save(
+        {
+            "state_dict": scorer.state_dict(),
+            "n_sensors": n,
+            "hidden": list(result.summary["architecture"]["hidden"]),
+        },
+        build / "model.pt",
+    )
+    result.baseline.save(build / BASELINE_FILE)
+    with (build / "training_log.jsonl").open("w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in result.history)
+    export_scorer(scorer, build / "model.onnx")
+    parity = check_parity(scorer, build / "model.onnx", _parity_batches(result))
+    graphs = {SCORER: scorer_graph_spec(n)}
+    metrics: dict[str, Any] = {"parity": parity, "held_out": result.summary["held_out"]}
+    if result.explainer is not None:
+        export_explainer(result.explainer, build / EXPLAINER_FILE)
+        batches = [b[:EXPLAINER_PARITY_ROWS] for b in _parity_batches(result)]
+        metrics["explainer_parity"] = check_parity(
+            result.explainer, build / EXPLAINER_FILE, batches, EXPLAINER_OUTPUT_NAMES
+        )
+        graphs[EXPLAINER] = explainer_graph_spec(n, EXPLAINER_FILE)
+        metrics["explainer"] = {"held_out_ranking": result.summary["explainer"]["held_out_ranking"]}
+
+    created = datetime.now(UTC).replace(microsecond=0)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        name=name,
+        version=version_id(created, sha256_file(build / "model.onnx")),
+        created_at=iso_utc(created),
+        n_sensors=n,
+        sensor_names=tuple(result.sensor_names),
+        sensor_low=tuple(float(v) for v in result.sensor_low),
+        sensor_high=tuple(float(v) for v in result.sensor_high),
+        graphs=graphs,
+        threshold=ThresholdSpec(
+            value=float(result.threshold.value),
+            method=result.threshold.method,
+            target_fpr=float(result.threshold.target_fpr),
+            n_calibration=int(result.threshold.n_calibration),
+        ),
+        files={},
+        training=result.summary
+        | {
+            "threshold_details": result.threshold.to_dict()["details"],
+            "baseline_pca": {"file": BASELINE_FILE, "threshold": result.baseline_threshold.to_dict()},
+        },
+        library_versions=library_versions(),
+        metrics=metrics,
+    )
+    write_manifest(manifest, build)  # provisional: lets the evaluation read the version being built
+
+    evaluation = None
+    if test is not None:
+        evaluation = evaluate_recording(open_model(build, verify=False), test)
+        (build / "evaluation.json").write_text(json.dumps(evaluation.report, indent=1))
+        test_metrics = {"test": _headline(evaluation.report)}
+        if "explainer_ranking" in evaluation.report:
+            test_metrics["explainer_test_ranking"] = evaluation.report["explainer_ranking"]
+        manifest = replace(manifest, metrics=manifest.metrics | test_metrics)
+    write_card(build, manifest, result, evaluation)
+
+    manifest = replace(manifest, files=hash_files(build))
+    check_consistency(manifest)
+    write_manifest(manifest, build)
+    return manifest
+
+
+def _parity_batches(result: TrainResult) -> list[np.ndarray]:
+    """Real calibration rows, one single row, and random readings spread over each sensor's training range."""
+    rng = np.random.default_rng(0)
+    low, high = result.sensor_low, result.sensor_high
+    span = np.maximum(high - low, 1e-6)
+    random_rows = low + span * rng.uniform(-0.25, 1.25, size=(PARITY_RANDOM_ROWS, len(low)))
+    real = result.calibration[:PARITY_REAL_ROWS]
+    return [real, real[:1], random_rows.astype(np.float32)]
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The test metrics the manifest carries (the full report stays in evaluation.json)."""
+    out: dict[str, Any] = {"rows": report["data"]["rows"], "file": Path(report["data"]["file"]).name}
+    for model in ("autoencoder", "baseline_pca"):
+        section = report[model]
+        out[model] = {
+            k: section[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "f1", "false_alarm_rate")
+        } | {"recall_by_fault_kind": section.get("recall_by_fault_kind", {})}
+        if "ranking" in section:
+            out[model]["ranking"] = section["ranking"]
+    return out
