@@ -1,57 +1,94 @@
 """Domain errors: each carries its HTTP status and a stable `code` that clients and dashboards key on.
 
-Standard library only, so the inference core (`readings`, `scoring`, `registry`) raises these without
-importing a web framework. `app.routes.errors` renders every one of them, and FastAPI's and Starlette's
-own errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
+`ErrorCode` is the one list of codes the service answers with, each with its status and when it is raised;
+the metrics' `code` label values, the framework-error mapping (`routes.errors`) and the table in
+docs/serving.md are derived from it or checked against it (tests/app/test_errors.py). Load failures
+(`ReloadFailed` 409, `/readyz` and `model_unavailable` 503) carry an `ArtifactCode` of the artifact contract
+or one of the load codes below.
 
-  status  code                    raised when
-  400     malformed_json          the body is not JSON (or not UTF-8)
-  400     invalid_content_length  Content-Length is not a non-negative integer
-  400     client_disconnected     the client went away mid-body (logged; nobody reads the answer)
-  401     missing_api_key         API keys are configured and the request carries none
-  401     invalid_api_key         ... and the key it carries is not one of them
-  401     missing_admin_token     an admin endpoint without `Authorization: Bearer <token>`
-  403     invalid_admin_token     ... with a token that is not ADMIN_TOKEN
-  403     admin_disabled          an admin endpoint while ADMIN_TOKEN is unset
-  404     not_found               no such route
-  404     explainer_unavailable   POST /v1/explain while the serving version has no explainer graph
-  405     method_not_allowed      the route exists, the method does not
-  408     body_timeout            the body did not arrive whole within BODY_TIMEOUT_S (Connection: close)
-  409     <ArtifactError code>    a reload failed; the previous model keeps serving (see `ReloadFailed`)
-  413     body_too_large          the body is larger than MAX_BODY_BYTES
-  413     batch_too_large         more rows than MAX_BATCH
-  415     unsupported_media_type  Content-Type missing or not one the endpoint accepts
-  431     headers_too_large       the request's header block is larger than MAX_HEADER_BYTES (app.middleware)
-  422     invalid_type            a field or the body has the wrong JSON type
-  422     missing_field           a required field is absent
-  422     unknown_field           a field the endpoint does not know (a misspelt field is never ignored)
-  422     duplicate_field         a field given twice in the JSON object (never silently one of the two)
-  422     invalid_value           a reading element is not a JSON number (null, boolean, string, list)
-  422     non_finite_value        NaN / Infinity / -Infinity (JSON tokens or float32 bits)
-  422     value_out_of_range      a number beyond float32 (|x| > 3.4028235e38, e.g. 1e39, 1e309)
-  422     wrong_length            a vector does not have one value per sensor
-  422     empty_batch             no rows
-  422     ids_mismatch            `ids` does not have one entry per vector
-  422     invalid_top_k           `top_k` of /v1/explain is not an integer from 1 to n_sensors
-  422     invalid_binary_length   an octet-stream body that is not a whole number of float32 rows
-  422     empty_body              an octet-stream body with no bytes
-  422     invalid_version         a version name that cannot be a version directory
-  422     validation_error        FastAPI's own request validation
-  500     internal_error          a bug; logged with its traceback, the body says nothing more
-  503     model_unavailable       no model is loaded (the message says why)
-  503     overloaded              the micro-batching queue is full (Retry-After: 1); see app.batching
+Standard library only, so the inference core (`wire.parse`, `model`, `serving`) raises these without
+importing a web framework. `routes.errors` renders every one of them, and FastAPI's and Starlette's own
+errors, as `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """A code of the service's error answers; the value is the wire string."""
+
+    status: int
+    when: str
+
+    def __new__(cls, value: str, status: int, when: str) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status, member.when = status, when
+        return member
+
+    MALFORMED_JSON = "malformed_json", 400, "the body is not JSON (or not UTF-8)"
+    INVALID_CONTENT_LENGTH = "invalid_content_length", 400, "Content-Length is not a non-negative integer"
+    CLIENT_DISCONNECTED = (
+        "client_disconnected",
+        400,
+        "the client went away mid-body (nobody reads the answer)",
+    )
+    BAD_REQUEST = "bad_request", 400, "the framework refused the request (HTTP 400)"
+    MISSING_API_KEY = "missing_api_key", 401, "API keys are configured and the request carries none"
+    INVALID_API_KEY = "invalid_api_key", 401, "the API key it carries is not one of them"
+    MISSING_ADMIN_TOKEN = "missing_admin_token", 401, "an admin endpoint without `Authorization: Bearer`"
+    UNAUTHORIZED = "unauthorized", 401, "the framework refused the request (HTTP 401)"
+    INVALID_ADMIN_TOKEN = "invalid_admin_token", 403, "an admin endpoint with a token that is not ADMIN_TOKEN"
+    ADMIN_DISABLED = "admin_disabled", 403, "an admin endpoint while ADMIN_TOKEN is unset"
+    FORBIDDEN = "forbidden", 403, "the framework refused the request (HTTP 403)"
+    NOT_FOUND = "not_found", 404, "no such route"
+    EXPLAINER_UNAVAILABLE = (
+        "explainer_unavailable",
+        404,
+        "POST /v1/explain while the version has no explainer",
+    )
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route exists, the method does not"
+    NOT_ACCEPTABLE = "not_acceptable", 406, "the framework refused the request (HTTP 406)"
+    BODY_TIMEOUT = "body_timeout", 408, "the body did not arrive whole within BODY_TIMEOUT_S"
+    LOAD_FAILED = "load_failed", 409, "a reload failed (the answer carries the load failure's own code)"
+    BODY_TOO_LARGE = "body_too_large", 413, "the body is larger than MAX_BODY_BYTES"
+    BATCH_TOO_LARGE = "batch_too_large", 413, "more rows than MAX_BATCH"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "Content-Type missing or not accepted"
+    HEADERS_TOO_LARGE = "headers_too_large", 431, "the header block is larger than MAX_HEADER_BYTES"
+    INVALID_TYPE = "invalid_type", 422, "a field or the body has the wrong JSON type"
+    MISSING_FIELD = "missing_field", 422, "a required field is absent"
+    UNKNOWN_FIELD = "unknown_field", 422, "a field the endpoint does not know (never silently ignored)"
+    DUPLICATE_FIELD = "duplicate_field", 422, "a field given twice in the JSON object"
+    INVALID_VALUE = "invalid_value", 422, "a reading element is not a JSON number"
+    NON_FINITE_VALUE = "non_finite_value", 422, "NaN / Infinity / -Infinity (JSON tokens or float32 bits)"
+    VALUE_OUT_OF_RANGE = "value_out_of_range", 422, "a number beyond float32 (|x| > 3.4028235e38)"
+    WRONG_LENGTH = "wrong_length", 422, "a vector does not have one value per sensor"
+    EMPTY_BATCH = "empty_batch", 422, "no rows"
+    IDS_MISMATCH = "ids_mismatch", 422, "`ids` does not have one entry per vector"
+    INVALID_TOP_K = "invalid_top_k", 422, "`top_k` of /v1/explain is not an integer from 1 to n_sensors"
+    INVALID_BINARY_LENGTH = "invalid_binary_length", 422, "an octet-stream body not a whole number of rows"
+    EMPTY_BODY = "empty_body", 422, "an octet-stream body with no bytes"
+    INVALID_VERSION = "invalid_version", 422, "a version name that cannot be a version directory"
+    VALIDATION_ERROR = "validation_error", 422, "FastAPI's own request validation"
+    INTERNAL_ERROR = "internal_error", 500, "a bug; logged with its traceback, the body says nothing more"
+    MODEL_UNAVAILABLE = "model_unavailable", 503, "no model is loaded (the message says why)"
+    OVERLOADED = "overloaded", 503, "the micro-batching queue is full (Retry-After: 1)"
+    HTTP_ERROR = "http_error", 400, "any other HTTP error of the framework (its own status)"
+    # Load failures after verification (`model.loader.ModelLoadError`): 409 from a reload, 503 from /readyz.
+    PROVIDER_UNAVAILABLE = "provider_unavailable", 409, "the asked-for execution provider is not available"
+    MODEL_INVALID = "model_invalid", 409, "onnxruntime cannot load the graph"
+    GRAPH_MISMATCH = "graph_mismatch", 409, "the graph is not what the manifest or the service contract says"
+    WARMUP_FAILED = "warmup_failed", 409, "the warm-up run failed or gave outputs of the wrong shape"
 
 
 class ServiceError(Exception):
     """An error with an HTTP status and a stable code; `message` is safe to show to the client."""
 
-    status: int = 500
-    code: str = "internal_error"
+    status: int = ErrorCode.INTERNAL_ERROR.status
+    code: str = ErrorCode.INTERNAL_ERROR
 
     def __init__(
         self,
@@ -65,26 +102,28 @@ class ServiceError(Exception):
         self.message = message
         if code is not None:
             self.code = code
+            if isinstance(code, ErrorCode):
+                self.status = code.status
         if status is not None:
             self.status = status
         self.headers = dict(headers or {})
 
 
 class MalformedRequest(ServiceError):
-    status, code = 400, "malformed_json"
+    status, code = ErrorCode.MALFORMED_JSON.status, ErrorCode.MALFORMED_JSON
 
 
 class Unauthorized(ServiceError):
     """401; carries `WWW-Authenticate: Bearer` as RFC 9110 asks of a 401."""
 
-    status, code = 401, "missing_api_key"
+    status, code = ErrorCode.MISSING_API_KEY.status, ErrorCode.MISSING_API_KEY
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ServiceError):
-    status, code = 403, "invalid_admin_token"
+    status, code = ErrorCode.INVALID_ADMIN_TOKEN.status, ErrorCode.INVALID_ADMIN_TOKEN
 
 
 class BodyTimeout(ServiceError):
@@ -92,24 +131,24 @@ class BodyTimeout(ServiceError):
     or a Content-Length larger than what it sends). `Connection: close`: the rest of that body, should it
     come, must not be read as the next request."""
 
-    status, code = 408, "body_timeout"
+    status, code = ErrorCode.BODY_TIMEOUT.status, ErrorCode.BODY_TIMEOUT
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Connection": "close"})
 
 
 class PayloadTooLarge(ServiceError):
-    status, code = 413, "body_too_large"
+    status, code = ErrorCode.BODY_TOO_LARGE.status, ErrorCode.BODY_TOO_LARGE
 
 
 class UnsupportedMediaType(ServiceError):
-    status, code = 415, "unsupported_media_type"
+    status, code = ErrorCode.UNSUPPORTED_MEDIA_TYPE.status, ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class InvalidInput(ServiceError):
     """422: the request is well-formed JSON or binary, but its content cannot be scored."""
 
-    status, code = 422, "invalid_type"
+    status, code = ErrorCode.INVALID_TYPE.status, ErrorCode.INVALID_TYPE
 
 
 class ReloadFailed(ServiceError):
@@ -119,25 +158,25 @@ class ReloadFailed(ServiceError):
     409 because the request was fine but conflicts with what the store holds; the previous model, if
     any, keeps serving."""
 
-    status, code = 409, "load_failed"
+    status, code = ErrorCode.LOAD_FAILED.status, ErrorCode.LOAD_FAILED
 
 
 class ModelUnavailable(ServiceError):
-    status, code = 503, "model_unavailable"
+    status, code = ErrorCode.MODEL_UNAVAILABLE.status, ErrorCode.MODEL_UNAVAILABLE
 
 
 class ExplainerUnavailable(ServiceError):
     """404: the serving model version has no explainer graph. Not 503: the service is up and scoring,
     and retrying will not help until a version with an explainer is loaded."""
 
-    status, code = 404, "explainer_unavailable"
+    status, code = ErrorCode.EXPLAINER_UNAVAILABLE.status, ErrorCode.EXPLAINER_UNAVAILABLE
 
 
 class Overloaded(ServiceError):
     """503: more single readings are waiting for a micro-batch than MICROBATCH_QUEUE_SIZE allows. Refused
     at once with Retry-After, so a client backs off instead of every wait growing without bound."""
 
-    status, code = 503, "overloaded"
+    status, code = ErrorCode.OVERLOADED.status, ErrorCode.OVERLOADED
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "1"})
@@ -147,7 +186,7 @@ class HeadersTooLarge(ServiceError):
     """431: the header block is larger than the service reads (`app.middleware.MAX_HEADER_BYTES`). The
     connection is closed: a client sending such headers is broken or hostile."""
 
-    status, code = 431, "headers_too_large"
+    status, code = ErrorCode.HEADERS_TOO_LARGE.status, ErrorCode.HEADERS_TOO_LARGE
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Connection": "close"})

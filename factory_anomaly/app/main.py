@@ -17,17 +17,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from factory_anomaly.app.batching import MicroBatcher
 from factory_anomaly.app.config import Settings, get_settings
 from factory_anomaly.app.errors import ReloadFailed
-from factory_anomaly.app.logs import configure_logging
-from factory_anomaly.app.metrics import Metrics, MetricsMiddleware
-from factory_anomaly.app.middleware import RequestContextMiddleware
-from factory_anomaly.app.registry import ModelRegistry
+from factory_anomaly.app.model.registry import ModelRegistry
+from factory_anomaly.app.observability.logs import configure_logging
+from factory_anomaly.app.observability.metrics import Metrics
+from factory_anomaly.app.observability.middleware import MetricsMiddleware, RequestContextMiddleware
 from factory_anomaly.app.routes import admin, explain, health, model, scoring
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
-from factory_anomaly.app.scoring import InferencePool
+from factory_anomaly.app.serving.pool import InferencePool
+from factory_anomaly.app.serving.service import ScoringService, micro_batcher
 
 log = logging.getLogger("app.main")
 
@@ -47,7 +47,8 @@ def create_app(
         registry = ModelRegistry(settings, observer=metrics)
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
-        app.state.batcher = batcher = _micro_batcher(settings, pool, metrics)
+        app.state.batcher = batcher = micro_batcher(settings, pool, metrics)
+        app.state.service = ScoringService(settings, registry, pool, metrics, batcher)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
@@ -79,23 +80,6 @@ def create_app(
         app.include_router(router)
     metrics.init_routes(route for router in routers for route in router.routes)
     return app
-
-
-def _micro_batcher(settings: Settings, pool: InferencePool, metrics: Metrics) -> MicroBatcher | None:
-    """The micro-batcher of `/v1/score` when MICROBATCH_MAX_BATCH > 1, else None (each request runs alone)."""
-    if settings.microbatch_max_batch <= 1:
-        return None
-    return MicroBatcher(
-        pool,
-        max_batch=settings.microbatch_max_batch,
-        max_delay_s=settings.microbatch_max_delay_us / 1e6,
-        queue_size=settings.microbatch_queue_size,
-        # with a delay, one collector (see app.batching); without, one per scoring thread
-        workers=1 if settings.microbatch_max_delay_us > 0 else settings.scoring_threads,
-        top_k=settings.log_top_sensors,
-        observe=metrics.observe_microbatch,
-        inline_single=settings.inline_max_body_bytes > 0,
-    )
 
 
 app = create_app()

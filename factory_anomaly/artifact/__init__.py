@@ -12,7 +12,7 @@ definition. One module per job:
 The names below are the contract's public API; import them from here.
 """
 
-from factory_anomaly.artifact.errors import ArtifactError
+from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import (
     BASELINE_FILE,
     BUILD_PREFIX,
@@ -64,6 +64,7 @@ __all__ = [
     "SCORER",
     "SCORER_FILE",
     "TRAINING_LOG_FILE",
+    "ArtifactCode",
     "ArtifactError",
     "GraphSpec",
     "Manifest",

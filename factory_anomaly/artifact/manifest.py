@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, PlainValidator, Strict, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from factory_anomaly.artifact.errors import ArtifactError
+from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import MANIFEST_FILE
 
 FORMAT_VERSION = 1
@@ -129,13 +129,13 @@ class Manifest:
         if not isinstance(data, dict):
             raise _invalid("the top level", "an object", data)
         if "format_version" not in data:
-            raise ArtifactError("manifest_invalid", f"{MANIFEST_FILE}: format_version is missing")
+            raise ArtifactError(ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: format_version is missing")
         found = data["format_version"]
         if isinstance(found, bool) or not isinstance(found, int):
             raise _invalid("format_version", "an integer", found)
         if found != FORMAT_VERSION:
             raise ArtifactError(
-                "format_version",
+                ArtifactCode.FORMAT_VERSION,
                 f"{MANIFEST_FILE}: format_version {found} is not supported (supported: {FORMAT_VERSION})",
             )
         try:
@@ -165,7 +165,7 @@ def _show(value: Any) -> str:
 
 def _invalid(path: str, expected: str, value: Any) -> ArtifactError:
     return ArtifactError(
-        "manifest_invalid", f"{MANIFEST_FILE}: {path} must be {expected}, got {_show(value)}"
+        ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: {path} must be {expected}, got {_show(value)}"
     )
 
 
@@ -190,9 +190,9 @@ def _from_pydantic(exc: ValidationError) -> ArtifactError:
         return _invalid(f"a key of {_path(loc[:-2])}", "a string", loc[-2])
     path = _path(loc)
     if kind in ("missing", "missing_argument"):
-        return ArtifactError("manifest_invalid", f"{MANIFEST_FILE}: {path} is missing")
+        return ArtifactError(ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: {path} is missing")
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
-        return ArtifactError("manifest_invalid", f"{MANIFEST_FILE}: unknown field {path}")
+        return ArtifactError(ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: unknown field {path}")
     if kind == "value_error":
         expected = str(error.get("ctx", {}).get("error", error["msg"]))
     else:
@@ -229,18 +229,22 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ArtifactError("manifest_missing", f"no {MANIFEST_FILE} in {directory}") from exc
+        raise ArtifactError(ArtifactCode.MANIFEST_MISSING, f"no {MANIFEST_FILE} in {directory}") from exc
     except IsADirectoryError as exc:
-        raise ArtifactError("manifest_missing", f"{path} is a directory, not a file") from exc
+        raise ArtifactError(ArtifactCode.MANIFEST_MISSING, f"{path} is a directory, not a file") from exc
     except UnicodeDecodeError as exc:
-        raise ArtifactError("manifest_invalid", f"{MANIFEST_FILE}: not UTF-8 text ({exc.reason})") from exc
+        raise ArtifactError(
+            ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: not UTF-8 text ({exc.reason})"
+        ) from exc
     except OSError as exc:
-        raise ArtifactError("manifest_invalid", f"{MANIFEST_FILE}: cannot be read ({exc.strerror})") from exc
+        raise ArtifactError(
+            ArtifactCode.MANIFEST_INVALID, f"{MANIFEST_FILE}: cannot be read ({exc.strerror})"
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(
-            "manifest_invalid",
+            ArtifactCode.MANIFEST_INVALID,
             f"{MANIFEST_FILE}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
         ) from exc
     return Manifest.from_dict(data)

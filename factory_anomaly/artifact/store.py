@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from factory_anomaly.artifact.errors import ArtifactError
+from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import BUILD_PREFIX, CURRENT_FILE, version_name_problem
 
 
@@ -21,21 +21,23 @@ def read_current(model_dir: Path) -> str:
     """
     path = Path(model_dir) / CURRENT_FILE
     if path.is_symlink():
-        raise ArtifactError("current_invalid", f"{path} is a symlink; it must be a plain file")
+        raise ArtifactError(ArtifactCode.CURRENT_INVALID, f"{path} is a symlink; it must be a plain file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ArtifactError("current_missing", f"no {CURRENT_FILE} in {model_dir}") from exc
+        raise ArtifactError(ArtifactCode.CURRENT_MISSING, f"no {CURRENT_FILE} in {model_dir}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError("current_invalid", f"{path} cannot be read as text: {exc}") from exc
+        raise ArtifactError(ArtifactCode.CURRENT_INVALID, f"{path} cannot be read as text: {exc}") from exc
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise ArtifactError("current_invalid", f"{path} is empty")
+        raise ArtifactError(ArtifactCode.CURRENT_INVALID, f"{path} is empty")
     if len(lines) > 1:
-        raise ArtifactError("current_invalid", f"{path} has {len(lines)} non-empty lines, expected one")
+        raise ArtifactError(
+            ArtifactCode.CURRENT_INVALID, f"{path} has {len(lines)} non-empty lines, expected one"
+        )
     problem = version_name_problem(lines[0])
     if problem is not None:
-        raise ArtifactError("current_invalid", f"{path} holds {lines[0]!r}, which {problem}")
+        raise ArtifactError(ArtifactCode.CURRENT_INVALID, f"{path} holds {lines[0]!r}, which {problem}")
     return lines[0]
 
 
@@ -45,7 +47,7 @@ def resolve_current(model_dir: Path) -> Path:
     path = Path(model_dir) / version
     if not path.is_dir():
         raise ArtifactError(
-            "version_missing", f"{CURRENT_FILE} names {version!r} but {path} is not a directory"
+            ArtifactCode.VERSION_MISSING, f"{CURRENT_FILE} names {version!r} but {path} is not a directory"
         )
     return path
 
@@ -74,11 +76,12 @@ def write_current(model_dir: Path, version: str) -> Path:
     problem = version_name_problem(version)
     if problem is not None:
         raise ArtifactError(
-            "current_invalid", f"refusing to write {version!r} to {CURRENT_FILE}: it {problem}"
+            ArtifactCode.CURRENT_INVALID, f"refusing to write {version!r} to {CURRENT_FILE}: it {problem}"
         )
     if not (model_dir / version).is_dir():
         raise ArtifactError(
-            "version_missing", f"refusing to point {CURRENT_FILE} at {model_dir / version}: no such directory"
+            ArtifactCode.VERSION_MISSING,
+            f"refusing to point {CURRENT_FILE} at {model_dir / version}: no such directory",
         )
     target = model_dir / CURRENT_FILE
     fd, tmp_name = tempfile.mkstemp(prefix=f".{CURRENT_FILE}-", suffix=".tmp", dir=model_dir)
@@ -127,14 +130,16 @@ def publish_version(build_dir: Path, model_dir: Path, version: str) -> Path:
         raise ValueError(f"version {version!r} {problem}")
     target = model_dir / version
     if target.exists() or target.is_symlink():
-        raise ArtifactError("version_exists", f"{target} already exists; versions are never overwritten")
+        raise ArtifactError(
+            ArtifactCode.VERSION_EXISTS, f"{target} already exists; versions are never overwritten"
+        )
     _fsync_tree(build_dir)
     try:
         os.rename(build_dir, target)
     except OSError as exc:
         if target.exists():  # created between the check and the rename
             raise ArtifactError(
-                "version_exists", f"{target} already exists; versions are never overwritten"
+                ArtifactCode.VERSION_EXISTS, f"{target} already exists; versions are never overwritten"
             ) from exc
         raise
     _fsync_dir(model_dir)

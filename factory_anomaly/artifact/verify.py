@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from factory_anomaly.artifact.errors import ArtifactError
+from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import INPUT_DTYPE, MANIFEST_FILE, SCORER
 from factory_anomaly.artifact.manifest import GraphSpec, Manifest, read_manifest
 
@@ -40,7 +40,7 @@ def hash_files(directory: Path) -> dict[str, str]:
 
 
 def _inconsistent(message: str) -> ArtifactError:
-    return ArtifactError("inconsistent", f"{MANIFEST_FILE}: {message}")
+    return ArtifactError(ArtifactCode.INCONSISTENT, f"{MANIFEST_FILE}: {message}")
 
 
 def check_consistency(manifest: Manifest) -> None:
@@ -136,7 +136,7 @@ def verify_artifact(directory: Path) -> Manifest:
             problem = "it resolves outside the version directory (a symlink)"
         if problem is not None:
             raise ArtifactError(
-                "manifest_invalid",
+                ArtifactCode.MANIFEST_INVALID,
                 f"{MANIFEST_FILE}: files entry {rel!r} must be a normalised relative path inside the "
                 f"version directory: {problem}",
             )
@@ -147,16 +147,16 @@ def verify_artifact(directory: Path) -> Manifest:
     for rel in manifest.files:
         if not (directory / rel).is_file():
             raise ArtifactError(
-                "file_missing", f"{rel}: listed in {MANIFEST_FILE} but missing from {directory}"
+                ArtifactCode.FILE_MISSING, f"{rel}: listed in {MANIFEST_FILE} but missing from {directory}"
             )
     for rel, expected in manifest.files.items():
         try:
             actual = sha256_file(directory / rel)
         except OSError as exc:
-            raise ArtifactError("file_missing", f"{rel}: cannot be read ({exc.strerror})") from exc
+            raise ArtifactError(ArtifactCode.FILE_MISSING, f"{rel}: cannot be read ({exc.strerror})") from exc
         if actual != expected:
             raise ArtifactError(
-                "checksum_mismatch",
+                ArtifactCode.CHECKSUM_MISMATCH,
                 f"{rel}: checksum mismatch: expected sha256 {expected[:12]}..., got {actual[:12]}...",
             )
     return manifest

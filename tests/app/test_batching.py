@@ -15,10 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
-from factory_anomaly.app.batching import MicroBatcher
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.errors import Overloaded
-from factory_anomaly.app.scoring import Assessment, InferencePool, LoadedModel, load_model
+from factory_anomaly.app.model import Assessment, LoadedModel, load_model
+from factory_anomaly.app.serving.batcher import MicroBatcher
+from factory_anomaly.app.serving.pool import InferencePool
 from factory_anomaly.artifact import Manifest
 from tests.app.conftest import AUTH, anomalous, running, settings_for
 

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.errors import ExplainerUnavailable
-from factory_anomaly.app.explaining import explain_reading, rank_by_attention
-from factory_anomaly.app.scoring import EXPLAINER_OUTPUTS, LoadedModel, ModelLoadError, load_model
+from factory_anomaly.app.model import EXPLAINER_OUTPUTS, LoadedModel, ModelLoadError, load_model
+from factory_anomaly.app.serving.explaining import explain_reading, rank_by_attention
 from factory_anomaly.artifact import ArtifactError, Manifest, hash_files, read_manifest, write_manifest
 from tests.app.conftest import MODEL_NAME, anomalous, copy_store, publish_without_explainer
 

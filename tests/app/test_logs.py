@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from factory_anomaly.app.logs import JsonFormatter, configure_logging, request_id_var
+from factory_anomaly.app.observability.logs import JsonFormatter, configure_logging, request_id_var
 from factory_anomaly.artifact import Manifest
 from tests.app.conftest import LiveServer, anomalous
 

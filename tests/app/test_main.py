@@ -21,7 +21,8 @@ from tests.app.conftest import AUTH, ROOT, assert_stopped_cleanly, server_env, s
 def test_importing_main_loads_no_training_stack_and_core_no_web_framework() -> None:
     code = (
         "import sys\n"
-        "import factory_anomaly.app.readings, factory_anomaly.app.scoring, factory_anomaly.app.registry\n"
+        "import factory_anomaly.app.wire.parse, factory_anomaly.app.wire.respond, factory_anomaly.app.model\n"
+        "import factory_anomaly.app.model.registry, factory_anomaly.app.serving.service\n"
         "import factory_anomaly.app.errors, factory_anomaly.app.config\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "import factory_anomaly.app.main\n"

@@ -7,7 +7,7 @@ import ctypes.util
 import numpy as np
 import pytest
 
-from factory_anomaly.app.memory import release_freed_memory
+from factory_anomaly.app.model.memory import release_freed_memory
 
 
 def _rss_mib() -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factory_anomaly.app.middleware import request_id_from
+from factory_anomaly.app.observability.middleware import request_id_from
 from tests.app.conftest import running, settings_for
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from factory_anomaly.app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
-from factory_anomaly.app.readings import (
+from factory_anomaly.app.wire.parse import (
     FLOAT32_LIMIT,
     Readings,
     _batch_json_fast,

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factory_anomaly.app import registry as registry_module
 from factory_anomaly.app.errors import InvalidInput, ModelUnavailable, ReloadFailed
-from factory_anomaly.app.registry import ModelRegistry
+from factory_anomaly.app.model import registry as registry_module
+from factory_anomaly.app.model.registry import ModelRegistry
 from tests.app.conftest import MODEL_NAME, copy_store, publish_copy, settings_for
 
 pytestmark = pytest.mark.anyio

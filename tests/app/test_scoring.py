@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from factory_anomaly.app.config import Settings
-from factory_anomaly.app.scoring import CPU, CUDA, LoadedModel, ModelLoadError, load_model, select_providers
+from factory_anomaly.app.model import CPU, CUDA, LoadedModel, ModelLoadError, load_model, select_providers
 from factory_anomaly.artifact import ArtifactError, Manifest, hash_files, read_manifest, write_manifest
 from tests.app.conftest import anomalous
 

@@ -18,9 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from factory_anomaly.app import scoring
 from factory_anomaly.app.config import Settings
-from factory_anomaly.app.scoring import load_model
+from factory_anomaly.app.model import load_model, loader
 from factory_anomaly.artifact import ArtifactError
 from tests.app.conftest import (
     ADMIN,
@@ -219,7 +218,7 @@ def test_a_graph_swapped_after_verification_is_refused(
     version.mkdir()
     for path in trained_small.iterdir():
         (version / path.name).write_bytes(path.read_bytes())
-    real_verify = scoring.verify_artifact
+    real_verify = loader.verify_artifact
 
     def verify_then_swap(directory: Path) -> object:
         manifest = real_verify(directory)
@@ -229,7 +228,7 @@ def test_a_graph_swapped_after_verification_is_refused(
         graph.write_bytes(bytes(data))
         return manifest
 
-    monkeypatch.setattr(scoring, "verify_artifact", verify_then_swap)
+    monkeypatch.setattr(loader, "verify_artifact", verify_then_swap)
     with pytest.raises(ArtifactError) as caught:
         load_model(version, Settings())
     assert caught.value.code == "checksum_mismatch"

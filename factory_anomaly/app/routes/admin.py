@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
-from factory_anomaly.app.errors import InvalidInput, MalformedRequest
-from factory_anomaly.app.readings import refuse_duplicate_fields
+from factory_anomaly.app.errors import ErrorCode, InvalidInput, MalformedRequest
 from factory_anomaly.app.routes.deps import (
     JSON,
     RegistryDep,
@@ -21,7 +20,8 @@ from factory_anomaly.app.routes.deps import (
     read_body,
     require_admin,
 )
-from factory_anomaly.app.schemas import ReloadRequest, ReloadResponse, error_responses, openapi_body
+from factory_anomaly.app.wire.parse import refuse_duplicate_fields
+from factory_anomaly.app.wire.schemas import ReloadRequest, ReloadResponse, error_responses, openapi_body
 
 RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
 
@@ -40,13 +40,17 @@ async def _requested_version(request: Request, timeout_s: float) -> str | None:
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
     if type(doc) is not dict:
-        raise InvalidInput('the body must be a JSON object such as {"version": "..."}', code="invalid_type")
+        raise InvalidInput(
+            'the body must be a JSON object such as {"version": "..."}', code=ErrorCode.INVALID_TYPE
+        )
     for key in doc:
         if key != "version":
-            raise InvalidInput(f"unknown field {key[:40]!r} (accepted: version)", code="unknown_field")
+            raise InvalidInput(
+                f"unknown field {key[:40]!r} (accepted: version)", code=ErrorCode.UNKNOWN_FIELD
+            )
     version = doc.get("version")
     if version is not None and type(version) is not str:
-        raise InvalidInput("version must be a string", code="invalid_type")
+        raise InvalidInput("version must be a string", code=ErrorCode.INVALID_TYPE)
     refuse_duplicate_fields(body, doc)  # {"version": "a", "version": "b"} must not load b
     return version
 

@@ -13,20 +13,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from factory_anomaly.app.errors import ServiceError
-from factory_anomaly.app.logs import request_id_var
-from factory_anomaly.app.metrics import ERROR_CODE_SCOPE_KEY
+from factory_anomaly.app.errors import ErrorCode, ServiceError
+from factory_anomaly.app.observability.logs import request_id_var
+from factory_anomaly.app.observability.metrics import ERROR_CODE_SCOPE_KEY
 
 _HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "body_too_large",
-    415: "unsupported_media_type",
+    code.status: code
+    for code in (
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.NOT_ACCEPTABLE,
+        ErrorCode.BODY_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    )
 }
+"""The code of a framework HTTP error by its status; any other status is `http_error`."""
 
 
 def error_response(error: ServiceError, scope: Scope | None = None) -> JSONResponse:
@@ -53,7 +57,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = "no such endpoint; see /docs"
     else:
         message = str(exc.detail)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     error = ServiceError(message, code=code, status=exc.status_code, headers=exc.headers)
     return error_response(error, request.scope)
 
@@ -65,7 +69,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for error in exc.errors()
     ]
     message = "; ".join(problems[:5]) or "invalid request"
-    return error_response(ServiceError(message, code="validation_error", status=422), request.scope)
+    return error_response(ServiceError(message, code=ErrorCode.VALIDATION_ERROR, status=422), request.scope)
 
 
 def install_error_handlers(app: FastAPI) -> None:

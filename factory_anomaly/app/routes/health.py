@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from factory_anomaly.app.errors import ServiceError
 from factory_anomaly.app.routes.deps import RegistryDep
-from factory_anomaly.app.schemas import Health, LoadErrorInfo, Ready, error_responses
+from factory_anomaly.app.wire.schemas import Health, LoadErrorInfo, Ready, error_responses
 
 router = APIRouter(tags=["health"])
 

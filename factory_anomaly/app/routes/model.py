@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from factory_anomaly.app.routes.deps import ModelDep, require_api_key
-from factory_anomaly.app.schemas import HeadlineMetrics, ModelInfo, ThresholdInfo, error_responses
+from factory_anomaly.app.wire.schemas import HeadlineMetrics, ModelInfo, ThresholdInfo, error_responses
 from factory_anomaly.artifact import Manifest
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])

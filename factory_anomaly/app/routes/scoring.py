@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request, Response
 
-from factory_anomaly.app.metrics import SCORING_ROUTES, Metrics
-from factory_anomaly.app.readings import Readings, parse_batch_binary, parse_batch_json, parse_single_json
 from factory_anomaly.app.routes.deps import (
     JSON,
     OCTET_STREAM,
     authorised,
+    json_response,
     media_type,
     read_body,
 )
-from factory_anomaly.app.schemas import (
+from factory_anomaly.app.serving.service import BATCH_ROUTE, SCORE_ROUTE
+from factory_anomaly.app.wire.respond import batch_answer, score_answer
+from factory_anomaly.app.wire.schemas import (
     BatchScoreRequest,
     BatchScoreResponse,
     ScoreRequest,
@@ -26,10 +22,8 @@ from factory_anomaly.app.schemas import (
     error_responses,
     openapi_body,
 )
-from factory_anomaly.app.scoring import Assessment, LoadedModel, finite_or_none, log_anomalies
 
 PREFIX = "/v1"
-SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": also the metrics' route labels
 
 router = APIRouter(prefix=PREFIX, tags=["scoring"])  # each route checks the API key: `authorised`
 
@@ -46,22 +40,6 @@ _ERRORS = error_responses(
 )
 
 
-def _json(payload: dict[str, Any]) -> Response:
-    """orjson writes each float32-valued score as the shortest text that parses back to it."""
-    return Response(orjson.dumps(payload), media_type=JSON)
-
-
-def _parse_and_assess(
-    model: LoadedModel, top_k: int, parse: Callable[[], Readings], metrics: Metrics, route: str
-) -> tuple[Readings, Assessment]:
-    """The request's CPU work, run on the inference pool (parsing a large JSON batch takes milliseconds;
-    the metrics' per-reading drift and score ratios are numpy passes over the batch)."""
-    readings = parse()
-    assessment = model.assess(readings.x, top_k)
-    metrics.observe_scoring(route, model, readings.x, assessment)
-    return readings, assessment
-
-
 @router.post(
     SCORE_ROUTE.removeprefix(PREFIX),
     response_model=ScoreResponse,
@@ -70,30 +48,11 @@ def _parse_and_assess(
     summary="Score one reading",
 )
 async def score_one(request: Request) -> Response:
-    serving = await authorised(request)
-    model, pool, settings, metrics = serving.model, serving.pool, serving.settings, serving.metrics
+    service, model = await authorised(request)
     media_type(request, (JSON,))
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    parse = partial(parse_single_json, body, model.sensor_names)
-    batcher = serving.batcher
-    if batcher is not None:  # parsed here, scored with whatever other readings are waiting
-        readings = await pool.run(parse, inline=len(body) <= settings.inline_max_body_bytes)
-        assessment = await batcher.assess(model, readings.x)
-    else:
-        readings, assessment = await pool.run(
-            partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, SCORE_ROUTE),
-            inline=len(body) <= settings.inline_max_body_bytes,
-        )
-    log_anomalies(model, readings.ids, assessment)
-    return _json(
-        {
-            "id": readings.ids[0],
-            "score": finite_or_none(float(assessment.scores[0])),
-            "threshold": model.threshold,
-            "is_anomaly": bool(assessment.is_anomaly[0]),
-            "model_version": model.version,
-        }
-    )
+    body = await read_body(request, service.settings.max_body_bytes, service.settings.body_timeout_s)
+    readings, assessment = await service.score_one(model, body)
+    return json_response(score_answer(model, readings, assessment))
 
 
 @router.post(
@@ -104,21 +63,8 @@ async def score_one(request: Request) -> Response:
     summary="Score a batch of readings (JSON, or N x n little-endian float32)",
 )
 async def score_batch(request: Request) -> Response:
-    serving = await authorised(request)
-    model, pool, settings, metrics = serving.model, serving.pool, serving.settings, serving.metrics
+    service, model = await authorised(request)
     kind = media_type(request, (JSON, OCTET_STREAM))
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    parser = parse_batch_binary if kind == OCTET_STREAM else parse_batch_json
-    parse = partial(parser, body, model.sensor_names, settings.max_batch)
-    readings, assessment = await pool.run(
-        partial(_parse_and_assess, model, settings.log_top_sensors, parse, metrics, BATCH_ROUTE),
-        inline=len(body) <= settings.inline_max_body_bytes,
-    )
-    log_anomalies(model, readings.ids, assessment)
-    results = [
-        {"id": ident, "score": finite_or_none(score), "is_anomaly": flag}
-        for ident, score, flag in zip(
-            readings.ids, assessment.scores.tolist(), assessment.is_anomaly.tolist(), strict=True
-        )
-    ]
-    return _json({"model_version": model.version, "threshold": model.threshold, "results": results})
+    body = await read_body(request, service.settings.max_body_bytes, service.settings.body_timeout_s)
+    readings, assessment = await service.score_batch(model, body, binary=kind == OCTET_STREAM)
+    return json_response(batch_answer(model, readings, assessment))

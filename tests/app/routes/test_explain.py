@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from factory_anomaly.app.scoring import EXPLAINER_OUTPUTS
+from factory_anomaly.app.model import EXPLAINER_OUTPUTS
 from factory_anomaly.artifact import Manifest, write_current
 from tests.app.conftest import (
     ADMIN,

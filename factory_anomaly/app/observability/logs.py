@@ -11,9 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from factory_anomaly.app.wire.numbers import finite_or_none
+
+if TYPE_CHECKING:
+    from factory_anomaly.app.model.loaded import Assessment, LoadedModel
+
+anomaly_log = logging.getLogger("app.anomaly")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 """The current request's id; set by `app.middleware.RequestContextMiddleware`."""
@@ -73,6 +83,25 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         logger.handlers.clear()  # uvicorn's plain-text handlers
         logger.propagate = True
         logger.setLevel(level)
-    # One access line per request comes from factory_anomaly.app.middleware with the request id; uvicorn's
-    # would repeat it.
+    # One access line per request comes from observability.middleware, with the request id; uvicorn's would
+    # repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def log_anomalies(model: LoadedModel, ids: Sequence[str | None], assessment: Assessment) -> None:
+    """One log line per anomalous reading (the request id comes from the logging context)."""
+    for row in np.flatnonzero(assessment.is_anomaly).tolist():
+        anomaly_log.warning(
+            "anomalous reading",
+            extra={
+                "reading_id": ids[row],
+                "row": row,
+                "score": finite_or_none(float(assessment.scores[row])),
+                "threshold": model.threshold,
+                "model_version": model.version,
+                "top_sensors": [
+                    {"sensor": name, "sensor_error": finite_or_none(value)}
+                    for name, value in assessment.top_sensors.get(row, [])
+                ],
+            },
+        )

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from factory_anomaly.app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from factory_anomaly.app.errors import ErrorCode, InvalidInput, MalformedRequest, PayloadTooLarge
 
 FLOAT32_LIMIT = 3.4028235e38
 """Largest magnitude accepted: float32's maximum as it is usually written (numbers up to it round to a
@@ -87,7 +87,7 @@ def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readin
     elif type(top_k) is not int or not 1 <= top_k <= n:  # exact type: bool is a subclass of int
         raise InvalidInput(
             f"top_k must be an integer from 1 to {n} (the number of sensors), got {_kind(top_k)}",
-            code="invalid_top_k",
+            code=ErrorCode.INVALID_TOP_K,
         )
     readings = _single(obj, n)
     _refuse_unless_valid(syntax_error)
@@ -110,7 +110,9 @@ def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -
     obj = _object(doc, BATCH_FIELDS, required="vectors")
     vectors = obj["vectors"]
     if type(vectors) is not list:
-        raise InvalidInput(f"vectors must be a list of vectors, got {_kind(vectors)}", code="invalid_type")
+        raise InvalidInput(
+            f"vectors must be a list of vectors, got {_kind(vectors)}", code=ErrorCode.INVALID_TYPE
+        )
     _check_rows(len(vectors), max_batch)
     ids = _ids(obj.get("ids"), len(vectors))
     x = _to_array(vectors, len(sensor_names), lambda i: f"vectors[{i}]")
@@ -176,14 +178,14 @@ def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int)
     if not body:
         raise InvalidInput(
             f"the body is empty; expected N rows of {n} little-endian float32 ({row_bytes} bytes each)",
-            code="empty_body",
+            code=ErrorCode.EMPTY_BODY,
         )
     rows, rest = divmod(len(body), row_bytes)
     if rest:
         raise InvalidInput(
             f"the body has {len(body)} bytes, which is not a multiple of {row_bytes} "
             f"({n} sensors x 4 bytes of float32)",
-            code="invalid_binary_length",
+            code=ErrorCode.INVALID_BINARY_LENGTH,
         )
     _check_rows(rows, max_batch)
     # astype is a no-op on little-endian hosts (a read-only view of the body); a big-endian host swaps once.
@@ -193,7 +195,7 @@ def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int)
         i, j = (int(k) for k in np.argwhere(~finite)[0])
         raise InvalidInput(
             f"row {i}, sensor {j} ({sensor_names[j]!r}) is {x[i, j]}; readings must be finite",
-            code="non_finite_value",
+            code=ErrorCode.NON_FINITE_VALUE,
         )
     return Readings(x, [None] * rows)
 
@@ -221,7 +223,8 @@ def refuse_duplicate_fields(body: bytes, doc: dict[str, Any]) -> None:
     key, times = keys.most_common(1)[0]
     if times > 1:
         raise InvalidInput(
-            f"the field {_show(key)} is given {times} times; give each field once", code="duplicate_field"
+            f"the field {_show(key)} is given {times} times; give each field once",
+            code=ErrorCode.DUPLICATE_FIELD,
         )
 
 
@@ -276,13 +279,15 @@ def _object(doc: Any, fields: tuple[str, ...], required: str) -> dict[str, Any]:
     if type(doc) is not dict:
         raise InvalidInput(
             f"the body must be a JSON object with the fields {accepted}, got {_kind(doc)}",
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     for key in doc:
         if key not in fields:
-            raise InvalidInput(f"unknown field {_show(key)} (accepted: {accepted})", code="unknown_field")
+            raise InvalidInput(
+                f"unknown field {_show(key)} (accepted: {accepted})", code=ErrorCode.UNKNOWN_FIELD
+            )
     if required not in doc:
-        raise InvalidInput(f"the field {required!r} is missing", code="missing_field")
+        raise InvalidInput(f"the field {required!r} is missing", code=ErrorCode.MISSING_FIELD)
     return doc
 
 
@@ -290,17 +295,17 @@ def _single(obj: dict[str, Any], n: int) -> Readings:
     """The `values` and optional `id` of a one-reading body."""
     ident = obj.get("id")
     if ident is not None and type(ident) is not str:
-        raise InvalidInput(f"id must be a string, got {_kind(ident)}", code="invalid_type")
+        raise InvalidInput(f"id must be a string, got {_kind(ident)}", code=ErrorCode.INVALID_TYPE)
     x = _to_array([obj["values"]], n, lambda _: "values")
     return Readings(x, [ident])
 
 
 def _check_rows(rows: int, max_batch: int) -> None:
     if rows == 0:
-        raise InvalidInput("the batch is empty; send at least one vector", code="empty_batch")
+        raise InvalidInput("the batch is empty; send at least one vector", code=ErrorCode.EMPTY_BATCH)
     if rows > max_batch:
         raise PayloadTooLarge(
-            f"the batch has {rows} rows; at most {max_batch} per request", code="batch_too_large"
+            f"the batch has {rows} rows; at most {max_batch} per request", code=ErrorCode.BATCH_TOO_LARGE
         )
 
 
@@ -308,14 +313,15 @@ def _ids(ids: Any, rows: int) -> list[str | None]:
     if ids is None:
         return [None] * rows
     if type(ids) is not list:
-        raise InvalidInput(f"ids must be a list of strings, got {_kind(ids)}", code="invalid_type")
+        raise InvalidInput(f"ids must be a list of strings, got {_kind(ids)}", code=ErrorCode.INVALID_TYPE)
     if len(ids) != rows:
         raise InvalidInput(
-            f"ids has {len(ids)} entries but vectors has {rows}; give one id per vector", code="ids_mismatch"
+            f"ids has {len(ids)} entries but vectors has {rows}; give one id per vector",
+            code=ErrorCode.IDS_MISMATCH,
         )
     for i, ident in enumerate(ids):
         if type(ident) is not str:
-            raise InvalidInput(f"ids[{i}] must be a string, got {_kind(ident)}", code="invalid_type")
+            raise InvalidInput(f"ids[{i}] must be a string, got {_kind(ident)}", code=ErrorCode.INVALID_TYPE)
     return ids
 
 
@@ -324,11 +330,12 @@ def _to_array(rows: list[Any], n: int, label: Callable[[int], str]) -> np.ndarra
     for i, row in enumerate(rows):
         if type(row) is not list:
             raise InvalidInput(
-                f"{label(i)} must be a list of {n} numbers, got {_kind(row)}", code="invalid_type"
+                f"{label(i)} must be a list of {n} numbers, got {_kind(row)}", code=ErrorCode.INVALID_TYPE
             )
         if len(row) != n:
             raise InvalidInput(
-                f"{label(i)} has {len(row)} values, expected {n} (one per sensor)", code="wrong_length"
+                f"{label(i)} has {len(row)} values, expected {n} (one per sensor)",
+                code=ErrorCode.WRONG_LENGTH,
             )
     if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
         try:
@@ -350,17 +357,17 @@ def _to_array(rows: list[Any], n: int, label: Callable[[int], str]) -> np.ndarra
 def _value_problem(value: Any) -> tuple[str, str] | None:
     """(code, text) for a value that is not a JSON number within float32, else None."""
     if isinstance(value, _NonFinite):
-        return "non_finite_value", f"is {value.token}; readings must be finite numbers"
+        return ErrorCode.NON_FINITE_VALUE, f"is {value.token}; readings must be finite numbers"
     if type(value) not in _NUMBER_TYPES:
-        return "invalid_value", f"must be a number, got {_kind(value)}"
+        return ErrorCode.INVALID_VALUE, f"must be a number, got {_kind(value)}"
     if isinstance(value, float) and math.isnan(value):
-        return "non_finite_value", "is NaN; readings must be finite numbers"
+        return ErrorCode.NON_FINITE_VALUE, "is NaN; readings must be finite numbers"
     if abs(value) > FLOAT32_LIMIT:
         if isinstance(value, float) and math.isinf(value):
             shown = "a number too large even for float64"
         else:
             shown = _show(value)
-        return "value_out_of_range", f"is {shown}, beyond float32's range (|x| <= {FLOAT32_LIMIT!r})"
+        return ErrorCode.VALUE_OUT_OF_RANGE, f"is {shown}, beyond float32's range (|x| <= {FLOAT32_LIMIT!r})"
     return None
 
 

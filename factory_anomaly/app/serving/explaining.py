@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from factory_anomaly.app.scoring import Assessment, LoadedModel
+from factory_anomaly.app.model import Assessment, LoadedModel
 
 
 @dataclass(frozen=True)

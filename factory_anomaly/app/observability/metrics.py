@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,10 +49,14 @@ from prometheus_client import (
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from factory_anomaly.app.errors import ErrorCode
+from factory_anomaly.artifact import ArtifactCode
 
 if TYPE_CHECKING:
-    from factory_anomaly.app.scoring import Assessment, LoadedModel
+    from starlette.types import Scope
+
+    from factory_anomaly.app.model import Assessment, LoadedModel
 
 NAMESPACE = "anomaly"
 
@@ -105,23 +108,9 @@ SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
 OUTCOMES = ("success", "failure")
 OTHER_CODE = "other"
 
-ERROR_CODES = (
-    # app.errors and app.routes.errors (tests/app/test_metrics.py checks this list against both)
-    "malformed_json", "invalid_content_length", "client_disconnected", "bad_request",
-    "missing_api_key", "invalid_api_key", "missing_admin_token", "unauthorized",
-    "invalid_admin_token", "admin_disabled", "forbidden",
-    "not_found", "explainer_unavailable", "method_not_allowed", "not_acceptable", "body_timeout",
-    "body_too_large", "batch_too_large", "unsupported_media_type", "headers_too_large",
-    "invalid_type", "missing_field", "unknown_field", "duplicate_field", "invalid_value", "non_finite_value",
-    "value_out_of_range", "wrong_length", "empty_batch", "ids_mismatch", "invalid_top_k",
-    "invalid_binary_length", "empty_body", "invalid_version", "validation_error",
-    "internal_error", "model_unavailable", "overloaded", "load_failed", "http_error",
-    # load failures (ArtifactError / ModelLoadError): 409 from a reload, 503 from /readyz
-    "checksum_mismatch", "version_missing", "current_missing", "current_invalid", "manifest_invalid",
-    "manifest_missing", "format_version", "inconsistent", "file_missing", "version_exists",
-    "provider_unavailable", "model_invalid", "graph_mismatch", "warmup_failed",
-)  # fmt: skip
-"""Every `code` the service answers with; the `code` label of `anomaly_requests_rejected_total`."""
+ERROR_CODES: tuple[str, ...] = (*(code.value for code in ErrorCode), *(code.value for code in ArtifactCode))
+"""Every `code` the service answers with (`app.errors.ErrorCode` and the artifact contract's `ArtifactCode`):
+the `code` label values of `anomaly_requests_rejected_total`."""
 _KNOWN_CODES = frozenset(ERROR_CODES)
 
 ERROR_CODE_SCOPE_KEY = "app.error_code"
@@ -414,39 +403,3 @@ class Metrics:
     def model_load_failed(self, code: str) -> None:
         """A load failed; whatever served before still serves (app.registry calls this)."""
         self.reloads.labels(self.model_name, "failure").inc()
-
-
-class MetricsMiddleware:
-    """Pure ASGI: times each HTTP request and counts error answers by code.
-
-    Added after (so outside) `RequestContextMiddleware`, it sees the final status, the catch-all 500
-    included. Per request: two clock reads, a gauge up and down, one histogram observation on a cached
-    child; the route template is the `route` Starlette's router leaves in the scope.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        metrics = self.metrics
-        status: list[int | None] = [None]
-
-        async def send_recording_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        metrics.in_flight.inc()
-        started = perf_counter()
-        try:
-            await self.app(scope, receive, send_recording_status)
-        except BaseException:
-            status[0] = None  # the answer did not complete: count it as a server error
-            raise
-        finally:
-            metrics.observe_request(scope, status[0], perf_counter() - started)
-            metrics.in_flight.dec()

@@ -30,7 +30,8 @@ from functools import partial
 import numpy as np
 
 from factory_anomaly.app.errors import Overloaded
-from factory_anomaly.app.scoring import Assessment, InferencePool, LoadedModel
+from factory_anomaly.app.model import Assessment, LoadedModel
+from factory_anomaly.app.serving.pool import InferencePool
 
 
 @dataclass

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from factory_anomaly.app.config import Settings
-from factory_anomaly.app.errors import InvalidInput, ModelUnavailable, ReloadFailed
-from factory_anomaly.app.memory import release_freed_memory
-from factory_anomaly.app.scoring import LoadedModel, load_model
-from factory_anomaly.artifact import ArtifactError, iso_utc, resolve_current
+from factory_anomaly.app.errors import ErrorCode, InvalidInput, ModelUnavailable, ReloadFailed
+from factory_anomaly.app.model import LoadedModel, load_model
+from factory_anomaly.app.model.memory import release_freed_memory
+from factory_anomaly.artifact import ArtifactCode, ArtifactError, iso_utc, resolve_current
 
 log = logging.getLogger("app.registry")
 
@@ -95,7 +95,7 @@ class ModelRegistry:
             raise InvalidInput(
                 f"version {version[:140]!r} is not a version name (letters, digits, '.', '_', '-'; at most "
                 "128 characters; not starting with '.' or '-')",
-                code="invalid_version",
+                code=ErrorCode.INVALID_VERSION,
             )
         async with self._lock:
             self._attempted = True
@@ -136,7 +136,7 @@ class ModelRegistry:
         model_dir = self._settings.model_dir
         if not model_dir.is_dir():
             raise ArtifactError(
-                "current_missing",
+                ArtifactCode.CURRENT_MISSING,
                 f"the model directory {model_dir} does not exist (ANOMALY_MODEL_STORE="
                 f"{self._settings.model_store}, ANOMALY_MODEL_NAME={self._settings.model_name}); "
                 "publish a model there (`make model` builds the default one), then reload",
@@ -146,7 +146,9 @@ class ModelRegistry:
         else:
             path = model_dir / version
             if not path.is_dir():
-                raise ArtifactError("version_missing", f"no version {version!r}: {path} is not a directory")
+                raise ArtifactError(
+                    ArtifactCode.VERSION_MISSING, f"no version {version!r}: {path} is not a directory"
+                )
         return load_model(path, self._settings)
 
     def _failure_message(self, exc: ArtifactError) -> str:

@@ -1,0 +1,144 @@
+"""A model version in memory: its verified manifest and warmed-up onnxruntime session(s), and the threshold
+rule applied to the graphs' outputs. Immutable: a reload builds a new one; a request keeps the one it
+started with.
+
+The scorer graph (see `training/export.py`): input float32 [N, n_sensors] raw readings in the manifest's
+sensor order; outputs `score` float32 [N] and `sensor_error` float32 [N, n_sensors]. A reading is anomalous
+when score > threshold, compared in float64 as training calibrated it.
+
+The optional explainer graph (manifest role "explainer"; see `training/explainer.py`) takes the same input
+and outputs `attention` float32 [N, n_sensors] (non-negative, rows sum to 1), `score` and `sensor_error` as
+the scorer's (it contains the frozen scorer); `serving.explaining` turns its outputs into answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from factory_anomaly.app.errors import ExplainerUnavailable
+from factory_anomaly.artifact import EXPLAINER, Manifest
+
+SCORE_OUTPUT = "score"
+SENSOR_ERROR_OUTPUT = "sensor_error"
+ATTENTION_OUTPUT = "attention"
+OUTPUTS = (SCORE_OUTPUT, SENSOR_ERROR_OUTPUT)
+EXPLAINER_OUTPUTS = (ATTENTION_OUTPUT, SCORE_OUTPUT, SENSOR_ERROR_OUTPUT)
+OUTPUT_RANKS = {ATTENTION_OUTPUT: 2, SCORE_OUTPUT: 1, SENSOR_ERROR_OUTPUT: 2}  # [N, n] or [N]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The outcome for N readings: `scores` float32 [N], `is_anomaly` bool [N], for each anomalous row
+    the top sensors by `sensor_error` as (name, value), largest first, and how long the graph ran."""
+
+    scores: np.ndarray
+    is_anomaly: np.ndarray
+    top_sensors: dict[int, list[tuple[str, float]]]
+    run_seconds: float = 0.0  # wall time of the onnxruntime run that produced the scores
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified manifest, its warmed-up onnxruntime session(s) and the provider it actually runs on.
+
+    Immutable: a reload builds a new one, and a request keeps the one it started with. `explainer` is the
+    explainer graph's session when the version has one (same options and provider as `session`).
+    """
+
+    manifest: Manifest
+    path: Path
+    session: ort.InferenceSession
+    provider: str  # the execution provider actually used, e.g. "CPUExecutionProvider"
+    input_name: str
+    loaded_at: str  # ISO 8601 UTC
+    load_seconds: float  # verification + session creation + warm-up
+    explainer: ort.InferenceSession | None = None
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold.value
+
+    @property
+    def sensor_names(self) -> tuple[str, ...]:
+        return self.manifest.sensor_names
+
+    @property
+    def has_explainer(self) -> bool:
+        return self.explainer is not None
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x float32 [N, n_sensors] -> (score float32 [N], sensor_error float32 [N, n_sensors])."""
+        self._check_input(x)
+        score, sensor_error = self.session.run(list(OUTPUTS), {self.input_name: x})
+        return score, sensor_error
+
+    def require_explainer(self) -> ort.InferenceSession:
+        """The explainer graph's session, or 404 `explainer_unavailable` saying how to get one."""
+        if self.explainer is None:
+            raise ExplainerUnavailable(
+                f"model version {self.version} has no explainer graph; retrain with the explainer "
+                "(`python -m factory_anomaly.training train` trains it unless --no-explainer; "
+                "`python -m factory_anomaly.training explain` "
+                "adds one to an existing version), then reload"
+            )
+        return self.explainer
+
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x float32 [N, n_sensors] -> the explainer graph's (attention float32 [N, n_sensors], score
+        float32 [N], sensor_error float32 [N, n_sensors]); `explainer_unavailable` without an explainer."""
+        session = self.require_explainer()
+        self._check_input(x)
+        input_name = self.manifest.graphs[EXPLAINER].inputs[0].name  # checked against the session at load
+        attention, score, sensor_error = session.run(list(EXPLAINER_OUTPUTS), {input_name: x})
+        return attention, score, sensor_error
+
+    @cached_property
+    def _training_range(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.asarray(self.manifest.sensor_low, dtype=np.float32),
+            np.asarray(self.manifest.sensor_high, dtype=np.float32),
+        )
+
+    def out_of_range_share(self, x: np.ndarray) -> np.ndarray:
+        """x float32 [N, n_sensors] -> float64 [N]: each reading's share of sensors strictly outside the
+        training range [sensor_low, sensor_high] of the manifest (input drift; 0 for a typical reading)."""
+        low, high = self._training_range
+        return np.count_nonzero((x < low) | (x > high), axis=1) / x.shape[1]
+
+    def _check_input(self, x: np.ndarray) -> None:
+        n = self.manifest.n_sensors
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != n or len(x) == 0:
+            raise ValueError(f"expected float32 [N >= 1, {n}], got {x.dtype} {list(x.shape)}")
+
+    def assess(self, x: np.ndarray, top_k: int) -> Assessment:
+        """Score `x` and name the `top_k` sensors of each anomalous row (score > threshold, or not finite)."""
+        started = time.perf_counter()
+        scores, sensor_error = self.score(x)
+        return self.assess_outputs(scores, sensor_error, top_k, time.perf_counter() - started)
+
+    def assess_outputs(
+        self, scores: np.ndarray, sensor_error: np.ndarray, top_k: int, run_seconds: float = 0.0
+    ) -> Assessment:
+        """The threshold rule on graph outputs already computed (the scorer's or the explainer's): scores
+        float32 [N], sensor_error float32 [N, n_sensors]; names the `top_k` sensors of each anomalous row
+        by sensor_error. `run_seconds` is the graph's run time, passed through for the metrics."""
+        # Compared in float64 (a float32 comparison would round the threshold), and written as "not <=" so
+        # that a NaN score (readings near float32's limits overflow inside the graph) counts as anomalous.
+        is_anomaly = ~(scores.astype(np.float64) <= self.threshold)
+        top: dict[int, list[tuple[str, float]]] = {}
+        if top_k > 0:
+            for row in np.flatnonzero(is_anomaly).tolist():
+                errors = sensor_error[row]
+                order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]
+                top[row] = [(self.sensor_names[j], float(errors[j])) for j in order.tolist()]
+        return Assessment(scores, is_anomaly, top, run_seconds)

@@ -1,0 +1,1 @@
+"""What operators and ops see: Prometheus metrics, the request middleware, structured logs."""

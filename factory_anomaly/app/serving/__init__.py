@@ -1,0 +1,1 @@
+"""Running requests: the inference pool, the micro-batcher and the service object the routes call."""

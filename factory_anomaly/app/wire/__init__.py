@@ -1,0 +1,1 @@
+"""The HTTP wire format: parsing request bodies into readings, the OpenAPI schemas, writing answers."""
