@@ -48,10 +48,10 @@ class Settings(BaseSettings):
     more concurrent requests queue for a free worker. Each inference uses `intra_op_threads`."""
 
     inline_max_body_bytes: int = Field(default=32 * 1024, ge=0)
-    """Scoring requests (/v1/score, /v1/score/batch; explain always uses the workers: its attention takes
-    ~2 ms) whose body is at most this size are parsed and scored on the event loop instead of a
-    worker thread: their work (~0.15 ms for one 1000-sensor reading) costs less than the hop to a thread
-    and back (~0.1 ms) and the contention it brings (docs/benchmarks.md). 0 = always use the workers."""
+    """Scoring requests (/v1/score, /v1/score/batch; explain always uses the workers: its attention costs
+    more) whose body is at most this size are parsed and scored on the event loop instead of a worker
+    thread: their work costs less than the hop to a thread and back and the contention it brings
+    (measured in docs/benchmarks.md, "Small requests on the event loop"). 0 = always use the workers."""
 
     microbatch_max_batch: int = Field(default=0, ge=0)
     """Dynamic micro-batching of `/v1/score` (`app.batching`): most single readings coalesced into one
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * MIB, ge=1)
     """Largest request body accepted, in bytes; more is 413 `body_too_large`, refused from
     `Content-Length` before reading, or as soon as a streamed body passes it. The default holds
-    `max_batch` JSON rows of 1000 sensors (about 20 MB) with room to spare."""
+    `max_batch` JSON rows of 1000 sensors with room to spare."""
 
     body_timeout_s: float = Field(default=30.0, gt=0)
     """Longest time one request body may take to arrive, in seconds, from the first read to the last byte;

@@ -2,12 +2,10 @@
 
 Why: a reload builds the new version's onnxruntime sessions while the old ones still serve, then drops
 the old ones. glibc's allocator keeps the freed pages, so without help the process's RSS grows by tens of
-MiB over the first reloads (the 10-minute soak: 140 → 205 MiB over 19 reloads). `malloc_trim(0)` returns
-them. Measured (20 loads of the shipped model in one process, RSS after each): 143-148 MiB without it,
-100-101 MiB with it (docs/reliability.md, "Soak"). No `gc.collect()` first: the old sessions are freed
-by reference counting when the registry drops them, and a full collection holds the GIL for ~50 ms,
-stalling every request (the soak: per-window max latency 117-206 ms with it, 58-180 ms without). Not
-glibc (musl, macOS): nothing to do, and nothing is done.
+MiB over the first reloads; `malloc_trim(0)` returns them (measured in docs/reliability.md, "Soak"). No
+`gc.collect()` first: the old sessions are freed by reference counting when the registry drops them, and a
+full collection holds the GIL long enough to stall every request (same section). Not glibc (musl, macOS):
+nothing to do, and nothing is done.
 """
 
 from __future__ import annotations

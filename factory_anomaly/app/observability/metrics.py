@@ -62,21 +62,22 @@ NAMESPACE = "anomaly"
 
 LATENCY_SLO_SECONDS = 0.025
 """The latency objective: 99 % of `POST /v1/score` requests answered within 25 ms, measured in the server
-from the request's arrival to the last byte of the answer (one reading of 1000 sensors; the benchmark's
-p50 is 3.2 ms, p99 7 ms, so 25 ms leaves room for queueing under load). A histogram bucket boundary sits
-exactly here, so "p99 above the SLO" is exact rather than interpolated: it is true iff more than 1 % of
-requests fall above this bucket. `deploy/prometheus/alerts.yml` and the dashboard use the same number."""
+from the request's arrival to the last byte of the answer (one reading of 1000 sensors; well above the
+benchmark's p99 in docs/benchmarks.md, so it leaves room for queueing under load). A histogram bucket
+boundary sits exactly here, so "p99 above the SLO" is exact rather than interpolated: it is true iff more
+than 1 % of requests fall above this bucket. `deploy/prometheus/alerts.yml` and the dashboard use the same
+number."""
 LATENCY_SLO_QUANTILE = 0.99
 
 LATENCY_BUCKETS_SECONDS = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015,
     LATENCY_SLO_SECONDS, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-"""Sub-millisecond resolution for the small requests (/healthz answers in ~100 µs), one bound at the SLO."""
+"""Sub-millisecond resolution for the small requests (/healthz, single readings), one bound at the SLO."""
 INFERENCE_BUCKETS_SECONDS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
-"""One onnxruntime run: ~0.3 ms for one reading of 1000 sensors on one CPU thread, ~10 ms for 1024."""
+"""One onnxruntime run, from one reading to a full MAX_BATCH (docs/serving.md, "Figures")."""
 BATCH_SIZE_BUCKETS_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 """Powers of two up to well past the default MAX_BATCH (1024)."""
 QUEUE_WAIT_BUCKETS_SECONDS = (
@@ -124,9 +125,10 @@ class MultiprocessModeRefused(RuntimeError):
 class BulkHistogram(Collector):
     """A labelled histogram that records many observations in one call (one numpy pass per batch).
 
-    Per-reading values of a 1024-row batch would cost 1024 locked `Histogram.observe` calls (~2 ms on the
-    inference thread); here they cost one `searchsorted` and one locked add. Exposed like any histogram:
-    `<name>_bucket{le=...}` (cumulative, `le` inclusive), `<name>_sum`, `<name>_count`.
+    Per-reading values of a large batch would cost one locked `Histogram.observe` call each on the
+    inference thread (docs/serving.md, "Figures"); here they cost one `searchsorted` and one locked add.
+    Exposed like any histogram: `<name>_bucket{le=...}` (cumulative, `le` inclusive), `<name>_sum`,
+    `<name>_count`.
     """
 
     def __init__(

@@ -17,6 +17,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 async def metrics(metrics: MetricsDep) -> Response:
-    # ~2-4 ms for the whole registry: off the event loop, so a scrape does not delay requests.
+    # Rendering the whole registry takes milliseconds (docs/serving.md, "Figures"): off the event loop,
+    # so a scrape does not delay requests.
     body = await asyncio.to_thread(generate_latest, metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

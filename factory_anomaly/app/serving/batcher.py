@@ -1,7 +1,7 @@
 """Dynamic micro-batching: concurrent single-reading requests share one onnxruntime run.
 
-Why: a call to onnxruntime has a fixed cost beside the per-reading work (docs/benchmarks.md: 32 calls of
-one reading take about 3x as long as one call of 32), and so does the hop to a worker thread. Under
+Why: a call to onnxruntime has a fixed cost beside the per-reading work (measured in docs/benchmarks.md,
+"Dynamic micro-batching"), and so does the hop to a worker thread. Under
 concurrent load, single readings waiting at the same moment can share both.
 
 How: a request puts its parsed reading on a bounded queue and awaits its own future. `workers` consumer

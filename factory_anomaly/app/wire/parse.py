@@ -3,7 +3,7 @@
 The routes hand over raw body bytes: pydantic's `list[float]` costs milliseconds per 1000-value vector,
 and it would coerce what must be refused. Rules (each failure is an `app.errors` error naming the element):
 
-  JSON   parsed with orjson (13x faster than the stdlib on a 1000-value vector). Elements must be JSON
+  JSON   parsed with orjson (much faster than the stdlib: docs/serving.md, "Figures"). Elements must be JSON
          numbers: null, booleans, strings and nested lists are `invalid_value`. NaN / Infinity / -Infinity
          are `non_finite_value` and numbers beyond float32 (|x| > 3.4028235e38, e.g. 1e39, 1e309) are
          `value_out_of_range`; both are 422, not 400, because the JSON is readable and the *value* is bad.
@@ -98,7 +98,7 @@ def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readin
 def parse_batch_json(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
     """`{"vectors": [[n numbers], ...], "ids": ["optional", ...]}` -> N rows in request order.
 
-    A body that passes every rule takes `_batch_json_fast` (simdjson, ~3x faster on 64 readings); any
+    A body that passes every rule takes `_batch_json_fast` (simdjson; docs/benchmarks.md); any
     other body, and any the fast path is unsure of, takes the path below, which names what is wrong."""
     fast = _batch_json_fast(body, len(sensor_names), max_batch)
     return fast if fast is not None else _batch_json_full(body, sensor_names, max_batch)
@@ -124,10 +124,11 @@ def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -
 def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
     """The readings of a valid JSON batch, or None for the full path to judge (it never refuses).
 
-    Why: the full path builds 64 000 Python floats for 64 readings and checks their types one by one
-    (~4 ms). simdjson validates the whole document (UTF-8 included) and hands the numbers over as one
+    Why: the full path builds one Python float per value and checks their types one by one.
+    simdjson validates the whole document (UTF-8 included) and hands the numbers over as one
     float64 buffer, refusing anything that is not a number: booleans, strings, null, objects, NaN tokens,
-    integers beyond 64 bits and 1e309 all end the fast path (~1.2 ms; docs/benchmarks.md), as does any
+    integers beyond 64 bits and 1e309 all end the fast path (docs/benchmarks.md, "JSON batches through
+    simdjson"), as does any
     body with an escape, a byte-order mark or a nested list (counted, below). It accepts
     only what the full path accepts, with the same float32 values: the float64 parse is exact in both, and
     the same rounding follows. A new parser per call: they are cheap (lazily allocated) and a parser must
@@ -206,9 +207,8 @@ def refuse_duplicate_fields(body: bytes, doc: dict[str, Any]) -> None:
     orjson, like the stdlib, keeps the last of the two silently. Called once the body has passed
     validation: its only object is then the top level (readings are numbers, ids strings), so each colon
     in the text follows one of its keys or lies inside an id. Without backslashes (no escapes) the colons
-    inside ids are those of the decoded ids, so the keys are counted from colons alone (memchr scans:
-    ~2 us for a 1000-value reading, ~1 ms for a 20 MB batch, 1-3 % of parsing; docs/reliability.md).
-    With escapes, the string tokens are read exactly (~15 us; ~8 ms for 20 MB).
+    inside ids are those of the decoded ids, so the keys are counted from colons alone (memchr scans, a
+    small share of parsing: docs/serving.md, "Figures"). With escapes, the string tokens are read exactly.
     """
     fields = len(doc)
     if b"\\" not in body:
