@@ -25,7 +25,7 @@ $(DEV_STAMP): pyproject.toml client/pyproject.toml | $(PY)
 # `make run`: the service from its own virtual environment with the base dependencies only (no torch,
 # no training extra), at the locked versions the serving image has; rebuilt from scratch when
 # pyproject.toml or the lock changes.
-# Serves model_store/factory-ae (ANOMALY_* variables override, see app/config.py); without a model it
+# Serves model_store/factory-ae (ANOMALY_* variables override, see factory_anomaly/app/config.py); without a model it
 # still starts and /readyz says why.
 SERVE_VENV  := .venv-serve
 SERVING_LOCK := deploy/requirements-serving.lock
@@ -129,7 +129,7 @@ model: $(DEV_STAMP)
 bench-onnx: $(DEV_STAMP)
 	$(PY) -m bench.onnx_variants --out bench/results/onnx_variants.json
 
-# The service end to end through app.client: spawn -> /readyz 200 (5 starts), then 1000 sequential
+# The service end to end through the client (factory_anomaly_client): spawn -> /readyz 200 (5 starts), then 1000 sequential
 # /v1/score and 1000 binary /v1/score/batch (64 rows) calls, latency percentiles and server RSS; server
 # pinned to CPU 0, client to CPU 1 (run alone: two cores).
 bench-latency: $(DEV_STAMP)
