@@ -2,7 +2,7 @@
 # The scoring service's images (README "Operations"). Targets:
 #   runtime    (default) CPU: python slim, onnxruntime, the app, the default model; no torch, no training
 #   gpu        the same on a CUDA runtime base with onnxruntime-gpu and ANOMALY_PROVIDER=cuda
-#   simulator  the plant simulator (factory_anomaly/plant/simulate.py: numpy + httpx, no torch) on the runtime's venv
+#   simulator  the plant simulator (factory_anomaly/plant/simulate.py: numpy + the client, no torch) on the runtime's venv
 # Every install step is deploy/install-serving.sh, which `make serving-install` runs outside Docker; the
 # dependencies are exactly those of deploy/requirements-serving[-gpu].lock, hash-checked (`make lock`).
 # The images run as user 10001 and work with a read-only root filesystem (docker run --read-only
@@ -72,7 +72,10 @@ WORKDIR /opt/anomaly
 USER 10001
 
 # --- the plant simulator ------------------------------------------------------------------------------------
+# It calls the service through the Python client (client/, its own distribution): the package alone is
+# copied beside the plant, its dependencies (httpx, numpy, orjson) are already in the serving venv.
 FROM serving-base AS simulator
+COPY client/factory_anomaly_client/ /opt/anomaly/factory_anomaly_client/
 COPY factory_anomaly/plant/ /opt/anomaly/factory_anomaly/plant/
 ENTRYPOINT ["/opt/anomaly/venv/bin/python", "-m", "factory_anomaly.plant.simulate"]
 CMD ["--url", "http://api:8000", "--rate", "5", "--anomaly-rate", "0.05"]

@@ -4,14 +4,17 @@
         [--outlier-rate 0.01] [--batch 1] [--count N | --duration S] [--seed 0]
         [--sensors 1000 --plant-seed 0 | --plant plant.json] [--api-key KEY] [--report-every 10] [--wait 120]
 
-numpy and httpx only (no torch, no pandas): the simulator container runs it on the serving image's virtual
-environment. The plant is `plant.synthetic.Plant`; by default the one the shipped model was trained on
+numpy and the service's own Python client (`factory_anomaly_client`: httpx, numpy, orjson; no torch, no
+pandas): the simulator container runs it on the serving image's virtual environment, with the client package
+copied beside it. The plant is `plant.synthetic.Plant`; by default the one the shipped model was trained on
 (1000 sensors, plant seed 0; `make model`), or the plant a `python -m factory_anomaly.training synth` run
 describes
 (`--plant its/plant.json`). Readings are simulated in chunks of `--chunk` rows (each a new run of the same
 plant, `anomaly_rate` of its rows inside fault episodes of the six kinds; `--outlier-rate` of the readings
 with a few sensors far out of range on top) and sent in time order: one reading per `POST /v1/score`
-(`--batch 1`), or `--batch` readings per binary `POST /v1/score/batch`.
+(`--batch 1`), or `--batch` readings per binary `POST /v1/score/batch`. Each request is sent once (the
+client's retries are off): a failure is counted in the summary by its HTTP status, or by the client's code
+(`connection_failed`, `timeout`, `invalid_response`) when there is none, and the stream keeps its pace.
 
 It waits for `/readyz`, checks that the model serving has the plant's sensors (`GET /v1/model`, when the key
 allows), then paces requests to `--rate` readings per second. Every `--report-every` seconds one status line
@@ -34,14 +37,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import httpx
 import numpy as np
+from factory_anomaly_client import AnomalyClient, ConnectionFailedError, ServiceError
 
 from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
-JSON = "application/json"
-OCTET_STREAM = "application/octet-stream"
 RETRY_AFTER_S = 1.0
+"""Pause after a request that got no answer (nothing listening, a timeout) before the next one."""
+READY_POLL_S = 1.0
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Summary:
     flagged: int = 0  # of those, anomalous according to the API
     flagged_faulty: int = 0
     flagged_normal: int = 0  # false alarms
-    errors: dict[str, int] = field(default_factory=dict)  # HTTP status or transport error -> requests
+    errors: dict[str, int] = field(default_factory=dict)  # error_kind(...) -> requests
     seconds: float = 0.0
 
     def count_error(self, key: str) -> None:
@@ -64,6 +67,14 @@ class Summary:
             f"({self.flagged_faulty} faulty, {self.flagged_normal} normal), "
             f"errors {sum(self.errors.values())}"
         )
+
+
+def error_kind(exc: ServiceError) -> str:
+    """The summary's key for a failed request: the HTTP error status ("503", "422"), else the client's code
+    ("connection_failed", "timeout"; "invalid_response" for a success answer that is not the service's)."""
+    if exc.status is not None and exc.status >= 400:
+        return str(exc.status)
+    return exc.code
 
 
 class Stop(Exception):
@@ -108,29 +119,26 @@ def readings(
         run_seed += 1
 
 
-def wait_ready(client: httpx.Client, timeout_s: float) -> None:
+def wait_ready(client: AnomalyClient, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if client.get("/readyz").status_code == 200:
+            if client.ready():
                 return
-        except httpx.TransportError:
+        except ServiceError:  # no answer yet, or an answer that is neither 200 nor 503
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"error: {client.base_url}/readyz not 200 after {timeout_s:.0f} s")
-        time.sleep(1.0)
+        time.sleep(READY_POLL_S)
 
 
-def check_sensors(client: httpx.Client, plant: Plant) -> None:
+def check_sensors(client: AnomalyClient, plant: Plant) -> None:
     """The model's sensors must be the plant's, in the same order (skipped when the key does not allow)."""
-    answer = client.get("/v1/model")
-    if answer.status_code != 200:
-        print(
-            f"simulate: cannot check the model's sensors (GET /v1/model: {answer.status_code})",
-            file=sys.stderr,
-        )
+    try:
+        names = client.model()["sensor_names"]
+    except ServiceError as exc:
+        print(f"simulate: cannot check the model's sensors (GET /v1/model: {exc})", file=sys.stderr)
         return
-    names = answer.json()["sensor_names"]
     if list(names) != list(plant.sensor_names):
         raise SystemExit(
             f"error: the model serves {len(names)} sensors ({names[:3]}...) but the plant has "
@@ -139,25 +147,21 @@ def check_sensors(client: httpx.Client, plant: Plant) -> None:
         )
 
 
-def send(client: httpx.Client, rows: list[np.ndarray]) -> list[bool]:
-    """The API's is_anomaly per row; an HTTP error status raises httpx.HTTPStatusError."""
+def send(client: AnomalyClient, rows: list[np.ndarray]) -> list[bool]:
+    """The API's is_anomaly per row: one row as JSON `POST /v1/score`, more as one binary float32
+    `POST /v1/score/batch`. A failed request raises the client's `ServiceError`."""
     if len(rows) == 1:
-        answer = client.post("/v1/score", json={"values": rows[0].tolist()})
-        answer.raise_for_status()
-        return [bool(answer.json()["is_anomaly"])]
-    body = np.ascontiguousarray(np.vstack(rows), dtype="<f4").tobytes()
-    answer = client.post("/v1/score/batch", content=body, headers={"Content-Type": OCTET_STREAM})
-    answer.raise_for_status()
-    return [bool(r["is_anomaly"]) for r in answer.json()["results"]]
+        return [client.score(rows[0]).is_anomaly]
+    return [item.is_anomaly for item in client.score_batch(np.vstack(rows)).results]
 
 
 def run(args: argparse.Namespace) -> Summary:
     plant = load_plant(args)
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     summary = Summary()
     interval_s = args.batch / args.rate
     started = next_report = next_send = time.monotonic()
-    with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
+    # retries=0: one attempt per request; the loop counts failures itself and a retried reading would be late.
+    with AnomalyClient(args.url, api_key=args.api_key or None, timeout_s=args.timeout, retries=0) as client:
         try:
             wait_ready(client, args.wait)
             check_sensors(client, plant)
@@ -174,12 +178,12 @@ def run(args: argparse.Namespace) -> Summary:
                 next_send = max(next_send + interval_s, time.monotonic() - 1.0)  # no burst after a stall
                 try:
                     flags = send(client, [values for values, _ in batch])
-                except httpx.HTTPStatusError as exc:
-                    summary.count_error(str(exc.response.status_code))
-                    continue
-                except httpx.TransportError as exc:
-                    summary.count_error(type(exc).__name__)
+                except ConnectionFailedError as exc:
+                    summary.count_error(error_kind(exc))
                     time.sleep(RETRY_AFTER_S)
+                    continue
+                except ServiceError as exc:
+                    summary.count_error(error_kind(exc))
                     continue
                 for (_, label), flag in zip(batch, flags, strict=True):
                     summary.sent += 1

@@ -80,7 +80,11 @@ def test_the_install_steps_are_the_script_s_and_the_runtime_has_no_training_code
     assert [step[2] + " " + step[-1] for step in steps["gpu-build"]] == ["deps gpu", "app /opt/anomaly"]
     copied = " ".join(stages["runtime"].all("COPY") + stages["serving-base"].all("COPY"))
     assert "training" not in copied and "plant" not in copied
-    assert "factory_anomaly/plant/" in " ".join(stages["simulator"].all("COPY"))
+    simulator = {tuple(copy.split()) for copy in stages["simulator"].all("COPY")}
+    assert simulator == {  # the plant, and the client it calls the service with, beside the serving packages
+        ("factory_anomaly/plant/", "/opt/anomaly/factory_anomaly/plant/"),
+        ("client/factory_anomaly_client/", "/opt/anomaly/factory_anomaly_client/"),
+    }
 
 
 def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:

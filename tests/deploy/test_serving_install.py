@@ -164,9 +164,11 @@ def test_the_runtime_command_serves_the_baked_in_model_and_the_health_check_pass
 def test_the_simulator_stage_streams_into_it_without_torch(installed: Path, serving: tuple[str, int]) -> None:
     url, port = serving
     simulator = stage_map()["simulator"]
-    [copy] = simulator.all("COPY")
-    source, target = copy.split()
-    shutil.copytree(ROOT / source, installed / Path(target).relative_to("/opt/anomaly"), dirs_exist_ok=True)
+    copies = [copy.split() for copy in simulator.all("COPY")]
+    assert copies, "the simulator stage copies nothing"
+    for source, target in copies:  # each one directory of the tree to its place under /opt/anomaly
+        destination = installed / Path(target).relative_to(IMAGE_PREFIX)
+        shutil.copytree(ROOT / source, destination, dirs_exist_ok=True)
     before = scored(url)
     command = in_image(exec_form(simulator.last("ENTRYPOINT")), installed, port)
     command += [

@@ -1,6 +1,7 @@
-"""training/simulate.py against a real uvicorn serving the session's small model: what it sends is what
+"""plant/simulate.py against a real uvicorn serving the session's small model: what it sends is what
 the service counts, it refuses a plant whose sensors are not the model's, stops cleanly on SIGTERM, and
-imports no training stack (the image's variant runs it without torch in test_serving_install.py)."""
+imports no training stack (the image's variant runs it without torch in
+tests/deploy/test_serving_install.py)."""
 
 from __future__ import annotations
 
