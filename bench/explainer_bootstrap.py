@@ -2,9 +2,11 @@
 
 HitRate@150 % of attention and of the per-sensor error ranking on the same faulty rows of a labelled
 recording, scored through the artifact's ONNX graphs; the difference's 95 % interval comes from resampling
-rows (2 000 draws). Default: the shipped model and the test recording `make model` writes.
+rows (2 000 draws). Default: the shipped model and the test recording `make model` writes. Prints a table
+with the command that produced it and writes JSON. The figures, with the command that measured them:
+docs/explainer.md, "Measured against the baselines".
 
-    .venv/bin/python -m bench.explainer_bootstrap [--model DIR] [--recording DIR]
+    .venv/bin/python -m bench.explainer_bootstrap [--model DIR] [--recording DIR] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.common import ROOT, heading, markdown_table, results_head, write_results
 from factory_anomaly.training.evaluate import open_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def hit_rates(ranking: np.ndarray, faults: list[np.ndarray], depth: float = 1.5) -> np.ndarray:
@@ -31,12 +33,13 @@ def hit_rates(ranking: np.ndarray, faults: list[np.ndarray], depth: float = 1.5)
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "model_store" / "factory-ae")
     parser.add_argument("--recording", type=Path, default=ROOT / "runs" / "default-model" / "test")
     parser.add_argument("--draws", type=int, default=2000)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path("bench/results/explainer_bootstrap.json"))
+    args = parser.parse_args(argv)
 
     model = open_model(args.model)
     fault_sensors = json.loads((args.recording / "fault_sensors.json").read_text())
@@ -48,17 +51,42 @@ def main() -> None:
     attention = hit_rates(model.attention(readings), faults)
     error = hit_rates(model.score(readings)[1], faults)
     rng = np.random.default_rng(0)
-    print(f"{'fault kind':18s} {'rows':>5s} {'attention':>9s} {'error':>6s} {'diff':>7s}  95 % interval")
+    by_kind: list[dict[str, Any]] = []
     for kind in ["all", *sorted(set(kinds))]:
         chosen = np.ones(len(rows), dtype=bool) if kind == "all" else kinds == kind
         diff = attention[chosen] - error[chosen]
         draws = [diff[rng.integers(diff.size, size=diff.size)].mean() for _ in range(args.draws)]
         low, high = np.percentile(draws, [2.5, 97.5])
-        print(
-            f"{kind:18s} {chosen.sum():5d} {attention[chosen].mean():9.3f} {error[chosen].mean():6.3f} "
-            f"{diff.mean():+7.3f}  [{low:+.3f}, {high:+.3f}]"
+        by_kind.append(
+            {
+                "fault_kind": str(kind),
+                "rows": int(chosen.sum()),
+                "attention": float(attention[chosen].mean()),
+                "error": float(error[chosen].mean()),
+                "difference": float(diff.mean()),
+                "interval_95": [float(low), float(high)],
+            }
         )
+    results = results_head("bench.explainer_bootstrap", argv) | {
+        "model": str(args.model),
+        "recording": str(args.recording),
+        "draws": args.draws,
+        "by_kind": by_kind,
+    }
+    print(heading(results))
+    print(
+        markdown_table(
+            ["fault kind", "rows", "attention", "error", "difference", "95 % interval"],
+            (
+                [r["fault_kind"], r["rows"], f"{r['attention']:.3f}", f"{r['error']:.3f}"]
+                + [f"{r['difference']:+.3f}", "[{:+.3f}, {:+.3f}]".format(*r["interval_95"])]
+                for r in by_kind
+            ),
+        )
+    )
+    write_results(results, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

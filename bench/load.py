@@ -20,7 +20,8 @@ torch service and the HTTP floor (issue 7, phase 1: measurement only).
    the machine allows it (the output says whether). Any non-2xx answer or socket error fails the run.
 3. Server RSS (VmRSS) after the warm-up of every route and after each run; start (spawn) to ready.
 
-Prints a table with the command and the machine and writes JSON (`--out`).
+Prints a table with the command and the machine and writes JSON (`--out`). The figures, with the command
+that measured them and what stands between them and issue 7's targets: docs/benchmarks.md.
 
     .venv/bin/python -m bench.load [--duration-s 5] [--warmup-s 1] [--out bench/results/load.json]
 
@@ -30,54 +31,51 @@ Needs `wrk` (`make bench` installs it) and the `train` extra (torch, the synthet
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-import orjson
 
-from bench.serve_latency import _machine
-from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python, pinned_to
+from bench.common import (
+    ANOMALY_RATE,
+    APP,
+    BATCH_ROWS,
+    FLOOR,
+    JSON,
+    MIB,
+    OCTET,
+    PLANT_SEED,
+    READINGS_SEED,
+    ROOT,
+    SCORE,
+    Route,
+    Server,
+    default_python,
+    fmt,
+    heading,
+    markdown_table,
+    ort_session,
+    pin_client,
+    plant_readings,
+    ratio,
+    require_wrk,
+    results_head,
+    server_env,
+    write_bodies,
+    write_results,
+    wrk,
+)
 from factory_anomaly.artifact import SCORER, resolve_current, verify_artifact
-from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
-LUA = ROOT / "bench" / "wrk" / "post_bodies.lua"
-PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
-BATCH_ROWS = 64
 CEILING_BATCHES = (1, 8, 64, 512)
 CEILING_THREADS = (1, 2)
 CEILING_SECONDS = 0.6
-SINGLE_BODIES, BATCH_BODIES = 32, 8
-WRK_TIMEOUT = "10s"
-MIB = 1 << 20
-JSON, OCTET = "application/json", "application/octet-stream"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One kind of request: `key` names it in the JSON, `body` which pre-built bodies it posts."""
-
-    key: str
-    label: str
-    path: str
-    content_type: str
-    body: str  # "single" | "batch_json" | "batch_binary"
-    rows: int
-    ceiling_batch: int | None  # the in-process batch size it is compared with (None: no comparison)
-    typical: str | None = None  # the typical service's route key it is compared with
-
+READING_ROWS = 4096
 
 OURS = (
-    Route("score", "ours /v1/score JSON x1", "/v1/score", JSON, "single", 1, 1, "typical_score"),
+    SCORE,
     Route(
         "batch_json",
         f"ours /v1/score/batch JSON x{BATCH_ROWS}",
@@ -85,8 +83,6 @@ OURS = (
         JSON,
         "batch_json",
         BATCH_ROWS,
-        BATCH_ROWS,
-        "typical_batch",
     ),
     Route(
         "batch_binary",
@@ -95,13 +91,11 @@ OURS = (
         OCTET,
         "batch_binary",
         BATCH_ROWS,
-        BATCH_ROWS,
-        "typical_batch",
     ),
-    Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1, None),
+    Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1),
 )
 TYPICAL = (
-    Route("typical_score", "typical /score JSON x1", "/score", JSON, "single", 1, 1),
+    Route("typical_score", "typical /score JSON x1", "/score", JSON, "single", 1),
     Route(
         "typical_batch",
         f"typical /score/batch JSON x{BATCH_ROWS}",
@@ -109,15 +103,11 @@ TYPICAL = (
         JSON,
         "batch_json",
         BATCH_ROWS,
-        BATCH_ROWS,
     ),
 )
-FLOOR = (Route("floor", "floor POST /noop (x1 body)", "/noop", JSON, "single", 1, None),)
-
-
-def _wrk_version() -> str:
-    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    return (done.stdout + done.stderr).strip().splitlines()[0]
+# What each of our routes is compared with: the in-process ceiling at a batch size, a typical route.
+CEILING_BATCH = {"score": 1, "batch_json": BATCH_ROWS, "batch_binary": BATCH_ROWS}
+TYPICAL_OF = {"score": "typical_score", "batch_json": "typical_batch", "batch_binary": "typical_batch"}
 
 
 # --- 1. in-process ceiling ---------------------------------------------------------------------------------
@@ -127,12 +117,7 @@ def ceiling(model_path: Path, x: np.ndarray) -> list[dict[str, Any]]:
     """Readings/s of the scorer graph at each batch size and intra-op thread count (best of 3 windows)."""
     out = []
     for threads in CEILING_THREADS:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(model_path, threads)
         name = session.get_inputs()[0].name
         for batch in CEILING_BATCHES:
             inputs = [np.ascontiguousarray(x[i : i + batch]) for i in range(0, len(x) - batch + 1, batch)]
@@ -152,51 +137,6 @@ def ceiling(model_path: Path, x: np.ndarray) -> list[dict[str, Any]]:
 # --- 2. servers and load ------------------------------------------------------------------------------------
 
 
-def _bodies(values: np.ndarray, workdir: Path) -> dict[str, list[Path]]:
-    """Pre-built request bodies on disk (wrk's Lua script reads them): float32 values written by orjson
-    as the shortest text that round-trips, as the client sends them."""
-    files: dict[str, list[Path]] = {"single": [], "batch_json": [], "batch_binary": []}
-
-    def write(kind: str, i: int, data: bytes) -> None:
-        path = workdir / f"{kind}-{i}.body"
-        path.write_bytes(data)
-        files[kind].append(path)
-
-    for i in range(SINGLE_BODIES):
-        write("single", i, orjson.dumps({"values": values[i]}, option=orjson.OPT_SERIALIZE_NUMPY))
-    for i in range(BATCH_BODIES):
-        rows = values[SINGLE_BODIES + i * BATCH_ROWS : SINGLE_BODIES + (i + 1) * BATCH_ROWS]
-        write("batch_json", i, orjson.dumps({"vectors": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
-        write("batch_binary", i, rows.astype("<f4").tobytes())
-    return files
-
-
-def wrk(
-    url: str, route: Route, bodies: list[Path], connections: int, seconds: float, cpu: int | None
-) -> dict[str, Any]:
-    """One closed-loop wrk run; the Lua script's summary as a dict (latencies in µs)."""
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        f"--timeout={WRK_TIMEOUT}",
-        "-s",
-        str(LUA),
-        url,
-        "--",
-        route.path,
-        route.content_type,
-        *map(str, bodies),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=pinned_to(cpu), check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            summary: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-            return summary
-    raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
-
-
 def measure(
     server: Server,
     routes: tuple[Route, ...],
@@ -205,7 +145,8 @@ def measure(
     args: argparse.Namespace,
     cpu: int | None,
 ) -> tuple[list[dict[str, Any]], float | None]:
-    """Warm every route up (1 s each at 8 connections), read RSS, then the timed runs."""
+    """Warm every route up (1 s each at 8 connections), read RSS, then the timed runs (wrk raises on any
+    error)."""
     for route in routes:
         wrk(server.url, route, files[route.body], 8, 1, cpu)
     rss_warm = server.rss_mib()
@@ -215,8 +156,6 @@ def measure(
             if args.warmup_s > 0:
                 wrk(server.url, route, files[route.body], c, args.warmup_s, cpu)
             r = wrk(server.url, route, files[route.body], c, args.duration_s, cpu)
-            errors = sum(r["errors"].values())
-            seconds = r["duration_us"] / 1e6
             row = {
                 "key": route.key,
                 "label": route.label,
@@ -224,34 +163,20 @@ def measure(
                 "content_type": route.content_type,
                 "rows_per_request": route.rows,
                 "connections": c,
-                "requests": r["requests"],
-                "seconds": seconds,
-                "errors": r["errors"],
-                "requests_per_s": r["requests"] / seconds,
-                "readings_per_s": r["requests"] * route.rows / seconds,
-                "p50_ms": r["latency_us"]["p50"] / 1e3,
-                "p90_ms": r["latency_us"]["p90"] / 1e3,
-                "p99_ms": r["latency_us"]["p99"] / 1e3,
-                "max_ms": r["latency_us"]["max"] / 1e3,
+                **r,
                 "rss_mib": server.rss_mib(),
             }
             rows.append(row)
             print(
                 f"  {route.label:<38} c={c:<3} {row['requests_per_s']:9.0f} req/s "
                 f"{row['readings_per_s']:9.0f} readings/s  p50 {row['p50_ms']:7.2f} ms  "
-                f"p99 {row['p99_ms']:7.2f} ms  errors {errors}",
+                f"p99 {row['p99_ms']:7.2f} ms",
                 flush=True,
             )
-            if errors:
-                raise RuntimeError(f"{route.label} at {c} connections: errors {r['errors']}")
     return rows, rss_warm
 
 
 # --- 3. ratios, targets, output -----------------------------------------------------------------------------
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
 
 
 def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
@@ -262,12 +187,13 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
     for route in OURS:
         for c in results["connections"]:
             row = by[(route.key, c)]
-            typical = by.get((route.typical, c)) if route.typical else None
+            typical = by.get((TYPICAL_OF.get(route.key, ""), c))
             floor = by.get(("floor", c))
-            row["vs_typical"] = _ratio(row["readings_per_s"], typical and typical["readings_per_s"])
-            cap = ceil.get((intra_op_threads, route.ceiling_batch)) if route.ceiling_batch else None
-            row["vs_ceiling"] = _ratio(row["readings_per_s"], cap)
-            row["vs_floor"] = _ratio(row["requests_per_s"], floor and floor["requests_per_s"])
+            row["vs_typical"] = ratio(row["readings_per_s"], typical and typical["readings_per_s"])
+            batch = CEILING_BATCH.get(route.key)
+            cap = None if batch is None else ceil.get((intra_op_threads, batch))
+            row["vs_ceiling"] = ratio(row["readings_per_s"], cap)
+            row["vs_floor"] = ratio(row["requests_per_s"], floor and floor["requests_per_s"])
 
 
 def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, Any]]:
@@ -309,38 +235,35 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     return out
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def table(results: dict[str, Any]) -> str:
-    """The results as a Markdown table (also what is printed)."""
-    lines = [
-        "| run | conns | req/s | readings/s | p50 ms | p99 ms | RSS MiB | ours/typical | ours/ceiling "
-        "| ours/floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results["runs"]:
-        lines.append(
-            f"| {r['label']} | {r['connections']} | {r['requests_per_s']:.0f} | {r['readings_per_s']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_fmt(r['rss_mib'], '.0f')} | "
-            f"{_fmt(r.get('vs_typical'), '.2f')} | {_fmt(r.get('vs_ceiling'), '.2f')} | "
-            f"{_fmt(r.get('vs_floor'), '.2f')} |"
-        )
-    lines += ["", "| in-process ORT | " + " | ".join(f"batch {b}" for b in CEILING_BATCHES) + " |"]
-    lines.append("|---|" + "---:|" * len(CEILING_BATCHES))
-    for t in CEILING_THREADS:
-        cells = [c for c in results["ceiling"] if c["intra_op_threads"] == t]
-        lines.append(
-            f"| {t} intra-op thread(s), readings/s | "
-            + " | ".join(f"{c['readings_per_s']:.0f}" for c in cells)
-            + " |"
-        )
-    lines += ["", "| target | measured | met |", "|---|---:|---|"]
-    for t in results["targets"]:
-        met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
-        lines.append(f"| {t['target']} | {_fmt(t['measured'], '.3g')} {t['unit']} | {met} |")
-    return "\n".join(lines)
+    """The results as Markdown tables: the runs, the in-process ceiling, the targets (what is printed)."""
+    runs = markdown_table(
+        ["run", "conns", "req/s", "readings/s", "p50 ms", "p99 ms", "RSS MiB"]
+        + ["ours/typical", "ours/ceiling", "ours/floor"],
+        (
+            [r["label"], r["connections"], f"{r['requests_per_s']:.0f}", f"{r['readings_per_s']:.0f}"]
+            + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", fmt(r["rss_mib"], ".0f")]
+            + [fmt(r.get(key), ".2f") for key in ("vs_typical", "vs_ceiling", "vs_floor")]
+            for r in results["runs"]
+        ),
+    )
+    ceiling_table = markdown_table(
+        ["in-process ORT", *(f"batch {b}" for b in CEILING_BATCHES)],
+        (
+            [f"{t} intra-op thread(s), readings/s"]
+            + [f"{c['readings_per_s']:.0f}" for c in results["ceiling"] if c["intra_op_threads"] == t]
+            for t in CEILING_THREADS
+        ),
+    )
+    met = {None: "n/a", True: "met", False: "NOT met"}
+    target_table = markdown_table(
+        ["target", "measured", "met"],
+        (
+            [t["target"], f"{fmt(t['measured'], '.3g')} {t['unit']}", met[t["met"]]]
+            for t in results["targets"]
+        ),
+    )
+    return "\n\n".join([runs, ceiling_table, target_table])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,45 +277,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/load.json"))
     args = parser.parse_args(argv)
     connections = tuple(int(c) for c in args.connections.split(","))
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (`make bench` installs Debian's; or apt-get install wrk)")
+    wrk_version = require_wrk()
 
     started = time.perf_counter()
     model_dir = resolve_current(ROOT / args.model_store / args.model_name)
     manifest = verify_artifact(model_dir)
-    plant = Plant(PlantConfig(n_sensors=manifest.n_sensors), plant_seed=PLANT_SEED)
-    if tuple(plant.sensor_names) != tuple(manifest.sensor_names):
-        raise SystemExit("the shipped model's sensors are not the synthetic plant's (plant seed 0)")
-    values = plant.simulate(4096, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE).values.astype(np.float32)
+    values = plant_readings(manifest.sensor_names, READING_ROWS)
 
     print("in-process ceiling ...", flush=True)
     ceiling_rows = ceiling(model_dir / manifest.graphs[SCORER].file, values)
 
-    pinned, pinning = can_pin()
-    server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pinned else (None, None)
-    if pinned:
-        os.sched_setaffinity(0, {CLIENT_CPU})  # this process too: keep CPU 0 for the server
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANOMALY_", "TYPICAL_"))}
-    env |= {"ANOMALY_MODEL_STORE": args.model_store, "ANOMALY_MODEL_NAME": args.model_name}
+    pinning = pin_client()  # after the ceiling, which may use both cores
+    env = server_env(args.model_store, args.model_name)
     env_typical = env | {"TYPICAL_MODEL_DIR": str(model_dir)}
     intra_op_threads = 1  # app.config.Settings' default, which the server runs with
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    files = _bodies(values, workdir)
+    files = write_bodies(values, workdir)
 
     runs: list[dict[str, Any]] = []
     servers: dict[str, Any] = {}
-    for name, target, routes, server_env, ready_path in (
-        ("ours", "factory_anomaly.app.main:app", OURS, env, "/readyz"),
+    for name, target, routes, target_env, ready_path in (
+        ("ours", APP, OURS, env, "/readyz"),
         ("typical", "bench.typical_service:app", TYPICAL, env_typical, "/health"),
-        ("floor", "bench.floor:app", FLOOR, env, "/readyz"),
+        ("floor", "bench.floor:app", (FLOOR,), env, "/readyz"),
     ):
         print(f"{name}: {target} ...", flush=True)
-        server = Server(args.python, target, server_env, workdir / f"{name}.log", server_cpu)
+        server = Server(args.python, target, target_env, workdir / f"{name}.log", pinning.server_cpu)
         try:
             ready_s = server.wait_ready(ready_path)
-            rows, rss_warm = measure(server, routes, files, connections, args, client_cpu)
+            rows, rss_warm = measure(server, routes, files, connections, args, pinning.client_cpu)
             servers[name] = {
-                "command": " ".join(server.command[1:]).replace(str(server.port), "<free>"),
+                "command": server.shown_command,
                 "start_to_ready_s": ready_s,
                 "ready_path": ready_path,
                 "rss_after_warmup_mib": rss_warm,
@@ -401,13 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
 
-    command = "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv)
-    results: dict[str, Any] = {
-        "command": command.strip(),
-        "machine": _machine(),
-        "pinning": {"applied": pinned, "detail": pinning},
-        "load_generator": f"{_wrk_version()} -t1, closed loop (no coordinated-omission correction)",
-        "model": {"name": manifest.name, "version": manifest.version, "n_sensors": manifest.n_sensors},
+    results = results_head("bench.load", argv, pinning, manifest, wrk_version) | {
         "readings": {"plant_seed": PLANT_SEED, "seed": READINGS_SEED, "anomaly_rate": ANOMALY_RATE},
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
@@ -420,20 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     ratios(results, intra_op_threads)
     results["targets"] = targets(results, intra_op_threads)
     results["wall_s"] = time.perf_counter() - started
-    m = results["machine"]
-    print(f"\n# {results['command']}")
-    print(f"# {m['host']}, {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, {m['os']}")
-    print(f"# {results['load_generator']}; pinning {'applied' if pinned else 'NOT applied'}: {pinning}")
+    print(f"\n{heading(results)}")
+    applied = "applied" if pinning.applied else "NOT applied"
+    print(f"# {results['load_generator']}; pinning {applied}: {pinning.detail}")
     print(f"# {args.duration_s:g} s per run after {args.warmup_s:g} s warm-up; model {manifest.version}")
     for name, s in servers.items():
-        rss = _fmt(s["rss_after_warmup_mib"], ".0f")
+        rss = fmt(s["rss_after_warmup_mib"], ".0f")
         print(
             f"# {name}: {s['command']}: ready in {s['start_to_ready_s']:.2f} s, RSS after warm-up {rss} MiB"
         )
     print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"# written to {args.out} in {results['wall_s']:.0f} s")
+    write_results(results, args.out)
+    print(f"# in {results['wall_s']:.0f} s")
     return 0
 
 

@@ -1,24 +1,23 @@
 """What the Prometheus instrumentation costs a request, measured in process (no sockets, no model).
 
 (a) Middleware: an ASGI app that only answers 200 (and, as Starlette's router does, leaves the matched
-route in the scope), called `--requests` times directly, bare and wrapped in `app.metrics.MetricsMiddleware`;
-the difference per request is the middleware's cost (two clock reads, the in-flight gauge up and down, one
-histogram observation on a cached child). (b) Scoring metrics: `Metrics.observe_scoring` for a batch of 1
-and of 1024 readings of 1000 sensors (counters, batch-size and inference histograms, score ratios and the
-drift share as numpy passes). (c) Rendering `GET /metrics` of a fresh app's registry.
+route in the scope), called `--requests` times directly, bare and wrapped in
+`app.observability.middleware.MetricsMiddleware`; the difference per request is the middleware's cost (two
+clock reads, the in-flight gauge up and down, one histogram observation on a cached child). (b) Scoring
+metrics: `Metrics.observe_scoring` for a batch of 1 and of 1024 readings of 1000 sensors (counters,
+batch-size and inference histograms, score ratios and the drift share as numpy passes). (c) Rendering
+`GET /metrics` of a fresh app's registry.
 
     .venv/bin/python -m bench.metrics_overhead [--requests 200000] [--out bench/results/metrics_overhead.json]
 
-Prints a table with the command that produced it and writes JSON. Best of 3 repetitions for each.
+Prints a table with the command that produced it and writes JSON. Best of 3 repetitions for each. The
+figures, with the command that measured them: docs/metrics.md, "What it costs".
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,10 +26,12 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bench.common import heading, markdown_table, results_head, write_results
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.main import create_app
-from factory_anomaly.app.metrics import Metrics, MetricsMiddleware
-from factory_anomaly.app.scoring import Assessment
+from factory_anomaly.app.model import Assessment
+from factory_anomaly.app.observability.metrics import Metrics
+from factory_anomaly.app.observability.middleware import MetricsMiddleware
 
 REPEATS = 3
 
@@ -106,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return (time.perf_counter() - started) / n
 
     render_s = _best(render, 200)
-    report = {
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.metrics_overhead", *sys.argv[1:]]),
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+    report = results_head("bench.metrics_overhead", argv) | {
         "middleware_us_per_request": {
             "bare": round(bare_s * 1e6, 2),
             "with_metrics": round(wrapped_s * 1e6, 2),
@@ -118,19 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         "render_metrics_ms": round(render_s * 1e3, 3),
         "exposition_bytes": len(generate_latest(registry)),
     }
-    print(f"# {report['command']}")
-    print(f"{'what':<44} {'cost':>12}")
-    print("-" * 57)
     mw = report["middleware_us_per_request"]
-    print(f"{'ASGI app, bare (us/request)':<44} {mw['bare']:>12}")
-    print(f"{'ASGI app + MetricsMiddleware (us/request)':<44} {mw['with_metrics']:>12}")
-    print(f"{'middleware overhead (us/request)':<44} {mw['overhead']:>12}")
-    for rows, us in report["observe_scoring_us"].items():
-        print(f"{f'observe_scoring, {rows} x 1000 sensors (us)':<44} {us:>12}")
-    print(f"{'render GET /metrics (ms)':<44} {report['render_metrics_ms']:>12}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    print(heading(report))
+    print(
+        markdown_table(
+            ["what", "cost"],
+            [
+                ["ASGI app, bare (µs/request)", mw["bare"]],
+                ["ASGI app + MetricsMiddleware (µs/request)", mw["with_metrics"]],
+                ["middleware overhead (µs/request)", mw["overhead"]],
+                *(
+                    [f"observe_scoring, {rows} x 1000 sensors (µs)", us]
+                    for rows, us in report["observe_scoring_us"].items()
+                ),
+                ["render GET /metrics (ms)", report["render_metrics_ms"]],
+            ],
+        )
+    )
+    write_results(report, args.out)
     return 0
 
 

@@ -3,8 +3,10 @@
 The same closed-loop wrk load as `bench.load` (server pinned to CPU 0, wrk to CPU 1 where the machine
 allows it; bodies pre-built from real readings of the synthetic plant) against one uvicorn per
 configuration, at 1, 8, 32 and 64 connections. Each configuration is a set of ANOMALY_MICROBATCH_*
-variables (`app.batching`); after the runs the server's own metrics give the realised batch size and the
-queue wait, so the table says not only how fast but how much batching actually happened.
+variables (`factory_anomaly.app.serving.batcher`); after the runs the server's own metrics give the realised
+batch size and the queue wait, so the table says not only how fast but how much batching actually happened.
+The figures, with the command that measured them: docs/benchmarks.md, change 4
+("Dynamic micro-batching").
 
     .venv/bin/python -m bench.microbatch [--duration-s 5] [--out bench/results/microbatch.json]
 
@@ -14,23 +16,34 @@ Needs `wrk` (`make bench` installs it); run it alone (two cores).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
-from bench.load import ANOMALY_RATE, OURS, PLANT_SEED, READINGS_SEED, _bodies, _wrk_version, wrk
-from bench.serve_latency import _machine
-from bench.server import CLIENT_CPU, ROOT, SERVER_CPU, Server, can_pin, default_python
+from bench.common import (
+    APP,
+    ROOT,
+    SCORE,
+    Samples,
+    Server,
+    default_python,
+    fmt,
+    heading,
+    markdown_table,
+    metric_samples,
+    pin_client,
+    plant_readings,
+    require_wrk,
+    results_head,
+    server_env,
+    write_bodies,
+    write_results,
+    wrk,
+)
 from factory_anomaly.artifact import resolve_current, verify_artifact
-from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "off": {},
@@ -38,18 +51,21 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
     "max 32, 250 µs": {"ANOMALY_MICROBATCH_MAX_BATCH": "32", "ANOMALY_MICROBATCH_MAX_DELAY_US": "250"},
     "max 32, 1 ms": {"ANOMALY_MICROBATCH_MAX_BATCH": "32", "ANOMALY_MICROBATCH_MAX_DELAY_US": "1000"},
 }
-SCORE = next(route for route in OURS if route.key == "score")
+READING_ROWS = 4096
 
 
-def _histogram(metrics: str, name: str) -> tuple[float, float]:
-    """(sum, count) of a histogram series in Prometheus text."""
-    total = count = 0.0
-    for line in metrics.splitlines():
-        if line.startswith(f"{name}_sum{{"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"{name}_count{{"):
-            count += float(line.rsplit(" ", 1)[1])
+def _histogram(samples: Samples, name: str) -> tuple[float, float]:
+    """(sum, count) of a histogram over all its label sets."""
+    total = sum(value for (sample, _), value in samples.items() if sample == f"{name}_sum")
+    count = sum(value for (sample, _), value in samples.items() if sample == f"{name}_count")
     return total, count
+
+
+def _mean_between(before: Samples, after: Samples, name: str) -> float | None:
+    """The mean of what a histogram observed between two scrapes; None when it observed nothing."""
+    (sum_before, count_before), (sum_after, count_after) = _histogram(before, name), _histogram(after, name)
+    count = count_after - count_before
+    return (sum_after - sum_before) / count if count else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,65 +77,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/microbatch.json"))
     args = parser.parse_args(argv)
     connections = tuple(int(c) for c in args.connections.split(","))
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (`make bench` installs Debian's; or apt-get install wrk)")
+    wrk_version = require_wrk()
 
     started = time.perf_counter()
     model_dir = resolve_current(ROOT / "model_store" / "factory-ae")
     manifest = verify_artifact(model_dir)
-    plant = Plant(PlantConfig(n_sensors=manifest.n_sensors), plant_seed=PLANT_SEED)
-    values = plant.simulate(4096, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE).values.astype(np.float32)
-    pinned, pinning = can_pin()
-    server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pinned else (None, None)
-    if pinned:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
-    env |= {"ANOMALY_MODEL_STORE": "model_store", "ANOMALY_MODEL_NAME": "factory-ae"}
+    values = plant_readings(manifest.sensor_names, READING_ROWS)
+    pinning = pin_client()
+    env = server_env("model_store", "factory-ae")
     workdir = Path(tempfile.mkdtemp(prefix="bench-microbatch-"))
-    bodies = _bodies(values, workdir)["single"]
+    bodies = write_bodies(values, workdir)["single"]
 
     rows: list[dict[str, Any]] = []
     for name, extra in CONFIGURATIONS.items():
-        server = Server(
-            args.python, "factory_anomaly.app.main:app", env | extra, workdir / "server.log", server_cpu
-        )
+        server = Server(args.python, APP, env | extra, workdir / "server.log", pinning.server_cpu)
         try:
             server.wait_ready("/readyz")
-            wrk(server.url, SCORE, bodies, 8, 1, client_cpu)  # warm-up
+            wrk(server.url, SCORE, bodies, 8, 1, pinning.client_cpu)  # warm-up
             for c in connections:
                 if args.warmup_s > 0:
-                    wrk(server.url, SCORE, bodies, c, args.warmup_s, client_cpu)
-                before = httpx.get(f"{server.url}/metrics").text
-                r = wrk(server.url, SCORE, bodies, c, args.duration_s, client_cpu)
-                after = httpx.get(f"{server.url}/metrics").text
-                if sum(r["errors"].values()):
-                    raise RuntimeError(f"{name} at {c} connections: errors {r['errors']}")
-                rows_sum, runs = np.subtract(
-                    _histogram(after, "anomaly_microbatch_size_rows"),
-                    _histogram(before, "anomaly_microbatch_size_rows"),
-                )
-                wait_sum, waits = np.subtract(
-                    _histogram(after, "anomaly_microbatch_queue_wait_seconds"),
-                    _histogram(before, "anomaly_microbatch_queue_wait_seconds"),
-                )
-                seconds = r["duration_us"] / 1e6
+                    wrk(server.url, SCORE, bodies, c, args.warmup_s, pinning.client_cpu)
+                before = metric_samples(httpx.get(f"{server.url}/metrics").text)
+                r = wrk(server.url, SCORE, bodies, c, args.duration_s, pinning.client_cpu)
+                after = metric_samples(httpx.get(f"{server.url}/metrics").text)
+                wait_s = _mean_between(before, after, "anomaly_microbatch_queue_wait_seconds")
                 row = {
                     "configuration": name,
                     "env": extra,
                     "connections": c,
                     "requests": r["requests"],
-                    "requests_per_s": r["requests"] / seconds,
-                    "p50_ms": r["latency_us"]["p50"] / 1e3,
-                    "p99_ms": r["latency_us"]["p99"] / 1e3,
-                    "mean_batch_rows": float(rows_sum / runs) if runs else None,
-                    "mean_queue_wait_us": float(wait_sum / waits * 1e6) if waits else None,
+                    "requests_per_s": r["requests_per_s"],
+                    "p50_ms": r["p50_ms"],
+                    "p99_ms": r["p99_ms"],
+                    "mean_batch_rows": _mean_between(before, after, "anomaly_microbatch_size_rows"),
+                    "mean_queue_wait_us": None if wait_s is None else wait_s * 1e6,
                     "rss_mib": server.rss_mib(),
                 }
                 rows.append(row)
-                batch = "-" if row["mean_batch_rows"] is None else f"{row['mean_batch_rows']:.1f}"
                 print(
                     f"  {name:<18} c={c:<3} {row['requests_per_s']:7.0f} req/s  p50 {row['p50_ms']:6.2f} ms  "
-                    f"p99 {row['p99_ms']:6.2f} ms  mean batch {batch}",
+                    f"p99 {row['p99_ms']:6.2f} ms  mean batch {fmt(row['mean_batch_rows'], '.1f')}",
                     flush=True,
                 )
         finally:
@@ -129,28 +126,34 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["throughput_vs_off"] = r["requests_per_s"] / off[r["connections"]]["requests_per_s"]
         r["p99_vs_off"] = r["p99_ms"] / off[r["connections"]]["p99_ms"]
-    results = {
-        "command": ("python -m bench.microbatch " + " ".join(sys.argv[1:] if argv is None else argv)).strip(),
-        "machine": _machine(),
-        "pinning": {"applied": pinned, "detail": pinning},
-        "load_generator": f"{_wrk_version()} -t1, closed loop",
-        "model": {"name": manifest.name, "version": manifest.version, "n_sensors": manifest.n_sensors},
+    results = results_head("bench.microbatch", argv, pinning, manifest, wrk_version) | {
         "duration_s": args.duration_s,
         "runs": rows,
         "wall_s": time.perf_counter() - started,
     }
-    print("\n| configuration | connections | req/s | vs off | p50 ms | p99 ms | p99 vs off | mean batch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        batch = "-" if r["mean_batch_rows"] is None else f"{r['mean_batch_rows']:.1f}"
-        print(
-            f"| {r['configuration']} | {r['connections']} | {r['requests_per_s']:.0f} | "
-            f"{r['throughput_vs_off']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p99_vs_off']:.2f} | "
-            f"{batch} |"
+    print(f"\n{heading(results)}")
+    print(
+        markdown_table(
+            [
+                "configuration",
+                "connections",
+                "req/s",
+                "vs off",
+                "p50 ms",
+                "p99 ms",
+                "p99 vs off",
+                "mean batch",
+            ],
+            (
+                [r["configuration"], r["connections"], f"{r['requests_per_s']:.0f}"]
+                + [f"{r['throughput_vs_off']:.2f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
+                + [f"{r['p99_vs_off']:.2f}", fmt(r["mean_batch_rows"], ".1f")]
+                for r in rows
+            ),
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"# written to {args.out} in {results['wall_s']:.0f} s")
+    )
+    write_results(results, args.out)
+    print(f"# in {results['wall_s']:.0f} s")
     return 0
 
 

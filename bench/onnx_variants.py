@@ -4,6 +4,7 @@ For each variant of the shipped scorer graph: session creation time (median of r
 throughput at batch 1 and 64 on one intra-op thread, and — against the fp32 graph on real readings of the
 synthetic plant, normal and faulty — the largest relative score error and how many anomaly decisions at
 the stored threshold flip. Prints a table with the command that produced it and writes JSON beside it.
+The figures, with the command that measured them: docs/model_format.md, "Variants considered".
 
     .venv/bin/python -m bench.onnx_variants [--model model_store/factory-ae] [--out FILE.json]
 
@@ -13,10 +14,7 @@ Needs the `train` extra (onnx; the synthetic plant). Run it alone: the machine h
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,33 +26,20 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from bench.common import heading, markdown_table, ort_session, plant_readings, results_head, write_results
 from factory_anomaly.artifact import SCORER, resolve_current, verify_artifact
-from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 SESSION_REPEATS = 7
 TIMED_SECONDS = 1.5
-
-
-def _options(level: ort.GraphOptimizationLevel, save_to: Path | None = None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if save_to is not None:
-        options.optimized_model_filepath = str(save_to)
-    return options
-
-
-def _session(path: Path, level: ort.GraphOptimizationLevel) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), _options(level), providers=["CPUExecutionProvider"])
+# The accuracy columns' readings: the synthetic plant, 20 % of them in fault episodes.
+READING_ROWS, READINGS_SEED, ANOMALY_RATE = 4000, 77, 0.2
 
 
 def _creation_ms(path: Path, level: ort.GraphOptimizationLevel) -> float:
     times = []
     for _ in range(SESSION_REPEATS):
         started = time.perf_counter()
-        _session(path, level)
+        ort_session(path, level=level)
         times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times)
 
@@ -81,15 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verify_artifact(version)
     fp32 = version / manifest.graphs[SCORER].file
     threshold = manifest.threshold.value
-    plant = Plant(PlantConfig(n_sensors=manifest.n_sensors), plant_seed=0)
-    run = plant.simulate(4000, seed=77, anomaly_rate=0.2)
-    real = run.values
+    real = plant_readings(manifest.sensor_names, READING_ROWS, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE)
 
     work = Path(tempfile.mkdtemp(prefix="onnx-variants-"))
     optimised = work / "optimised.onnx"
-    _ = ort.InferenceSession(
-        str(fp32), _options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL, optimised), ["CPUExecutionProvider"]
-    )
+    ort_session(fp32, optimised_to=optimised)
     fp16 = work / "fp16.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(fp16))
     int8 = work / "int8.onnx"
@@ -105,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         "fp16 weights (fp32 I/O)": (fp16, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
         "int8 dynamic quantisation": (int8, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
     }
-    reference = _session(fp32, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, {"readings": real})[0]
+    reference = ort_session(fp32).run(None, {"readings": real})[0]
     ref_flags = reference > threshold
     rows: list[dict[str, Any]] = []
     for label, (path, level) in variants.items():
-        session = _session(path, level)
+        session = ort_session(path, level=level)
         scores = session.run(None, {"readings": real})[0].astype(np.float64)
         rel = np.abs(scores - reference) / np.maximum(np.abs(reference), 1e-12)
         rows.append(
@@ -126,21 +107,26 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
-    command = "python -m bench.onnx_variants " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = (
-        f"{'variant':<55} {'MB':>5} {'load ms':>8} {'b1 r/s':>8} {'b64 r/s':>8} {'max rel':>8} {'flips':>5}"
-    )
-    print(f"# {command.strip()}\n# {platform.node()}, {platform.processor() or platform.machine()}, "
-          f"onnxruntime {ort.__version__}, model {manifest.version}, 1 intra-op thread")  # fmt: skip
-    print(header)
-    for r in rows:
-        print(
-            f"{r['variant']:<55} {r['file_bytes'] / 1e6:5.2f} {r['session_create_ms']:8.1f} "
-            f"{r['batch1_readings_per_s']:8.0f} {r['batch64_readings_per_s']:8.0f} "
-            f"{r['score_max_rel_error']:8.1e} {r['flipped_decisions']:5d}"
+    results = results_head("bench.onnx_variants", argv, manifest=manifest) | {
+        "onnxruntime": ort.__version__,
+        "intra_op_threads": 1,
+        "rows": rows,
+    }
+    print(heading(results))
+    print(f"# onnxruntime {ort.__version__}, model {manifest.version}, 1 intra-op thread")
+    print(
+        markdown_table(
+            ["variant", "MB", "load ms", "batch 1 readings/s", "batch 64 readings/s"]
+            + ["max rel. error", "flips"],
+            (
+                [r["variant"], f"{r['file_bytes'] / 1e6:.2f}", f"{r['session_create_ms']:.1f}"]
+                + [f"{r['batch1_readings_per_s']:.0f}", f"{r['batch64_readings_per_s']:.0f}"]
+                + [f"{r['score_max_rel_error']:.1e}", r["flipped_decisions"]]
+                for r in rows
+            ),
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": command, "model": manifest.version, "rows": rows}, indent=1))
+    )
+    write_results(results, args.out)
     return 0
 
 

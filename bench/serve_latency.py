@@ -1,20 +1,20 @@
 """Latency of the running service end to end: a real uvicorn subprocess, called through the client
 (`factory_anomaly_client`).
 
-Measures (a) the time from spawning `python -m uvicorn factory_anomaly.app.main:app` to the first 200 from
-`/readyz`
-(polled every 5 ms), over `--starts` starts (uvicorn runs the lifespan, which loads and warms the model,
-before it binds the port, so the first HTTP answer is normally already that 200); (b) `--requests`
-sequential `POST /v1/score` calls with the sync client, after a warm-up, on real readings of the
-synthetic plant the shipped model was trained on (plant seed 0, 10 % of readings in fault episodes);
-(c) the same number of `POST /v1/score/batch` calls, binary float32, `--batch-rows` rows each; (d) the
-server's resident memory (VmRSS, and the peak VmHWM) after the warm-up and after the run. Latency is the
-client's: encoding, the HTTP round trip over loopback, the server's parsing, scoring and logging, and
+Measures (a) the time from spawning `python -m uvicorn factory_anomaly.app.main:app` to the first 200
+from `/readyz` (polled every 5 ms), over `--starts` starts (uvicorn runs the lifespan, which loads and
+warms the model, before it binds the port, so the first HTTP answer is normally already that 200);
+(b) `--requests` sequential `POST /v1/score` calls with the sync client, after a warm-up, on real readings
+of the synthetic plant the shipped model was trained on (plant seed 0, 10 % of readings in fault
+episodes); (c) the same number of `POST /v1/score/batch` calls, binary float32, `--batch-rows` rows each;
+(d) the server's resident memory (VmRSS, and the peak VmHWM) after the warm-up and after the run. Latency
+is the client's: encoding, the HTTP round trip over loopback, the server's parsing, scoring and logging, and
 decoding the answer.
 
 The server runs with its defaults (ANOMALY_MODEL_STORE and ANOMALY_MODEL_NAME set, nothing else), pinned
 to CPU 0; this process, the client, to CPU 1, when the machine allows it (the output says whether).
-Prints a table with the command that produced it and the machine, and writes JSON.
+Prints a table with the command that produced it and the machine, and writes JSON. The figures, with the
+command that measured them: docs/benchmarks.md, "Related measurements".
 
     .venv/bin/python -m bench.serve_latency [--starts 5] [--requests 1000] [--out FILE.json]
 
@@ -24,77 +24,43 @@ Needs the `train` extra (the synthetic plant). Run it alone: the machine has two
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from factory_anomaly_client import AnomalyClient
 
-from bench.server import CLIENT_CPU, POLL_S, SERVER_CPU, Server, can_pin, default_python
-from factory_anomaly.plant.synthetic import Plant, PlantConfig
-
-PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 5, 0.1
-
-
-def _pin_client() -> tuple[bool, str]:
-    """Pin this process (the client) to CLIENT_CPU when the server can have SERVER_CPU (pinned at spawn)."""
-    pinned, how = can_pin()
-    if pinned:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    return pinned, how
-
-
-def _latencies_ms(call: Callable[[Any], object], inputs: list[Any], n: int) -> np.ndarray:
-    gc.collect()
-    out = np.empty(n)
-    for i in range(n):
-        x = inputs[i % len(inputs)]
-        started = time.perf_counter()
-        call(x)
-        out[i] = time.perf_counter() - started
-    return out * 1e3
+from bench.common import (
+    ANOMALY_RATE,
+    APP,
+    PLANT_SEED,
+    POLL_S,
+    READINGS_SEED,
+    Server,
+    default_python,
+    heading,
+    latency_ms,
+    markdown_table,
+    pin_client,
+    plant_readings,
+    results_head,
+    server_env,
+    time_each_ms,
+    write_results,
+)
 
 
-def _summary(ms: np.ndarray, rows_per_request: int) -> dict[str, float | int]:
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+def _summary(ms: np.ndarray, rows_per_request: int) -> dict[str, Any]:
+    """Percentiles, and the sequential rate the latencies add up to."""
     total_s = float(ms.sum()) / 1e3
     return {
         "requests": len(ms),
         "rows_per_request": rows_per_request,
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "max_ms": float(ms.max()),
-        "mean_ms": float(ms.mean()),
+        **latency_ms(ms),
         "requests_per_s": len(ms) / total_s,
         "readings_per_s": len(ms) * rows_per_request / total_s,
-    }
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
     }
 
 
@@ -112,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.starts < 1 or args.requests < 1 or args.warmup < 0 or args.batch_rows < 1:
         parser.error("--starts, --requests and --batch-rows must be >= 1, --warmup >= 0")
 
-    pinned, pinning = _pin_client()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")}
-    env |= {"ANOMALY_MODEL_STORE": args.model_store, "ANOMALY_MODEL_NAME": args.model_name}
+    pinning = pin_client()
+    env = server_env(args.model_store, args.model_name)
     workdir = Path(tempfile.mkdtemp(prefix="serve-latency-"))
 
     # (a) startup: every start timed; the last server stays up for the rest.
@@ -122,13 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     server: Server | None = None
     try:
         for i in range(args.starts):
-            server = Server(
-                args.python,
-                "factory_anomaly.app.main:app",
-                env,
-                workdir / f"server-{i}.log",
-                SERVER_CPU if pinned else None,
-            )
+            server = Server(args.python, APP, env, workdir / f"server-{i}.log", pinning.server_cpu)
             ready = server.wait_ready()
             answered = server.first_answer_s
             assert answered is not None
@@ -140,35 +99,26 @@ def main(argv: list[str] | None = None) -> int:
 
         with AnomalyClient(server.url, retries=0, timeout_s=30.0) as client:
             model = client.model()
-            plant = Plant(PlantConfig(n_sensors=model["n_sensors"]), plant_seed=PLANT_SEED)
-            if list(plant.sensor_names) != model["sensor_names"]:
-                raise SystemExit("the served model's sensors are not the synthetic plant's (plant seed 0)")
             n_rows = max(args.requests + args.warmup, 32 * args.batch_rows)
-            values = plant.simulate(n_rows, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE).values
+            values = plant_readings(model["sensor_names"], n_rows)
             singles = list(values)
             batches = [
                 values[j : j + args.batch_rows]
                 for j in range(0, n_rows - args.batch_rows + 1, args.batch_rows)
             ]
 
-            _latencies_ms(client.score, singles[args.requests :] or singles, args.warmup)
-            _latencies_ms(client.score_batch, batches, args.warmup)
+            time_each_ms(client.score, singles[args.requests :] or singles, args.warmup)
+            time_each_ms(client.score_batch, batches, args.warmup)
             memory_warm = server.memory_mib()
-            single_ms = _latencies_ms(client.score, singles, args.requests)  # (b)
-            batch_ms = _latencies_ms(client.score_batch, batches, args.requests)  # (c)
+            single_ms = time_each_ms(client.score, singles, args.requests)  # (b)
+            batch_ms = time_each_ms(client.score_batch, batches, args.requests)  # (c)
             memory_after = server.memory_mib()  # (d)
     finally:
         exit_status = server.stop() if server is not None else None
 
-    command = "python -m bench.serve_latency " + " ".join(sys.argv[1:] if argv is None else argv)
-    results: dict[str, Any] = {
-        "command": command.strip(),
-        "machine": _machine(),
-        "pinning": {"applied": pinned, "detail": pinning},
+    results = results_head("bench.serve_latency", argv, pinning) | {
         "server": {
-            "command": (
-                f"{args.python} -m uvicorn factory_anomaly.app.main:app --host 127.0.0.1 --port <free>"
-            ),
+            "command": server.shown_command,
             "env": {k: v for k, v in env.items() if k.startswith("ANOMALY_")},
             "exit_status": exit_status,
         },
@@ -194,41 +144,38 @@ def main(argv: list[str] | None = None) -> int:
         "server_memory_mib": {"after_warmup": memory_warm, "after_run": memory_after},
     }
     _print(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"# written to {args.out}")
+    write_results(results, args.out)
     return 0
 
 
 def _print(r: dict[str, Any]) -> None:
-    m, s = r["machine"], r["startup_ms"]
-    model = r["model"]
-    print(f"# {r['command']}")
-    print(f"# {m['host']}, {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, {m['os']}")
+    s, model = r["startup_ms"], r["model"]
+    print(heading(r))
+    applied = "applied" if r["pinning"]["applied"] else "NOT applied"
     print(
         f"# model {model.get('name')} {model.get('version')} ({model.get('n_sensors')} sensors, "
-        f"{model.get('provider')}); pinning {'applied' if r['pinning']['applied'] else 'NOT applied'}: "
-        f"{r['pinning']['detail']}"
+        f"{model.get('provider')}); pinning {applied}: {r['pinning']['detail']}"
     )
     print(
         f"startup, spawn -> /readyz 200 over {s['starts']} starts: median {s['ready_median']:.0f} ms, "
         f"max {s['ready_max']:.0f} ms (first HTTP answer: median {s['first_answer_median']:.0f} ms)"
     )
-    print(
-        f"{'request':<40} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'readings/s':>11}"
+    batch = r["score_batch_binary"]
+    kinds = (
+        ("POST /v1/score (JSON, 1 reading)", r["score"]),
+        (f"POST /v1/score/batch (binary, {batch['rows_per_request']} rows)", batch),
     )
-    for label, key in (
-        ("POST /v1/score (JSON, 1 reading)", "score"),
-        (
-            f"POST /v1/score/batch (binary, {r['score_batch_binary']['rows_per_request']} rows)",
-            "score_batch_binary",
-        ),
-    ):
-        x = r[key]
-        print(
-            f"{label:<40} {x['requests']:>6} {x['p50_ms']:8.2f} {x['p90_ms']:8.2f} {x['p99_ms']:8.2f} "
-            f"{x['max_ms']:8.2f} {x['readings_per_s']:11.0f}"
+    print(
+        markdown_table(
+            ["request", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "readings/s"],
+            (
+                [label, x["requests"]]
+                + [f"{x[key]:.2f}" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+                + [f"{x['readings_per_s']:.0f}"]
+                for label, x in kinds
+            ),
         )
+    )
     memory = r["server_memory_mib"]
     if memory["after_warmup"] is None:
         print("server memory: /proc not available")

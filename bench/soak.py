@@ -1,12 +1,12 @@
 """Soak: minutes of mixed load against a real uvicorn, and proof that nothing was lost or leaked.
 
 The server (`uvicorn factory_anomaly.app.main:app`, a subprocess, API keys and an admin token set) serves a
-private copy of
-a model store: the version `CURRENT` names in `--store` (the shipped `model_store/factory-ae` by default)
-and the same version published again under a second name (files copied, manifest version rewritten; no
-training, no torch). `--concurrency` client tasks (asyncio + httpx) pace themselves to `--rate` requests/s
-in all (closed loop when the server is slower: no coordinated-omission correction, so the percentiles are
-service times under this load) and draw each request at random from:
+private copy of a model store: the version `CURRENT` names in `--store` (the shipped
+`model_store/factory-ae` by default) and the same version published again under a second name (files
+copied, manifest version rewritten; no training, no torch). `--concurrency` client tasks (asyncio + httpx)
+pace themselves to `--rate` requests/s in all (closed loop when the server is slower: no
+coordinated-omission correction, so the percentiles are service times under this load) and draw each
+request at random from:
 
     score          POST /v1/score, one valid reading                                  -> 200
     batch_json     POST /v1/score/batch, 16 valid readings as JSON                    -> 200
@@ -26,7 +26,8 @@ its /metrics against the client's own counts: requests by (route, method, status
 error code, readings scored, reloads, requests in flight. Exits 1 when a request was lost, answered 5xx
 or not as expected, failed in transport, when a counter differs, when RSS grew by more than
 `--max-rss-growth-mib` after the warm-up, or when the server logged an error or a traceback. Prints a
-table with the command; writes JSON (`--out`).
+table with the command; writes JSON (`--out`). The figures of the latest soak, with the command that
+measured them: docs/reliability.md, "Soak".
 
     .venv/bin/python -m bench.soak [--minutes 10] [--rate 200] [--out bench/results/soak.json]
 """
@@ -51,10 +52,29 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.serve_latency import _machine
-from bench.server import ROOT, Server, default_python
+from bench.common import (
+    ANOMALY_RATE,
+    APP,
+    JSON,
+    OCTET,
+    PLANT_SEED,
+    ROOT,
+    NotThePlant,
+    Samples,
+    Server,
+    binary_batch,
+    default_python,
+    json_batch,
+    json_reading,
+    latency_ms,
+    markdown_table,
+    metric_samples,
+    plant_readings,
+    results_head,
+    server_env,
+    write_results,
+)
 from factory_anomaly.artifact import (
     EXPLAINER,
     Manifest,
@@ -63,17 +83,15 @@ from factory_anomaly.artifact import (
     write_current,
     write_manifest,
 )
-from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
 API_KEY = "soak-key-3e1f"
 ADMIN_TOKEN = "soak-admin-8c2d"
 SECOND_VERSION_SUFFIX = "-soak-copy"
-PLANT_SEED, READINGS_SEED, ANOMALY_RATE = 0, 11, 0.1
+READINGS_SEED = 11
 SINGLE_BODIES, BATCH_BODIES, JSON_ROWS, BINARY_ROWS = 256, 32, 16, 64
 REQUEST_TIMEOUT_S = 30.0
-JSON, OCTET = "application/json", "application/octet-stream"
-UNMATCHED = "<unmatched>"  # app.metrics.UNMATCHED_ROUTE (not imported: the client stays off the app)
-MIB = 1 << 20
+# app.observability.metrics.UNMATCHED_ROUTE, not imported: the client stays off the app.
+UNMATCHED = "<unmatched>"
 
 
 @dataclass(frozen=True)
@@ -142,11 +160,13 @@ def prepare_store(source_store: Path, model_name: str, workdir: Path) -> tuple[P
 
 
 def valid_readings(manifest: Manifest, rows: int) -> tuple[np.ndarray, str]:
-    """float32 [rows, n_sensors] and where they come from."""
-    plant = Plant(PlantConfig(n_sensors=manifest.n_sensors), plant_seed=PLANT_SEED)
-    if tuple(plant.sensor_names) == manifest.sensor_names:
-        values = plant.simulate(rows, seed=READINGS_SEED, anomaly_rate=ANOMALY_RATE).values
-        return values.astype(np.float32), f"synthetic plant seed {PLANT_SEED}, {ANOMALY_RATE:.0%} in faults"
+    """float32 [rows, n_sensors] and where they come from: the synthetic plant when the model's sensors are
+    its sensors, otherwise every sensor near the middle of its training range."""
+    try:
+        values = plant_readings(manifest.sensor_names, rows, seed=READINGS_SEED)
+        return values, f"synthetic plant seed {PLANT_SEED}, {ANOMALY_RATE:.0%} in faults"
+    except NotThePlant:
+        pass
     low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
     jitter = np.random.default_rng(READINGS_SEED).uniform(-0.01, 0.01, (rows, manifest.n_sensors))
     values = (low + high) / 2 + jitter * (high - low)
@@ -158,26 +178,24 @@ def bodies(x: np.ndarray) -> dict[str, list[tuple[dict[str, str], bytes]]]:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     as_json = {**auth, "Content-Type": JSON}
     as_octet = {**auth, "Content-Type": OCTET}
-    numpy = orjson.OPT_SERIALIZE_NUMPY
     n = x.shape[1]
-    single = [orjson.dumps({"values": x[i]}, option=numpy) for i in range(SINGLE_BODIES)]
+    single = [json_reading(x[i]) for i in range(SINGLE_BODIES)]
     rest = x[SINGLE_BODIES:]
-    nan = np.ascontiguousarray(rest[:BINARY_ROWS], dtype="<f4").copy()
+    nan = rest[:BINARY_ROWS].copy()
     nan[3, n // 2] = np.nan
     return {
         "score": [(as_json, b) for b in single],
         "batch_json": [
-            (as_json, orjson.dumps({"vectors": rest[i * JSON_ROWS : (i + 1) * JSON_ROWS]}, option=numpy))
-            for i in range(BATCH_BODIES)
+            (as_json, json_batch(rest[i * JSON_ROWS : (i + 1) * JSON_ROWS])) for i in range(BATCH_BODIES)
         ],
         "batch_binary": [
-            (as_octet, np.ascontiguousarray(rest[i * BINARY_ROWS : (i + 1) * BINARY_ROWS], "<f4").tobytes())
+            (as_octet, binary_batch(rest[i * BINARY_ROWS : (i + 1) * BINARY_ROWS]))
             for i in range(BATCH_BODIES)
         ],
         "explain": [(as_json, b) for b in single],
         "malformed_json": [(as_json, single[0][: len(single[0]) // 2])],
-        "wrong_length": [(as_json, orjson.dumps({"values": x[0, : n - 1]}, option=numpy))],
-        "non_finite": [(as_octet, nan.tobytes())],
+        "wrong_length": [(as_json, json_reading(x[0, : n - 1]))],
+        "non_finite": [(as_octet, binary_batch(nan))],
         "missing_key": [({"Content-Type": JSON}, single[1])],
         "wrong_key": [({"Content-Type": JSON, "X-API-Key": "not-" + API_KEY}, single[2])],
         "wrong_media_type": [({**auth, "Content-Type": "text/plain"}, single[3])],
@@ -302,15 +320,10 @@ def status_class(result: int | str) -> str:
     return f"{result // 100}xx" if isinstance(result, int) else "transport"
 
 
-def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
-    if not latencies:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    a = np.asarray(latencies) * 1000
-    return {
-        "p50_ms": round(float(np.percentile(a, 50)), 2),
-        "p99_ms": round(float(np.percentile(a, 99, method="higher")), 2),
-        "max_ms": round(float(a.max()), 2),
-    }
+def percentiles_ms(latencies_s: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max in ms, to 0.01 ms; None for each when there are none."""
+    figures = latency_ms(np.asarray(latencies_s) * 1e3, digits=2)
+    return {key: figures[key] for key in ("p50_ms", "p99_ms", "max_ms")}
 
 
 def windows(outcomes: list[Outcome], window_s: float) -> list[dict[str, Any]]:
@@ -332,17 +345,6 @@ def windows(outcomes: list[Outcome], window_s: float) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def compare_counters(tally: Tally, samples: Samples, model_name: str) -> dict[str, Any]:
@@ -498,41 +500,54 @@ def table(result: dict[str, Any]) -> str:
     t, rss, c = result["totals"], result["rss_mib"], result["counters"]
     by_class, reloads, window_s = result["by_class"], result["reloads"], result["config"]["window_s"]
     reloaded = sum(1 for r in reloads if r["result"] == 200)
-    lines = [
-        f"`{result['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
-        f"load average {result['machine']['load_average_start']} at the start",
-        "",
-        "| figure | value |",
-        "|---|---|",
-        f"| duration | {t['seconds']:.0f} s at {t['requests_per_s']:.0f} req/s "
-        f"(target {result['config']['rate']:.0f}) |",
-        f"| requests sent / answered / lost | {t['sent']} / {t['received']} / {t['lost']} |",
-        f"| 2xx | {by_class['2xx']} |",
-        f"| 4xx (all as expected: {t['unexpected'] == 0}) | "
-        + (", ".join(f"{k}: {v}" for k, v in sorted(by_class["4xx"].items())) or "0")
-        + " |",
-        f"| 5xx | {sum(by_class['5xx'].values())} |",
-        f"| transport errors | {sum(by_class['transport'].values())} |",
-        f"| admin reloads answered 200 | {reloaded} of {len(reloads)} |",
-        f"| RSS at ready / after warm-up / end / max | {rss['at_ready']} / {rss['after_warmup']} / "
-        f"{rss['end']} / {rss['max']} MiB (growth after warm-up {rss['growth_after_warmup']} MiB) |",
-        f"| server counters = client counts | {c['match']} ({len(c['http'])} route/status series, "
-        f"{len(c['rejected'])} error codes, readings {c['readings_scored']['server']:.0f}) |",
-        "",
-        "| window | requests | p50 ms | p99 ms | max ms | /v1/score p99 ms | 4xx | 5xx | transport |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    m, rate = result["machine"], result["config"]["rate"]
+    figures = [
+        [
+            "duration",
+            f"{t['seconds']:.0f} s at {t['requests_per_s']:.0f} req/s (target {rate:.0f})",
+        ],
+        ["requests sent / answered / lost", f"{t['sent']} / {t['received']} / {t['lost']}"],
+        ["2xx", by_class["2xx"]],
+        [
+            f"4xx (all as expected: {t['unexpected'] == 0})",
+            ", ".join(f"{k}: {v}" for k, v in sorted(by_class["4xx"].items())) or "0",
+        ],
+        ["5xx", sum(by_class["5xx"].values())],
+        ["transport errors", sum(by_class["transport"].values())],
+        ["admin reloads answered 200", f"{reloaded} of {len(reloads)}"],
+        [
+            "RSS at ready / after warm-up / end / max",
+            f"{rss['at_ready']} / {rss['after_warmup']} / {rss['end']} / {rss['max']} MiB "
+            f"(growth after warm-up {rss['growth_after_warmup']} MiB)",
+        ],
+        [
+            "server counters = client counts",
+            f"{c['match']} ({len(c['http'])} route/status series, {len(c['rejected'])} error codes, "
+            f"readings {c['readings_scored']['server']:.0f})",
+        ],
     ]
-    for w in result["windows"]:
-        lines.append(
-            f"| {w['start_s']:.0f}-{w['start_s'] + window_s:.0f} s | {w['requests']} | {w['p50_ms']} | "
-            f"{w['p99_ms']} | {w['max_ms']} | {w['score_p99_ms']} | {w['4xx']} | {w['5xx']} | "
-            f"{w['transport_errors']} |"
-        )
-    lines += [
-        "",
-        "checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in result["checks"].items()),
-    ]
-    return "\n".join(lines)
+    windows_table = markdown_table(
+        ["window", "requests", "p50 ms", "p99 ms", "max ms", "/v1/score p99 ms", "4xx", "5xx", "transport"],
+        (
+            [f"{w['start_s']:.0f}-{w['start_s'] + window_s:.0f} s"]
+            + [w[key] for key in ("requests", "p50_ms", "p99_ms", "max_ms", "score_p99_ms", "4xx", "5xx")]
+            + [w["transport_errors"]]
+            for w in result["windows"]
+        ),
+    )
+    checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in result["checks"].items())
+    return "\n".join(
+        [
+            f"`{result['command']}` on {m['cpu']} ({m['cpus']} CPUs), load average {m['load_average_start']} "
+            "at the start",
+            "",
+            markdown_table(["figure", "value"], figures, left=2),
+            "",
+            windows_table,
+            "",
+            f"checks: {checks}",
+        ]
+    )
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -553,7 +568,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    command = "python -m bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         workdir = Path(tmp)
@@ -561,15 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         x, source = valid_readings(manifest, SINGLE_BODIES + BATCH_BODIES * BINARY_ROWS)
         prepared = bodies(x)
         kinds = [k for k in KINDS if k.name != "explain" or EXPLAINER in manifest.graphs]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")} | {
-            "ANOMALY_MODEL_STORE": str(store),
-            "ANOMALY_MODEL_NAME": args.model_name,
+        env = server_env(store, args.model_name) | {
             "ANOMALY_API_KEYS": API_KEY,
             "ANOMALY_ADMIN_TOKEN": ADMIN_TOKEN,
         }
         log_path = workdir / "server.log"
         load_start = os.getloadavg()
-        server = Server(args.python, "factory_anomaly.app.main:app", env, log_path, cpu=None)
+        server = Server(args.python, APP, env, log_path, cpu=None)
         try:
             start_to_ready_s = server.wait_ready("/readyz")
             rss_at_ready = server.rss_mib()
@@ -579,10 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             stop_s = time.perf_counter() - stop_started
         log = server_log(log_path)
-        result: dict[str, Any] = {
-            "command": command,
-            "machine": _machine()
-            | {"load_average_start": [round(v, 2) for v in load_start], "load_average_end": None},
+        result = results_head("bench.soak", argv) | {
             "config": {
                 k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out",)
             }
@@ -595,8 +604,11 @@ def main(argv: list[str] | None = None) -> int:
                 "log": log,
             },
         }
-        result["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-        result |= summarise(tally, seconds, rss, rss_at_ready, parse_metrics(metrics_text), args)
+        result["machine"] |= {
+            "load_average_start": [round(v, 2) for v in load_start],
+            "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        }
+        result |= summarise(tally, seconds, rss, rss_at_ready, metric_samples(metrics_text), args)
     t, rss_summary = result["totals"], result["rss_mib"]
     growth = rss_summary["growth_after_warmup"]
     result["checks"] = {
@@ -614,9 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     result["passed"] = all(result["checks"].values())
     print(table(result), flush=True)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        write_results(result, args.out)
     return 0 if result["passed"] else 1
 
 

@@ -1,0 +1,155 @@
+"""bench/common.py, the one helper module the benchmarks share: what it computes and writes, wrk's summary
+read from a stand-in `wrk`, and the rule that benchmarks import nothing from one another."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.common import (
+    BATCH_BODIES,
+    BATCH_ROWS,
+    BODY_ROWS,
+    ROOT,
+    SCORE,
+    SINGLE_BODIES,
+    command,
+    latency_ms,
+    markdown_table,
+    metric_samples,
+    ratio,
+    require_wrk,
+    write_bodies,
+    write_results,
+    wrk,
+)
+
+BENCH = ROOT / "bench"
+BENCHMARKS = sorted(p.stem for p in BENCH.glob("*.py") if "def main(" in p.read_text())
+
+SUMMARY = {
+    "requests": 500,
+    "duration_us": 2_000_000,
+    "bytes": 1,
+    "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+    "latency_us": {"p50": 1500, "p90": 2500, "p99": 4000, "max": 9000, "mean": 1700.5},
+}
+
+
+@pytest.fixture
+def fake_wrk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `wrk` on PATH that prints the Lua script's summary line from $FAKE_WRK_SUMMARY and records its
+    arguments, so the parsing is tested without generating load."""
+    script = tmp_path / "wrk"
+    script.write_text(
+        '#!/bin/sh\nif [ "$1" = -v ]; then echo "wrk 4.1.0 [fake]"; exit 1; fi\n'
+        'echo "$@" > "$FAKE_WRK_ARGS"\necho "Running 1s test"\necho "WRK_JSON $FAKE_WRK_SUMMARY"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_WRK_ARGS", str(tmp_path / "args"))
+    monkeypatch.setenv("FAKE_WRK_SUMMARY", json.dumps(SUMMARY))
+    return tmp_path / "args"
+
+
+def test_wrk_reads_the_summary_into_rates_and_milliseconds(fake_wrk: Path) -> None:
+    assert require_wrk() == "wrk 4.1.0 [fake]"
+    r = wrk("http://127.0.0.1:1", SCORE, [Path("a.body"), Path("b.body")], 8, 2.0, None)
+    assert r["requests"] == 500 and r["seconds"] == 2.0 and r["requests_per_s"] == 250.0
+    assert r["readings_per_s"] == 250.0 * SCORE.rows
+    assert (r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"], r["mean_ms"]) == (1.5, 2.5, 4.0, 9.0, 1.7005)
+    args = fake_wrk.read_text().split()
+    assert args[:4] == ["-t1", "-c8", "-d2s", "--timeout=10s"]
+    assert args[-4:] == [SCORE.path, SCORE.content_type, "a.body", "b.body"]
+
+
+def test_wrk_fails_on_any_error_and_without_a_summary(
+    fake_wrk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors = SUMMARY | {"errors": SUMMARY["errors"] | {"status": 3}}
+    monkeypatch.setenv("FAKE_WRK_SUMMARY", json.dumps(errors))
+    with pytest.raises(RuntimeError, match="errors"):
+        wrk("http://127.0.0.1:1", SCORE, [Path("a.body")], 1, 1, None)
+    monkeypatch.setenv("FAKE_WRK_SUMMARY", "")
+    fake_wrk.parent.joinpath("wrk").write_text("#!/bin/sh\necho broken\nexit 2\n")
+    with pytest.raises(RuntimeError, match=r"wrk failed \(2\)"):
+        wrk("http://127.0.0.1:1", SCORE, [Path("a.body")], 1, 1, None)
+
+
+def test_latency_summary() -> None:
+    figures = latency_ms(np.arange(1, 101, dtype=np.float64))
+    assert figures["n"] == 100 and figures["max_ms"] == 100.0 and figures["mean_ms"] == 50.5
+    assert figures["p50_ms"] == 50.5 and figures["p99_ms"] == pytest.approx(99.01)
+    assert latency_ms([1.23456], digits=2)["p90_ms"] == 1.23
+    assert latency_ms([]) == {
+        "n": 0,
+        "p50_ms": None,
+        "p90_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+        "mean_ms": None,
+    }
+    assert ratio(3.0, 2.0) == 1.5 and ratio(None, 2.0) is None and ratio(1.0, 0.0) is None
+
+
+def test_bodies_carry_the_readings_exactly(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).normal(size=(BODY_ROWS, 5)).astype(np.float32)
+    files = write_bodies(values, tmp_path)
+    assert [len(files[k]) for k in ("single", "batch_json", "batch_binary")] == [
+        SINGLE_BODIES,
+        *[BATCH_BODIES] * 2,
+    ]
+    single = json.loads(files["single"][1].read_bytes())["values"]
+    assert np.array_equal(np.asarray(single, dtype=np.float32), values[1])
+    first = values[SINGLE_BODIES : SINGLE_BODIES + BATCH_ROWS]
+    assert np.array_equal(
+        np.asarray(json.loads(files["batch_json"][0].read_bytes())["vectors"], np.float32), first
+    )
+    assert np.array_equal(
+        np.frombuffer(files["batch_binary"][0].read_bytes(), "<f4").reshape(first.shape), first
+    )
+    with pytest.raises(ValueError, match=str(BODY_ROWS)):
+        write_bodies(values[:-1], tmp_path)
+
+
+def test_table_command_json_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = markdown_table(["a", "b", "c"], [["x", 1, "2.50"]], left=2)
+    assert table == "| a | b | c |\n|---|---|---:|\n| x | 1 | 2.50 |"
+    assert command("bench.load", ["--duration-s", "1"]) == "python -m bench.load --duration-s 1"
+    assert command("bench.load", []) == "python -m bench.load"
+    out = write_results({"command": "python -m bench.x", "value": 1.5}, tmp_path / "sub" / "x.json")
+    assert json.loads(out.read_text()) == {"command": "python -m bench.x", "value": 1.5}
+    assert f"written to {out}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="command"):
+        write_results({"value": 1}, tmp_path / "y.json")
+    text = 'h_sum{route="/a"} 2.0\nh_count{route="/a"} 4.0\n'
+    assert metric_samples(text)[("h_count", frozenset({("route", "/a")}))] == 4.0
+
+
+def test_benchmarks_import_nothing_from_one_another() -> None:
+    """Shared pieces live in bench/common.py, under public names: no benchmark imports another one, or a
+    private name."""
+    for path in sorted(BENCH.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bench"):
+                assert node.module == "bench.common", f"{path.name} imports from {node.module}"
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.name} imports private names {private}"
+            elif isinstance(node, ast.Import):
+                assert not [a.name for a in node.names if a.name.startswith("bench")], path.name
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_answers_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    assert f"-m bench.{name}" in module.__doc__ and "--out" in capsys.readouterr().out
