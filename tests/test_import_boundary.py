@@ -136,7 +136,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="training.train <-> publish <-> card: broken up in the next step")
 def test_the_project_has_no_import_cycle() -> None:
     graph = import_graph()
     assert len(graph) > 40  # the walk found the project

@@ -1,4 +1,4 @@
-"""Command line: `python -m factory_anomaly.training {synth,train,evaluate}`.
+"""Command line: `python -m factory_anomaly.training {synth,train,explain,evaluate}`.
 
 Other tooling depends on these command and option names (see README). Every bad input exits with
 status 2 and a one-line `error: ...` on stderr naming what was wrong; nothing is left half-written.
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from factory_anomaly.artifact import MANIFEST_FILE
 from factory_anomaly.training.data import DataError
 
 EXIT_BAD_INPUT = 2
@@ -173,7 +174,7 @@ def _train(args: argparse.Namespace) -> None:
         TestRecording(args.test_data, args.test_labels, args.test_fault_sensors) if args.test_data else None
     )
     out = train(data, args.out, config, val_data, test)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
     training = manifest["training"]
     summary = {"version": str(out), "threshold": manifest["threshold"]}
     summary |= {k: training[k] for k in ("epochs_run", "best_epoch", "fit_seconds")}
@@ -193,7 +194,7 @@ def _explain(args: argparse.Namespace) -> None:
     data = load_dataset(args.data)
     val_data = load_dataset(args.val_data) if args.val_data else None
     out = add_explainer(args.model, data, val_data, test, epochs=args.epochs, progress=not args.no_progress)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
     ranking = manifest["training"]["explainer"]["held_out_ranking"]
     print(json.dumps({"version": str(out)} | {m: ranking[m]["all"] for m in ranking}, indent=1))
 

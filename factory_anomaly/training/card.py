@@ -22,20 +22,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from factory_anomaly.artifact import Manifest
+from factory_anomaly.artifact import CARD_FILE, Manifest
 
 if TYPE_CHECKING:
     from factory_anomaly.training.evaluate import Evaluation
-    from factory_anomaly.training.train import TrainResult
+    from factory_anomaly.training.result import TrainResult
 
-CARD_FILE = "model_card.md"
 DPI = 110
 
 
 def write_card(
     directory: Path, manifest: Manifest, result: TrainResult, evaluation: Evaluation | None
 ) -> Path:
-    """Write model_card.md and its plots into `directory`; return the card's path."""
+    """Write the card (CARD_FILE) and its plots into `directory`; return the card's path."""
     plots: list[Path | None] = [_loss_plot(directory, result)]
     plots.append(_score_plot(directory, manifest, result, evaluation))
     if evaluation is not None:

@@ -1,22 +1,22 @@
-"""Read back the torch side of a published version (model.pt), for tests, retraining and the explainer.
+"""The torch side of a published version (CHECKPOINT_FILE): written when it is published, read back for
+tests, retraining and the explainer. Its format is defined here only: {"state_dict", "n_sensors", "hidden"}.
 
 Serving never uses this: it runs the ONNX graph. `evaluate` does too, so what is evaluated is what is served.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from factory_anomaly.artifact import Manifest, verify_artifact
+from factory_anomaly.artifact import BASELINE_FILE, CHECKPOINT_FILE, Manifest, verify_artifact
 from factory_anomaly.training.baseline import PCABaseline
-from factory_anomaly.training.evaluate import BASELINE_FILE, open_model
+from factory_anomaly.training.evaluate import open_model
 from factory_anomaly.training.model import AnomalyScorer, Autoencoder
 from factory_anomaly.training.threshold import Threshold
-
-CHECKPOINT_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class TrainedModel:
     baseline_threshold: Threshold
     manifest: Manifest
     directory: Path  # the version directory
+
+
+def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Path) -> Path:
+    """Write the scorer's weights (autoencoder, standardisation, residual scale) into `directory`."""
+    path = directory / CHECKPOINT_FILE
+    n_sensors = int(scorer.mean.numel())
+    torch.save({"state_dict": scorer.state_dict(), "n_sensors": n_sensors, "hidden": list(hidden)}, path)
+    return path
 
 
 def load_trained(path: str | Path) -> TrainedModel:

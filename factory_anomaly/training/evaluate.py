@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from factory_anomaly.artifact import (
+    BASELINE_FILE,
     EXPLAINER,
     MANIFEST_FILE,
     SCORER,
@@ -40,7 +41,6 @@ from factory_anomaly.training.data import (
 from factory_anomaly.training.metrics import detection_metrics, ranking_by_kind, ranking_metrics
 from factory_anomaly.training.threshold import Threshold
 
-BASELINE_FILE = "baseline_pca.npz"
 SCORING_BATCH_ROWS = 4096
 
 

@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from factory_anomaly.artifact import GraphSpec, TensorSpec
+from factory_anomaly.artifact import EXPLAINER_FILE, SCORER_FILE, GraphSpec, TensorSpec
 from factory_anomaly.training.explainer import SensorAttentionExplainer
 from factory_anomaly.training.model import AnomalyScorer
 
@@ -42,7 +42,7 @@ class ExportError(RuntimeError):
     """The graph does not check, or does not compute what the torch module computes."""
 
 
-def scorer_graph_spec(n_sensors: int, file: str = "model.onnx") -> GraphSpec:
+def scorer_graph_spec(n_sensors: int, file: str = SCORER_FILE) -> GraphSpec:
     """The manifest's description of the exported scorer graph."""
     return GraphSpec(
         file=file,
@@ -55,7 +55,7 @@ def scorer_graph_spec(n_sensors: int, file: str = "model.onnx") -> GraphSpec:
     )
 
 
-def explainer_graph_spec(n_sensors: int, file: str = "explainer.onnx") -> GraphSpec:
+def explainer_graph_spec(n_sensors: int, file: str = EXPLAINER_FILE) -> GraphSpec:
     """The manifest's description of the exported explainer graph (attention first, then the scores)."""
     return GraphSpec(
         file=file,

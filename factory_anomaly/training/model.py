@@ -2,7 +2,8 @@
 
 Default architecture (seed, Part I.I, Task 1): Linear 1000→512, ReLU, 512→32, ReLU, 32→512, ReLU,
 512→1000 with a linear output: 1,058,824 trainable parameters. The input width follows the data and the
-hidden widths are configurable; the decoder mirrors the encoder.
+hidden widths are configurable; the decoder mirrors the encoder. `AnomalyScorer` wraps it from raw
+readings to the score, and `score_in_batches` runs that over many rows.
 
 Loss (seed, equation 10): L = MSE + λ·Σ_j ‖W_j‖², the squared Frobenius norms of the weight matrices only
 (biases are not penalised). Convention: we implement equation 10 literally, so the penalty's gradient is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -116,3 +118,16 @@ class AnomalyScorer(nn.Module):
         """Fit the residual RMS per sensor from held-out normal residuals [N, n_sensors]."""
         rms = residuals.pow(2).mean(dim=0).sqrt()
         self.residual_scale.copy_(rms.clamp_min(RESIDUAL_SCALE_FLOOR))
+
+
+def score_in_batches(
+    scorer: AnomalyScorer, raw: np.ndarray, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score [N], sensor_error [N, n]) as float32 numpy, without building one huge graph."""
+    scores, errors = [], []
+    with torch.no_grad():
+        for i in range(0, len(raw), batch_size):
+            s, e = scorer(torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32)))
+            scores.append(s.numpy())
+            errors.append(e.numpy())
+    return np.concatenate(scores), np.concatenate(errors)

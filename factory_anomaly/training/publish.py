@@ -5,14 +5,15 @@
   <store>/<name>/CURRENT        and only then pointed at by an atomic replace.
 
 A failure or an interrupt at any step removes the build directory and leaves `CURRENT` where it was, so
-the service never sees a partial version. Files of a version:
-  model.onnx          raw readings -> score, sensor_error (see `export`)
-  manifest.json       the contract (see `factory_anomaly.artifact`): threshold, sensors, checksums, metrics
-  model_card.md, *.png  for people (see `card`)
-  model.pt            torch weights of the scorer (for retraining and the explainer; never served)
-  baseline_pca.npz    the PCA baseline the card compares against
-  training_log.jsonl  one record per epoch
-  evaluation.json     the test-recording report, when one was given
+the service never sees a partial version. The files of a version are named once, in
+`factory_anomaly.artifact.layout`; who writes each:
+  SCORER_FILE, EXPLAINER_FILE   `export` (the explainer only when the run trained one)
+  MANIFEST_FILE                 `factory_anomaly.artifact.write_manifest`: threshold, sensors, checksums
+  CARD_FILE and its *.png       `card`
+  CHECKPOINT_FILE               `checkpoint` (torch weights; retraining and the explainer, never served)
+  BASELINE_FILE                 `baseline` (the PCA baseline the card compares against)
+  TRAINING_LOG_FILE             here: the autoencoder's epoch records (`fit`)
+  EVALUATION_FILE               here: the test-recording report, when one was given
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from factory_anomaly.artifact import (
+    BASELINE_FILE,
+    EVALUATION_FILE,
     EXPLAINER,
+    EXPLAINER_FILE,
     FORMAT_VERSION,
     SCORER,
+    SCORER_FILE,
+    TRAINING_LOG_FILE,
     Manifest,
     ThresholdSpec,
     check_consistency,
@@ -48,7 +53,8 @@ from factory_anomaly.artifact import (
     write_manifest,
 )
 from factory_anomaly.training.card import write_card
-from factory_anomaly.training.evaluate import BASELINE_FILE, TestRecording, evaluate_recording, open_model
+from factory_anomaly.training.checkpoint import save_checkpoint
+from factory_anomaly.training.evaluate import TestRecording, evaluate_recording, open_model
 from factory_anomaly.training.export import (
     EXPLAINER_OUTPUT_NAMES,
     check_parity,
@@ -57,11 +63,10 @@ from factory_anomaly.training.export import (
     export_scorer,
     scorer_graph_spec,
 )
-from factory_anomaly.training.train import TrainResult
+from factory_anomaly.training.result import TrainResult
 
 log = logging.getLogger("training.publish")
 
-EXPLAINER_FILE = "explainer.onnx"
 EXPLAINER_PARITY_ROWS = 128  # per batch: the n x n attention makes torch slow on big batches
 PARITY_RANDOM_ROWS = 256
 PARITY_REAL_ROWS = 1024
@@ -99,19 +104,12 @@ def publish(result: TrainResult, model_dir: Path, test: TestRecording | None = N
 def _build(result: TrainResult, name: str, build: Path, test: TestRecording | None) -> Manifest:
     scorer = result.scorer
     n = len(result.sensor_names)
-    torch.save(
-        {
-            "state_dict": scorer.state_dict(),
-            "n_sensors": n,
-            "hidden": list(result.summary["architecture"]["hidden"]),
-        },
-        build / "model.pt",
-    )
+    save_checkpoint(scorer, result.summary["architecture"]["hidden"], build)
     result.baseline.save(build / BASELINE_FILE)
-    with (build / "training_log.jsonl").open("w") as f:
+    with (build / TRAINING_LOG_FILE).open("w") as f:
         f.writelines(json.dumps(record) + "\n" for record in result.history)
-    export_scorer(scorer, build / "model.onnx")
-    parity = check_parity(scorer, build / "model.onnx", _parity_batches(result))
+    export_scorer(scorer, build / SCORER_FILE)
+    parity = check_parity(scorer, build / SCORER_FILE, _parity_batches(result))
     graphs = {SCORER: scorer_graph_spec(n)}
     metrics: dict[str, Any] = {"parity": parity, "held_out": result.summary["held_out"]}
     if result.explainer is not None:
@@ -120,14 +118,14 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
         metrics["explainer_parity"] = check_parity(
             result.explainer, build / EXPLAINER_FILE, batches, EXPLAINER_OUTPUT_NAMES
         )
-        graphs[EXPLAINER] = explainer_graph_spec(n, EXPLAINER_FILE)
+        graphs[EXPLAINER] = explainer_graph_spec(n)
         metrics["explainer"] = {"held_out_ranking": result.summary["explainer"]["held_out_ranking"]}
 
     created = datetime.now(UTC).replace(microsecond=0)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         name=name,
-        version=version_id(created, sha256_file(build / "model.onnx")),
+        version=version_id(created, sha256_file(build / SCORER_FILE)),
         created_at=iso_utc(created),
         n_sensors=n,
         sensor_names=tuple(result.sensor_names),
@@ -154,7 +152,7 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
     evaluation = None
     if test is not None:
         evaluation = evaluate_recording(open_model(build, verify=False), test)
-        (build / "evaluation.json").write_text(json.dumps(evaluation.report, indent=1))
+        (build / EVALUATION_FILE).write_text(json.dumps(evaluation.report, indent=1))
         test_metrics = {"test": _headline(evaluation.report)}
         if "explainer_ranking" in evaluation.report:
             test_metrics["explainer_test_ranking"] = evaluation.report["explainer_ranking"]
@@ -178,7 +176,7 @@ def _parity_batches(result: TrainResult) -> list[np.ndarray]:
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The test metrics the manifest carries (the full report stays in evaluation.json)."""
+    """The test metrics the manifest carries (the full report stays in EVALUATION_FILE)."""
     out: dict[str, Any] = {"rows": report["data"]["rows"], "file": Path(report["data"]["file"]).name}
     for model in ("autoencoder", "baseline_pca"):
         section = report[model]

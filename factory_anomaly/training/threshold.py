@@ -14,10 +14,10 @@ Two estimators, chosen by how many calibration scores are expected above the tar
   calibration sample, no distributional assumption.
 * ``pot_gpd`` otherwise: peaks over threshold. The top of the sample is modelled by a generalised Pareto
   distribution (GPD), the limit law of threshold excesses (Pickands-Balkema-de Haan), and the quantile is
-  extrapolated from it. Its error grows with the extrapolation distance ``log(k_tail / (n * target_fpr))``:
-  from 2 000 rows (10 % tail) the true false-alarm rate of a 1e-4 threshold has a median of 1.1-1.5x the
-  target and a 10th-90th percentile range of about 0.2x-5x (simulated exponential, Pareto and chi-square
-  scores). More held-out rows help more than any tuning: 100 000 rows reach the empirical method.
+  extrapolated from it. Its error grows with the extrapolation distance ``log(k_tail / (n * target_fpr))``,
+  so a tail-fit threshold is a wide estimate, not a guarantee (how wide, simulated from 2 000 rows:
+  docs/training.md, "How far a tail-fit threshold can be trusted"). More held-out rows help more than any
+  tuning: 100 000 rows reach the empirical method at the default target.
 """
 
 from __future__ import annotations
