@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from factory_anomaly.app.metrics import LATENCY_SLO_SECONDS
+from factory_anomaly.app.observability.metrics import LATENCY_SLO_SECONDS
 from tests.deploy.conftest import DASHBOARD, GRAFANA_DIR, exposed_labels, load_yaml
 
 SELECTOR = re.compile(r"\b((?:anomaly|process)_[a-z_]+)(\{[^}]*\})?")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from factory_anomaly.app.metrics import LATENCY_SLO_QUANTILE, LATENCY_SLO_SECONDS
+from factory_anomaly.app.observability.metrics import LATENCY_SLO_QUANTILE, LATENCY_SLO_SECONDS
 from tests.deploy.conftest import (
     PROMETHEUS_DIR,
     ROOT,
