@@ -78,7 +78,7 @@ app() {
     cp "$src/factory_anomaly/__init__.py" "$package/"
     cp -R "$src/factory_anomaly/artifact" "$src/factory_anomaly/app" "$package/"
     find "$package" -name __pycache__ -type d -prune -exec rm -rf {} +
-    rm -f "$package/app/ruff.toml"
+    rm -f "$package/app/ruff.toml" "$package/artifact/ruff.toml"
 }
 
 model() {
