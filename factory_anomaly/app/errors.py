@@ -90,6 +90,12 @@ class ServiceError(Exception):
     status: int = ErrorCode.INTERNAL_ERROR.status
     code: str = ErrorCode.INTERNAL_ERROR
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.code, ErrorCode):
+            raise TypeError(f"{cls.__name__}.code must be an ErrorCode, got {cls.code!r}")
+        cls.status = cls.code.status  # a class answers with its code's status
+
     def __init__(
         self,
         message: str,
@@ -110,20 +116,20 @@ class ServiceError(Exception):
 
 
 class MalformedRequest(ServiceError):
-    status, code = ErrorCode.MALFORMED_JSON.status, ErrorCode.MALFORMED_JSON
+    code = ErrorCode.MALFORMED_JSON
 
 
 class Unauthorized(ServiceError):
     """401; carries `WWW-Authenticate: Bearer` as RFC 9110 asks of a 401."""
 
-    status, code = ErrorCode.MISSING_API_KEY.status, ErrorCode.MISSING_API_KEY
+    code = ErrorCode.MISSING_API_KEY
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ServiceError):
-    status, code = ErrorCode.INVALID_ADMIN_TOKEN.status, ErrorCode.INVALID_ADMIN_TOKEN
+    code = ErrorCode.INVALID_ADMIN_TOKEN
 
 
 class BodyTimeout(ServiceError):
@@ -131,24 +137,24 @@ class BodyTimeout(ServiceError):
     or a Content-Length larger than what it sends). `Connection: close`: the rest of that body, should it
     come, must not be read as the next request."""
 
-    status, code = ErrorCode.BODY_TIMEOUT.status, ErrorCode.BODY_TIMEOUT
+    code = ErrorCode.BODY_TIMEOUT
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Connection": "close"})
 
 
 class PayloadTooLarge(ServiceError):
-    status, code = ErrorCode.BODY_TOO_LARGE.status, ErrorCode.BODY_TOO_LARGE
+    code = ErrorCode.BODY_TOO_LARGE
 
 
 class UnsupportedMediaType(ServiceError):
-    status, code = ErrorCode.UNSUPPORTED_MEDIA_TYPE.status, ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class InvalidInput(ServiceError):
     """422: the request is well-formed JSON or binary, but its content cannot be scored."""
 
-    status, code = ErrorCode.INVALID_TYPE.status, ErrorCode.INVALID_TYPE
+    code = ErrorCode.INVALID_TYPE
 
 
 class ReloadFailed(ServiceError):
@@ -158,25 +164,25 @@ class ReloadFailed(ServiceError):
     409 because the request was fine but conflicts with what the store holds; the previous model, if
     any, keeps serving."""
 
-    status, code = ErrorCode.LOAD_FAILED.status, ErrorCode.LOAD_FAILED
+    code = ErrorCode.LOAD_FAILED
 
 
 class ModelUnavailable(ServiceError):
-    status, code = ErrorCode.MODEL_UNAVAILABLE.status, ErrorCode.MODEL_UNAVAILABLE
+    code = ErrorCode.MODEL_UNAVAILABLE
 
 
 class ExplainerUnavailable(ServiceError):
     """404: the serving model version has no explainer graph. Not 503: the service is up and scoring,
     and retrying will not help until a version with an explainer is loaded."""
 
-    status, code = ErrorCode.EXPLAINER_UNAVAILABLE.status, ErrorCode.EXPLAINER_UNAVAILABLE
+    code = ErrorCode.EXPLAINER_UNAVAILABLE
 
 
 class Overloaded(ServiceError):
     """503: more single readings are waiting for a micro-batch than MICROBATCH_QUEUE_SIZE allows. Refused
     at once with Retry-After, so a client backs off instead of every wait growing without bound."""
 
-    status, code = ErrorCode.OVERLOADED.status, ErrorCode.OVERLOADED
+    code = ErrorCode.OVERLOADED
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "1"})
@@ -186,7 +192,7 @@ class HeadersTooLarge(ServiceError):
     """431: the header block is larger than the service reads (`app.middleware.MAX_HEADER_BYTES`). The
     connection is closed: a client sending such headers is broken or hostile."""
 
-    status, code = ErrorCode.HEADERS_TOO_LARGE.status, ErrorCode.HEADERS_TOO_LARGE
+    code = ErrorCode.HEADERS_TOO_LARGE
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Connection": "close"})

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, PlainValidator, Strict, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import ConfigDict, PlainValidator, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
@@ -64,7 +64,6 @@ Number = Annotated[float, PlainValidator(_number)]
 Dim = Annotated[int | str, PlainValidator(_dim)]  # str = a symbolic dimension such as "N"
 Sha256 = Annotated[str, PlainValidator(_sha256)]
 UtcTimestamp = Annotated[str, PlainValidator(_utc_timestamp)]
-Integer = Annotated[int, Strict()]
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -79,7 +78,7 @@ class GraphSpec:
     file: StrictStr  # path relative to the version directory, e.g. "model.onnx"; must be listed in `files`
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    opset: Integer
+    opset: StrictInt
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -98,11 +97,11 @@ class Manifest:
     """Everything serving needs to know about one version. Constructing one (or `dataclasses.replace`)
     checks types; `verify.check_consistency` checks that the fields agree."""
 
-    format_version: Integer
+    format_version: StrictInt
     name: StrictStr
     version: StrictStr  # the name of the version directory
     created_at: UtcTimestamp  # ISO 8601 UTC, e.g. "2026-11-26T05:35:41Z" (see `iso_utc`)
-    n_sensors: Integer
+    n_sensors: StrictInt
     sensor_names: tuple[StrictStr, ...]
     sensor_low: tuple[Number, ...]  # per-sensor min seen in the training rows (for input-drift checks)
     sensor_high: tuple[Number, ...]  # per-sensor max seen in the training rows

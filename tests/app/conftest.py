@@ -165,6 +165,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def uvicorn_command(port: int) -> list[str]:
+    """The service as the image runs it: one uvicorn process on 127.0.0.1:`port`."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "factory_anomaly.app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 def start_server(log_path: Path, env: dict[str, str], wait_ready: bool = True) -> LiveServer:
     """`python -m uvicorn factory_anomaly.app.main:app` with ANOMALY_* `env`, output to `log_path`; returns
     once it answers
@@ -173,16 +187,7 @@ def start_server(log_path: Path, env: dict[str, str], wait_ready: bool = True) -
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALY_")} | env
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "factory_anomaly.app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            uvicorn_command(port),
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tests.app.conftest import (
     settings_for,
     start_server,
     stop_server,
+    uvicorn_command,
 )
 
 APP = ROOT / "app"
@@ -303,16 +303,7 @@ def test_the_service_writes_nothing_outside_tmp_and_connects_nowhere(
     }
     syscalls = f"trace={_WRITE_SYSCALLS},connect"
     command = ["strace", "-f", "-qq", "-e", syscalls, "-e", "signal=none", "-o", str(trace)]
-    command += [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "factory_anomaly.app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command += uvicorn_command(port)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)

@@ -28,7 +28,6 @@ from factory_anomaly.app.errors import (
 from factory_anomaly.app.model import LoadedModel
 from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.metrics import Metrics
-from factory_anomaly.app.serving.pool import InferencePool
 from factory_anomaly.app.serving.service import ScoringService
 
 JSON = "application/json"
@@ -45,11 +44,6 @@ async def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
-async def get_pool(request: Request) -> InferencePool:
-    pool: InferencePool = request.app.state.pool
-    return pool
-
-
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -57,7 +51,6 @@ async def get_metrics(request: Request) -> Metrics:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-PoolDep = Annotated[InferencePool, Depends(get_pool)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
