@@ -13,7 +13,9 @@ here and never from one another.
 - latencies and ratios: `time_each_ms()`, `latency_ms()`, `ratio()`, and the server's /metrics:
   `metric_samples()`;
 - the results' head, the printed table and the JSON beside it: `results_head()`, `fmt()`,
-  `markdown_table()`, `heading()`, `write_results()`.
+  `markdown_table()`, `heading()`, `write_results()`;
+- a per-reading flag series replayed through the service's calibration-drift detector and judged day by
+  day (`bench.drift_days` on the SMD servers, the quality benchmark on the real model): `drift_by_day()`.
 
 The figures these measure live in docs/ with the command that measured them (docs/benchmarks.md lists
 where each benchmark's figures are).
@@ -42,6 +44,7 @@ import onnxruntime as ort
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from factory_anomaly.app.serving.drift import DRIFT, DriftDetector, DriftSettings
 from factory_anomaly.artifact import Manifest
 from factory_anomaly.plant.synthetic import Plant, PlantConfig
 
@@ -483,3 +486,110 @@ def write_results(results: dict[str, Any], out: Path) -> Path:
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"# written to {out}")
     return out
+
+
+# --- calibration drift, replayed day by day ----------------------------------------------------------------
+
+DAY_S = 86_400.0
+RAISE_ABOVE_RATIO = 3.0
+"""Days whose normal rows were flagged at more than this multiple of the target must be raised (>= 90 %)."""
+QUIET_AT_OR_BELOW_RATIO = 1.0
+"""Days flagged at no more than the target must stay quiet (<= 10 % raised)."""
+
+
+def drift_by_day(
+    flags: np.ndarray,
+    normal: np.ndarray,
+    timestamps_s: np.ndarray,
+    target_fpr: float,
+    settings: DriftSettings | None = None,
+) -> dict[str, Any]:
+    """Replay `flags` through a fresh `DriftDetector(target_fpr, settings)` and judge it day by day.
+
+    flags: bool [N], a reading flagged (score > threshold); normal: bool [N], the reading is labelled
+    normal (the rate that matters is the false-alarm rate, so it is measured on these rows only; the
+    detector sees every row, as the service would); timestamps_s: float [N] seconds (any origin; days are
+    counted from the first reading's day, floor(t / 86 400)); settings: the service's defaults when None.
+
+    Each bucket's readings are observed in one call at the bucket's first reading's time (as a batch), and
+    the state is read at every bucket end: the detector evaluates only there, so this sees every state it
+    takes. Returns {"settings", "target_fpr", "days": [{"day", "rows", "normal_rows", "normal_flags",
+    "ratio" (normal rate / target, None without normal rows), "raised"}...], "summary": {"above_3x":
+    {"days", "raised", "share"}, "within_1x": {...}, "between": {...}}}. Days with fewer than 1/target
+    normal rows (the rate is not measurable at the target's scale) are listed but left out of the summary.
+    """
+    settings = settings or DriftSettings()
+    flags, normal = np.asarray(flags, dtype=bool), np.asarray(normal, dtype=bool)
+    t = np.asarray(timestamps_s, dtype=np.float64)
+    if not (flags.shape == normal.shape == t.shape and flags.ndim == 1 and len(flags) > 0):
+        raise ValueError(
+            f"flags, normal, timestamps_s must be 1-D of one length: {flags.shape}, {normal.shape}, {t.shape}"
+        )
+    if not np.all(np.isfinite(t)):
+        raise ValueError("timestamps_s must be finite")
+    order = np.argsort(t, kind="stable")
+    flags, normal, t = flags[order], normal[order], t[order]
+
+    bucket_s = settings.bucket_s
+    buckets = np.floor(t / bucket_s).astype(np.int64)
+    first, last = int(buckets[0]), int(buckets[-1])
+    readings_in = np.bincount(buckets - first, minlength=last - first + 1)
+    flags_in = np.bincount(buckets - first, weights=flags, minlength=last - first + 1).astype(np.int64)
+    first_time = np.full(last - first + 1, np.nan)
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    first_time[buckets[starts] - first] = t[starts]
+
+    day_of = np.floor(t / DAY_S).astype(np.int64)
+    day0 = int(day_of[0])
+    n_days = int(day_of[-1]) - day0 + 1
+    raised = np.zeros(n_days, dtype=bool)
+    detector = DriftDetector(target_fpr, settings)
+    for j in range(last - first + 1):
+        if readings_in[j]:
+            detector.observe(int(flags_in[j]), int(readings_in[j]), float(first_time[j]))
+        end = (first + j + 1) * bucket_s
+        if detector.status(end).state == DRIFT:
+            day = int(np.floor(end / DAY_S)) - day0  # the state holds from `end` to the next bucket end
+            if day < n_days:
+                raised[day] = True
+
+    days: list[dict[str, Any]] = []
+    rel_day = day_of - day0
+    for d in range(n_days):
+        rows = rel_day == d
+        normal_rows = int(np.count_nonzero(rows & normal))
+        normal_flags = int(np.count_nonzero(rows & normal & flags))
+        rate = normal_flags / normal_rows if normal_rows else None
+        days.append(
+            {
+                "day": d,
+                "rows": int(np.count_nonzero(rows)),
+                "normal_rows": normal_rows,
+                "normal_flags": normal_flags,
+                "ratio": None if rate is None else round(rate / target_fpr, 4),
+                "raised": bool(raised[d]),
+            }
+        )
+    measurable = [d for d in days if d["normal_rows"] >= 1 / target_fpr - 1e-9]
+
+    def share(chosen: list[dict[str, Any]]) -> dict[str, Any]:
+        hit = sum(d["raised"] for d in chosen)
+        return {"days": len(chosen), "raised": hit, "share": round(hit / len(chosen), 4) if chosen else None}
+
+    return {
+        "target_fpr": target_fpr,
+        "settings": {
+            "window_s": settings.window_s,
+            "bucket_s": settings.bucket_s,
+            "alpha": settings.alpha,
+            "min_ratio": settings.min_ratio,
+        },
+        "days": days,
+        "summary": {
+            "above_3x": share([d for d in measurable if d["ratio"] > RAISE_ABOVE_RATIO]),
+            "within_1x": share([d for d in measurable if d["ratio"] <= QUIET_AT_OR_BELOW_RATIO]),
+            "between": share(
+                [d for d in measurable if QUIET_AT_OR_BELOW_RATIO < d["ratio"] <= RAISE_ABOVE_RATIO]
+            ),
+        },
+    }

@@ -10,10 +10,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from factory_anomaly.app.serving.drift import DriftSettings
+
 MIB = 1 << 20
+DRIFT_DEFAULTS = DriftSettings()
 
 
 class Settings(BaseSettings):
@@ -93,6 +96,24 @@ class Settings(BaseSettings):
     log_top_sensors: int = Field(default=5, ge=0)
     """How many sensors (largest `sensor_error` first) the log line of an anomalous reading names."""
 
+    calibration_window_s: float = Field(default=DRIFT_DEFAULTS.window_s, gt=0)
+    """Calibration drift (`serving.drift`, `GET /v1/model`'s `calibration_drift`): the trailing window, in
+    seconds, over which the realised flag rate is compared with the model's promised `target_fpr`. A whole
+    number of `calibration_bucket_s`. The default, a day, holds 14 expected false alarms at one reading a
+    minute and a target of 1e-2, 8.6 at one a second and 1e-4; a slower plant or a smaller target needs
+    longer (docs/serving.md, "Calibration drift")."""
+
+    calibration_bucket_s: float = Field(default=DRIFT_DEFAULTS.bucket_s, gt=0)
+    """Calibration drift: the bucket length in seconds; the state is evaluated at the end of each."""
+
+    calibration_alpha: float = Field(default=DRIFT_DEFAULTS.alpha, gt=0, lt=1)
+    """Calibration drift: the chance, per window length, that drift is reported while the flag rate keeps
+    its promise (shared among the window's checks)."""
+
+    calibration_min_ratio: float = Field(default=DRIFT_DEFAULTS.min_ratio, ge=1)
+    """Calibration drift: the smallest realised / promised flag rate reported as drift, however
+    significant a smaller excess is."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -109,6 +130,23 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _drift_rule(self) -> Settings:
+        try:
+            self.drift_settings()
+        except ValueError as exc:
+            raise ValueError(f"ANOMALY_CALIBRATION_*: {exc}") from None
+        return self
+
+    def drift_settings(self) -> DriftSettings:
+        """The calibration-drift rule's settings (ValueError when they do not fit together)."""
+        return DriftSettings(
+            window_s=self.calibration_window_s,
+            bucket_s=self.calibration_bucket_s,
+            alpha=self.calibration_alpha,
+            min_ratio=self.calibration_min_ratio,
+        )
 
     @property
     def model_dir(self) -> Path:

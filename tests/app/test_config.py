@@ -26,6 +26,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, fresh_settings: None) -> None
     assert (settings.provider, settings.intra_op_threads, settings.inter_op_threads) == ("auto", 1, 1)
     assert (settings.max_batch, settings.max_body_bytes, settings.log_top_sensors) == (1024, 64 << 20, 5)
     assert settings.api_keys == () and settings.admin_token is None
+    assert (settings.calibration_window_s, settings.calibration_bucket_s) == (86_400.0, 300.0)
+    assert (settings.calibration_alpha, settings.calibration_min_ratio) == (0.01, 2.0)
     assert get_settings() is settings  # cached
 
 
@@ -42,7 +44,18 @@ def test_environment(monkeypatch: pytest.MonkeyPatch, fresh_settings: None) -> N
     assert "k1" not in repr(settings)  # secrets never print
 
 
-@pytest.mark.parametrize(("name", "value"), [("PROVIDER", "gpu"), ("MAX_BATCH", "0"), ("LOG_LEVEL", "loud")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PROVIDER", "gpu"),
+        ("MAX_BATCH", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("CALIBRATION_WINDOW_S", "1000"),  # not a whole number of 300 s buckets
+        ("CALIBRATION_BUCKET_S", "0"),
+        ("CALIBRATION_ALPHA", "1"),
+        ("CALIBRATION_MIN_RATIO", "0.5"),
+    ],
+)
 def test_invalid_values_are_refused(
     monkeypatch: pytest.MonkeyPatch, fresh_settings: None, name: str, value: str
 ) -> None:

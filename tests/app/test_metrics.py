@@ -124,6 +124,8 @@ async def test_every_label_set_is_there_at_zero_before_any_traffic(store: Path, 
     assert of_model(samples, "anomaly_model_reloads_total", outcome="failure") == 0
     assert of_model(samples, "anomaly_model_ready") == 1
     assert of_model(samples, "anomaly_model_threshold") == manifest.threshold.value
+    assert of_model(samples, "anomaly_calibration_drift") == 0
+    assert of_model(samples, "anomaly_flag_rate_ratio") == 0
     info = {
         "model": MODEL_NAME,
         "version": manifest.version,

@@ -21,6 +21,7 @@ from bench.common import (
     SCORE,
     SINGLE_BODIES,
     command,
+    drift_by_day,
     latency_ms,
     markdown_table,
     metric_samples,
@@ -153,3 +154,41 @@ def test_every_benchmark_answers_help(name: str, capsys: pytest.CaptureFixture[s
         module.main(["--help"])
     assert exited.value.code == 0
     assert f"-m bench.{name}" in module.__doc__ and "--out" in capsys.readouterr().out
+
+
+# --- drift_by_day -------------------------------------------------------------------------------------------
+
+
+def test_drift_by_day_replays_the_detector_and_judges_each_day() -> None:
+    """Five days of one reading a minute at a 1 % target: 10 flags a day (0.69x), except day 2 (120: 8.3x,
+    sustained) and a 30-minute fault episode on day 4 (every reading flagged, labelled anomalous, so day
+    4's normal rows stay at 0.71x). The detector turns on in day 2 and is still on at the start of day 3
+    (its window is a day); the episode of day 4 is a burst and raises nothing."""
+    minute = np.arange(5 * 1440)
+    t = minute * 60.0 + 7 * 86_400  # any origin: days count from the first reading's
+    day, of_day = minute // 1440, minute % 1440
+    flags = np.where(day == 2, of_day % 12 == 0, of_day % 144 == 0)
+    episode = (day == 4) & (of_day >= 600) & (of_day < 630)
+    flags[episode] = True
+    result = drift_by_day(flags, ~episode, t, 0.01)
+    assert result["settings"] == {"window_s": 86_400.0, "bucket_s": 300.0, "alpha": 0.01, "min_ratio": 2.0}
+    days = result["days"]
+    assert [d["day"] for d in days] == [0, 1, 2, 3, 4]
+    assert [d["ratio"] for d in days] == pytest.approx(
+        [10 / 14.4, 10 / 14.4, 120 / 14.4, 10 / 14.4, 10 / 14.1], abs=1e-4
+    )
+    assert [d["raised"] for d in days] == [False, False, True, True, False]
+    assert (days[4]["rows"], days[4]["normal_rows"], days[4]["normal_flags"]) == (1440, 1410, 10)
+    assert result["summary"]["above_3x"] == {"days": 1, "raised": 1, "share": 1.0}
+    assert result["summary"]["within_1x"] == {"days": 4, "raised": 1, "share": 0.25}  # day 3: day 2 lingers
+    assert result["summary"]["between"] == {"days": 0, "raised": 0, "share": None}
+
+
+def test_drift_by_day_sorts_by_time_and_refuses_mismatched_input() -> None:
+    t = np.arange(3000) * 60.0
+    flags = np.arange(3000) % 100 == 0
+    forwards = drift_by_day(flags, np.ones(3000, bool), t, 0.01)
+    backwards = drift_by_day(flags[::-1], np.ones(3000, bool), t[::-1], 0.01)
+    assert forwards == backwards
+    with pytest.raises(ValueError, match="one length"):
+        drift_by_day(flags, np.ones(10, bool), t, 0.01)

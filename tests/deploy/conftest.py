@@ -103,11 +103,13 @@ def exposed_labels() -> dict[str, set[str]]:
 
     from factory_anomaly.app.config import Settings
     from factory_anomaly.app.main import create_app
+    from factory_anomaly.app.serving.drift import DriftDetector
 
     app = create_app(Settings(model_name="factory-ae", log_level="WARNING"))
     metrics = app.state.metrics
     stand_in = SimpleNamespace(version="v1", provider="CPUExecutionProvider", threshold=1.0)
     stand_in.manifest = SimpleNamespace(n_sensors=3)
+    stand_in.calibration = DriftDetector(0.01)
     metrics.model_loaded(stand_in)
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):

@@ -94,6 +94,7 @@ def test_the_issue_s_panels_are_all_there() -> None:
         "drift",
         "model version and provider",
         "reloads",
+        "calibration drift",
     ):
         assert topic in titles, topic
     kinds = {panel["title"]: panel["type"] for panel in dashboard()["panels"]}

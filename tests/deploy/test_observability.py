@@ -8,8 +8,10 @@ requests, a failed reload and a few slow requests go to `good`; scoring requests
 PromQL expression of the dashboard (template variables substituted) and of the alert rules (as Prometheus
 loaded them) is evaluated through Prometheus's HTTP API and must return data; each alert's expression
 must select the instance that provoked it (so every alert is shown able to fire on real series), and the
-reading and anomaly counters must equal what the API answered. Last, `broken` is stopped and
-`AnomalyApiDown` must select it.
+reading and anomaly counters must equal what the API answered. `good` runs a calibration-drift window of
+30 s in 10 s buckets (three buckets: too few for the busiest-quarter cut), so its anomalous readings put
+it in drift within a bucket of the traffic, and the flag-rate gauge must equal anomalies / (readings x
+target_fpr). Last, `broken` is stopped and `AnomalyApiDown` must select it.
 """
 
 from __future__ import annotations
@@ -61,8 +63,12 @@ EXPECTED_INSTANCE = {
     "AnomalyRateAboveBaseline": "good",
     "AnomalyInputDrift": "good",
     "AnomalyModelReloadFailed": "good",
+    "AnomalyCalibrationDrift": "good",
     "AnomalyApiDown": "broken",  # checked last, once broken is stopped
 }
+DRIFT_WINDOW_S, DRIFT_BUCKET_S = 30, 10
+"""`good`'s calibration-drift window: the traffic (a few seconds) closes within one bucket and stays in the
+window for at least two more buckets, the time the tests take."""
 
 
 @dataclass
@@ -238,7 +244,15 @@ def observed(
 ) -> Iterator[Observed]:
     directory = tmp_path_factory.mktemp("observability")
     # micro-batching on (off by default), so the dashboard's micro-batching panel has data to show
-    good = start_server(directory / "good.log", server_env(store, ANOMALY_MICROBATCH_MAX_BATCH="8"))
+    good = start_server(
+        directory / "good.log",
+        server_env(
+            store,
+            ANOMALY_MICROBATCH_MAX_BATCH="8",
+            ANOMALY_CALIBRATION_WINDOW_S=str(DRIFT_WINDOW_S),
+            ANOMALY_CALIBRATION_BUCKET_S=str(DRIFT_BUCKET_S),
+        ),
+    )
     broken = None
     prometheus = None
     try:
@@ -266,10 +280,23 @@ def observed(
             lambda r: values(r) == [N_BROKEN],
             "the broken instance's 503s scraped",
         )
+        # every scored reading counted once by the drift detector, once the traffic's buckets closed
+        expected_ratio = result.anomalous / (result.scored * manifest.threshold.target_fpr)
+        prometheus.wait_for(
+            f"anomaly_flag_rate_ratio{{{good_label}}}",
+            lambda r: values(r) == [pytest.approx(expected_ratio)],
+            "the traffic's drift buckets closed",
+        )
+        prometheus.wait_for(
+            f"anomaly_calibration_drift{{{good_label}}} == 1", lambda r: len(r) == 1, "good in drift"
+        )
         prometheus.wait_for(  # the rules have been evaluated on the final data
             'ALERTS{alertname="AnomalyModelReloadFailed", alertstate="firing"}',
             lambda r: len(r) >= 1,
             "the rules evaluated",
+        )
+        prometheus.wait_for(
+            'ALERTS{alertname="AnomalyCalibrationDrift"}', lambda r: len(r) == 1, "the drift rule evaluated"
         )
         yield result
     finally:
@@ -419,6 +446,8 @@ def test_the_counters_equal_what_was_sent(observed: Observed) -> None:
     broken_5xx = f'{broken}, route="/v1/score", method="POST", status_class="5xx"'
     assert one(f"anomaly_http_request_duration_seconds_count{{{broken_5xx}}}") == N_BROKEN
     assert one(f'anomaly_model_ready{{{broken}, model="{MODEL_NAME}"}}') == 0
+    assert one(f'anomaly_calibration_drift{{{broken}, model="{MODEL_NAME}"}}') == 0
+    assert one(f'anomaly_flag_rate_ratio{{{broken}, model="{MODEL_NAME}"}}') == 0
 
 
 # --- last: a target goes down ------------------------------------------------------------------------------

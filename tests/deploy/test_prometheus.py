@@ -25,6 +25,7 @@ EXPECTED_ALERTS = {
     "AnomalyRateAboveBaseline",
     "AnomalyInputDrift",
     "AnomalyModelReloadFailed",
+    "AnomalyCalibrationDrift",
 }
 
 
@@ -38,7 +39,7 @@ def promtool(*args: str) -> str:
 
 def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() -> None:
     assert "valid prometheus config" in promtool("check", "config", "prometheus.yml")
-    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS: 8 rules found" in promtool("check", "rules", "alerts.yml")
     assert "SUCCESS" in promtool("test", "rules", "alerts_test.yml")
 
 
@@ -100,6 +101,6 @@ def test_the_docs_list_every_alert_and_every_metric() -> None:
         for name in names
         if not name.endswith(("_bucket", "_count", "_sum")) and name.startswith("anomaly_")
     }
-    assert len(documented) == 15
+    assert len(documented) == 17
     for name in documented:
         assert f"`{name}`" in metrics_doc and f"`{name}`" in readme, name

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from factory_anomaly.app.errors import ExplainerUnavailable
+from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import EXPLAINER, Manifest
 
 SCORE_OUTPUT = "score"
@@ -49,6 +50,10 @@ class LoadedModel:
 
     Immutable: a reload builds a new one, and a request keeps the one it started with. `explainer` is the
     explainer graph's session when the version has one (same options and provider as `session`).
+    `calibration` is the one part that changes: the calibration-drift detector counting what this version
+    flags against its manifest's `target_fpr` (`serving.drift`). Being the model's, it is one per loaded
+    version: a reload starts a fresh one (a new version makes a new promise), and the readings of a
+    request that finishes on the previous version count against the previous promise.
     """
 
     manifest: Manifest
@@ -58,6 +63,7 @@ class LoadedModel:
     input_name: str
     loaded_at: str  # ISO 8601 UTC
     load_seconds: float  # verification + session creation + warm-up
+    calibration: DriftDetector
     explainer: ort.InferenceSession | None = None
 
     @property

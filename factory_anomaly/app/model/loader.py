@@ -26,6 +26,7 @@ from factory_anomaly.app.model.loaded import (
     OUTPUTS,
     LoadedModel,
 )
+from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import (
     EXPLAINER,
     SCORER,
@@ -102,6 +103,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         input_name=spec.inputs[0].name,
         loaded_at=iso_utc(datetime.now(UTC)),
         load_seconds=0.0,
+        calibration=DriftDetector(manifest.threshold.target_fpr, settings.drift_settings()),
         explainer=explainer,
     )
     _warm_up(model)

@@ -24,13 +24,18 @@ onnxruntime releases the GIL and runs on `SCORING_THREADS` threads. `Metrics` re
 
 Readings, anomalies, score ratios and drift count the readings of `/v1/score` and `/v1/score/batch`.
 `/v1/explain` is not counted there (it usually re-examines a reading already scored, and would count its
-anomaly twice); its model time is `anomaly_inference_duration_seconds{operation="explain"}`.
+anomaly twice); its model time is `anomaly_inference_duration_seconds{operation="explain"}`. The same
+readings and flags feed the serving model's calibration-drift detector (`serving.drift`, one per loaded
+version), counted where the counters are, once per scoring run: `anomaly_flag_rate_ratio` and
+`anomaly_calibration_drift` are read from it at each scrape, so they follow the window as it slides even
+without traffic.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +51,12 @@ from prometheus_client import (
     disable_created_metrics,
     values,
 )
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from factory_anomaly.app.errors import ErrorCode
+from factory_anomaly.app.serving.drift import DRIFT
 from factory_anomaly.artifact import ArtifactCode
 
 if TYPE_CHECKING:
@@ -179,6 +185,50 @@ class BulkHistogram(Collector):
         return [family]
 
 
+class CalibrationCollector(Collector):
+    """The serving model's calibration drift, read from its detector at each scrape (the window slides
+    with time, traffic or not): `anomaly_flag_rate_ratio` (the window's realised flag rate / the promised
+    `target_fpr`; 0 while it holds no readings) and `anomaly_calibration_drift` (1 while the state is
+    `drift`, else 0). Both 0 before a model serves."""
+
+    def __init__(self, model_name: str, registry: CollectorRegistry) -> None:
+        self._model_name = model_name
+        self.serving: LoadedModel | None = None  # set by Metrics.model_loaded
+        registry.register(self)
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                f"{NAMESPACE}_flag_rate_ratio",
+                "The serving version's flag rate over the calibration-drift window divided by the "
+                "false-alarm rate its threshold was calibrated for (target_fpr); 0 while the window holds no "
+                "readings.",
+                labels=("model",),
+            ),
+            GaugeMetricFamily(
+                f"{NAMESPACE}_calibration_drift",
+                "1 while the flag rate is significantly and materially above the calibrated target_fpr, "
+                "sustained over the window (GET /v1/model's calibration_drift says more), else 0.",
+                labels=("model",),
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        ratio_family, drift_family = self._families()
+        model = self.serving
+        ratio, drift = 0.0, 0.0
+        if model is not None:
+            status = model.calibration.status(time.time())
+            ratio = status.ratio or 0.0
+            drift = 1.0 if status.state == DRIFT else 0.0
+        ratio_family.add_metric([self._model_name], ratio)
+        drift_family.add_metric([self._model_name], drift)
+        return [ratio_family, drift_family]
+
+
 class Metrics:
     """The service's metrics on one registry, and the few calls that record them.
 
@@ -303,6 +353,7 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.calibration = CalibrationCollector(model_name, reg)
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
@@ -385,6 +436,7 @@ class Metrics:
         flagged = int(np.count_nonzero(assessment.is_anomaly))
         if flagged:
             self._anomalies.inc(flagged)
+        model.calibration.observe(flagged, n, time.time())
         ratio = assessment.scores.astype(np.float64) / model.threshold
         ratio = np.where(np.isfinite(ratio), np.minimum(ratio, SCORE_RATIO_CAP), SCORE_RATIO_CAP)
         self.score_ratio.observe_many((self.model_name,), ratio)
@@ -400,6 +452,7 @@ class Metrics:
         self.model_info.labels(name, model.version, model.provider, str(model.manifest.n_sensors)).set(1)
         self.threshold.labels(name).set(model.threshold)
         self.model_ready.labels(name).set(1)
+        self.calibration.serving = model
         self.reloads.labels(name, "success").inc()
 
     def model_load_failed(self, code: str) -> None:

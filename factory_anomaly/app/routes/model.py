@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
 
 from factory_anomaly.app.routes.deps import ModelDep, require_api_key
-from factory_anomaly.app.wire.schemas import HeadlineMetrics, ModelInfo, ThresholdInfo, error_responses
-from factory_anomaly.artifact import Manifest
+from factory_anomaly.app.serving.drift import DriftStatus
+from factory_anomaly.app.wire.schemas import (
+    CalibrationDrift,
+    HeadlineMetrics,
+    ModelInfo,
+    ThresholdInfo,
+    error_responses,
+)
+from factory_anomaly.artifact import Manifest, iso_utc
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
 
@@ -29,6 +38,27 @@ def headline_metrics(manifest: Manifest) -> HeadlineMetrics | None:
             }
             return HeadlineMetrics(source=source, **picked)
     return None
+
+
+def calibration_drift(status: DriftStatus) -> CalibrationDrift:
+    """The detector's status as the API writes it (times as ISO 8601 UTC)."""
+
+    def iso(seconds: float | None) -> str | None:
+        return None if seconds is None else iso_utc(datetime.fromtimestamp(seconds, UTC))
+
+    return CalibrationDrift(
+        state=status.state,
+        window_s=status.window_s,
+        readings=status.readings,
+        flags=status.flags,
+        expected_flags=status.expected_flags,
+        ratio=status.ratio,
+        sustained_ratio=status.sustained_ratio,
+        p_value=status.p_value,
+        since=iso(status.since),
+        as_of=iso(status.as_of),
+        message=status.message,
+    )
 
 
 @router.get(
@@ -56,4 +86,5 @@ async def model_info(model: ModelDep) -> ModelInfo:
         loaded_at=model.loaded_at,
         metrics=headline_metrics(manifest),
         explainer=model.has_explainer,
+        calibration_drift=calibration_drift(model.calibration.status(time.time())),
     )

@@ -8,7 +8,7 @@ numeric strings).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -134,6 +134,33 @@ class HeadlineMetrics(BaseModel):
     false_alarm_rate: float | None = None
 
 
+class CalibrationDrift(BaseModel):
+    state: Literal["ok", "insufficient_data", "drift"] = Field(
+        description="drift: the flag rate is significantly and materially above target_fpr, sustained over "
+        "the window (a persistent fault or a changed machine: inspect before recalibrating); "
+        "insufficient_data: too few readings yet to check the promise; ok: neither."
+    )
+    window_s: float = Field(description="The trailing window the counts cover, in seconds.")
+    readings: int = Field(description="Readings scored in the window (/v1/score and /v1/score/batch).")
+    flags: int = Field(description="Of those, flagged anomalous.")
+    expected_flags: float = Field(description="readings x target_fpr: the flags the promise allows.")
+    ratio: float | None = Field(description="flags / expected_flags; null without readings.")
+    sustained_ratio: float | None = Field(
+        description="The same without the window's busiest quarter (a burst of flags is a fault episode, "
+        "not drift); the rule tests this part. Null when nothing remains."
+    )
+    p_value: float = Field(
+        description="P(at least that many flags) if the promise held: the one-sided binomial tail of the "
+        "part tested."
+    )
+    since: str | None = Field(description="When the state became drift (ISO 8601 UTC); null unless drift.")
+    as_of: str | None = Field(
+        description="The end of the last completed bucket, where the state was evaluated (ISO 8601 UTC); "
+        "null before the first."
+    )
+    message: str = Field(description="What the state means here, in words, with the numbers.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -147,6 +174,10 @@ class ModelInfo(BaseModel):
     loaded_at: str
     metrics: HeadlineMetrics | None
     explainer: bool = Field(description="Whether this version has an explainer graph (POST /v1/explain).")
+    calibration_drift: CalibrationDrift = Field(
+        description="Whether this version's flag rate still keeps the false-alarm rate its threshold was "
+        "calibrated for (threshold.target_fpr), over a trailing window since it was loaded."
+    )
 
 
 class ReloadResponse(BaseModel):
