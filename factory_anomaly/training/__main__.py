@@ -1,4 +1,4 @@
-"""Command line: `python -m factory_anomaly.training {synth,train,explain,evaluate}`.
+"""Command line: `python -m factory_anomaly.training {synth,train,explain,evaluate,recalibrate}`.
 
 Other tooling depends on these command and option names (see README). Every bad input exits with
 status 2 and a one-line `error: ...` on stderr naming what was wrong; nothing is left half-written.
@@ -113,6 +113,39 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fault-sensors", type=Path, help='JSON {"row": [sensor indices]}')
     evaluate.add_argument("--out", type=Path, required=True, help="report path (JSON)")
     evaluate.add_argument("--impute", action="store_true")
+
+    recalibrate = command(
+        "recalibrate",
+        "re-estimate the threshold of a version on recent normal data (new version, same model)",
+    )
+    recalibrate.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="model directory <store>/<name>: its CURRENT version is recalibrated into a new one there",
+    )
+    recalibrate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="recent normal readings, in time order; rows labelled 1 are dropped",
+    )
+    recalibrate.add_argument(
+        "--reason", required=True, help="why (recorded in the manifest and the model card)"
+    )
+    recalibrate.add_argument(
+        "--target-fpr",
+        type=_fraction,
+        help="target false-alarm rate (default: the version's requested target)",
+    )
+    recalibrate.add_argument(
+        "--accept-tightest-target",
+        action="store_true",
+        help="when the data cannot support the target, calibrate for the tightest one it supports",
+    )
+    recalibrate.add_argument(
+        "--impute", action="store_true", help="fill NaN/Inf by forward then backward fill"
+    )
     return parser
 
 
@@ -211,13 +244,38 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(headline, indent=1))
 
 
+def _recalibrate(args: argparse.Namespace) -> None:
+    from factory_anomaly.training.recalibrate import recalibrate
+
+    out = recalibrate(
+        args.model,
+        args.data,
+        args.reason,
+        target_fpr=args.target_fpr,
+        accept_tightest_target=args.accept_tightest_target,
+        impute=args.impute,
+    )
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    record = manifest["training"]["recalibration"]
+    summary = {"version": str(out), "threshold": manifest["threshold"]}
+    summary |= {k: record[k] for k in ("previous_version", "previous_threshold")}
+    summary["check"] = {k: record["check"][k] for k in ("rows", "levels", "previous_threshold")}
+    print(json.dumps(summary, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    command = {"synth": _synth, "train": _train, "explain": _explain, "evaluate": _evaluate}[args.command]
+    command = {
+        "synth": _synth,
+        "train": _train,
+        "explain": _explain,
+        "evaluate": _evaluate,
+        "recalibrate": _recalibrate,
+    }[args.command]
     try:
         command(args)
     except (DataError, FileNotFoundError, ValueError) as exc:

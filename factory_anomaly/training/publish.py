@@ -5,7 +5,8 @@
   <store>/<name>/CURRENT        and only then pointed at by an atomic replace.
 
 A failure or an interrupt at any step removes the build directory and leaves `CURRENT` where it was, so
-the service never sees a partial version. The files of a version are named once, in
+the service never sees a partial version. `publish_built` is that sequence alone; `recalibrate` publishes
+through it too, so every version reaches the store the one way. The files of a version are named once, in
 `factory_anomaly.artifact.layout`; who writes each:
   SCORER_FILE, EXPLAINER_FILE   `export` (the explainer only when the run trained one)
   MANIFEST_FILE                 `factory_anomaly.artifact.write_manifest`: threshold, sensors, checksums
@@ -22,6 +23,7 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -85,10 +87,18 @@ def library_versions() -> dict[str, str]:
 def publish(result: TrainResult, model_dir: Path, test: TestRecording | None = None) -> Path:
     """Build, verify and publish a version of `result` under `model_dir`; point CURRENT at it; return it."""
     model_dir = Path(model_dir)
+    return publish_built(model_dir, lambda build: _build(result, model_dir.name, build, test))
+
+
+def publish_built(model_dir: Path, build_version: Callable[[Path], Manifest]) -> Path:
+    """Publish the version `build_version` writes into a fresh build directory under `model_dir` (every
+    file, the final manifest last; it returns that manifest): rename it into place, verify it, point
+    CURRENT at it, return its path. Any failure removes what was written and leaves CURRENT as it was."""
+    model_dir = Path(model_dir)
     build = new_build_dir(model_dir)
     published: Path | None = None
     try:
-        manifest = _build(result, model_dir.name, build, test)
+        manifest = build_version(build)
         published = publish_version(build, model_dir, manifest.version)
         verify_artifact(published)
         write_current(model_dir, manifest.version)
