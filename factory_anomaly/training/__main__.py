@@ -73,7 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--target-fpr", type=_fraction, help="target false-alarm rate per reading (default 1e-4)"
     )
-    train.add_argument("--hidden", help="encoder widths, comma-separated (default 512,32); decoder mirrors")
+    train.add_argument(
+        "--accept-tightest-target",
+        action="store_true",
+        help="when the data cannot support --target-fpr, calibrate for the tightest target it supports "
+        "(recorded in the manifest) instead of refusing",
+    )
+    train.add_argument(
+        "--aggregate",
+        help="how per-sensor errors become the score: mean (the seed's), max, or mean+max (default)",
+    )
+    train.add_argument(
+        "--folds", type=_positive_int, help="cross-fitting folds for the calibration scores (default 5)"
+    )
+    train.add_argument(
+        "--hidden",
+        help="encoder widths, comma-separated (default: 512,32 at 1000 sensors, scaled down for fewer); "
+        "decoder mirrors",
+    )
     train.add_argument("--l2", type=float, help="λ of MSE + λ·Σ‖W‖² (default 1e-6)")
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs")
@@ -189,10 +206,14 @@ def _train(args: argparse.Namespace) -> None:
         "patience": args.patience,
         "split_blocks": args.split_blocks,
         "explainer_epochs": args.explainer_epochs,
+        "aggregate": args.aggregate,
+        "folds": args.folds,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_explainer:
         config = replace(config, explainer=False)
+    if args.accept_tightest_target:
+        config = replace(config, accept_tightest_target=True)
     if args.hidden:
         try:
             hidden = tuple(int(h) for h in args.hidden.split(","))

@@ -15,7 +15,7 @@ import torch
 
 from factory_anomaly.training.config import TrainConfig
 from factory_anomaly.training.fit import Batch, EarlyStopping, FitPlan, fit, seed_torch
-from factory_anomaly.training.model import Autoencoder, regularised_loss
+from factory_anomaly.training.model import Autoencoder, auto_hidden, regularised_loss
 
 VALIDATION_BATCH_ROWS = 4096
 
@@ -29,7 +29,7 @@ def fit_autoencoder(
     epoch, train_loss, train_mse, val_mse, learning_rate, improved, seconds.
     """
     seed_torch(config.seed, config.threads)
-    model = Autoencoder(train_z.shape[1], config.hidden)
+    model = Autoencoder(train_z.shape[1], config.hidden or auto_hidden(train_z.shape[1]))
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=0.5, patience=max(1, config.patience // 3)

@@ -66,11 +66,11 @@ def _card_text(
         f"Scorer graph `{manifest.graphs['scorer'].file}` (ONNX opset {manifest.graphs['scorer'].opset}).",
         "",
         "## What it does",
-        f"Scores one reading of {manifest.n_sensors} sensors: `score` = mean over sensors of the squared "
-        "standardised reconstruction residual of a fully connected autoencoder "
+        f"Scores one reading of {manifest.n_sensors} sensors: `score` = {_SCORE_TEXT[_aggregate(s)]} of a "
+        "fully connected autoencoder "
         f"({manifest.n_sensors} → {' → '.join(map(str, s['architecture']['hidden']))} → mirrored, "
-        f"{s['architecture']['trainable_parameters']:,} trainable parameters). About 1 under normal "
-        f"operation; a reading is anomalous when `score > {t.value:.6g}`. `sensor_error` gives each "
+        f"{s['architecture']['trainable_parameters']:,} trainable parameters). A reading is anomalous "
+        f"when `score > {t.value:.6g}`. `sensor_error` gives each "
         "sensor's share, for a first look at which sensors are off.",
         "",
         "## Intended use and limits",
@@ -79,16 +79,13 @@ def _card_text(
         "retrained on data that contains it.",
         "- The false-alarm rate below holds for readings like the calibration rows. It is a per-reading "
         "rate; alerting should require flags to cluster in time.",
-        "- Faults that touch one or two sensors out of many move the mean score little; the per-kind "
-        "recall table shows which fault kinds this model can and cannot see.",
+        "- Faults that show only over time (a stuck sensor, a slow drift) are not visible in one reading; "
+        "the per-kind recall table shows which fault kinds this model can and cannot see.",
         "",
         "## Training data",
         f"- File `{Path(data['file']).name}`: {data['rows']:,} rows × {data['sensors']} sensors, "
         f"sha256 `{data['sha256'][:16]}…`.",
-        f"- Split: {s['splits']['split_blocks']} time blocks, each train / validation / calibration "
-        f"(gaps of {s['splits']['gap_fraction']:.0%} of a block between parts): "
-        f"{s['splits']['train_rows']:,} training, {s['splits']['validation_rows']:,} validation, "
-        f"{s['splits']['calibration_rows']:,} calibration normal rows; labelled rows never train.",
+        _split_line(s["splits"]),
         f"- Constant sensors: {len(s['constant_sensors'])}.",
         "",
         "## Training",
@@ -98,7 +95,8 @@ def _card_text(
         "",
         "## Threshold",
         f"- {t.value:.6g}, method `{t.method}`, target false-alarm rate {t.target_fpr:g} per reading, "
-        f"from {t.n_calibration:,} held-out normal calibration rows.",
+        f"from {t.n_calibration:,} held-out normal scores.",
+        *_calibration_lines(s.get("calibration", {})),
         "",
     ]
     if evaluation is not None:
@@ -119,6 +117,52 @@ def _card_text(
     versions = ", ".join(f"{k} {v}" for k, v in manifest.library_versions.items())
     lines += ["## Software", versions, ""]
     return "\n".join(lines)
+
+
+_SCORE_TEXT = {
+    "mean": "the mean over sensors of the squared standardised reconstruction residual",
+    "max": "the largest squared standardised reconstruction residual over sensors",
+    "mean+max": "the larger of the mean and the maximum over sensors of the squared standardised "
+    "reconstruction residual, each divided by its own held-out normal quantile",
+}
+
+
+def _aggregate(summary: dict[str, Any]) -> str:
+    return str(summary.get("config", {}).get("aggregate", "mean"))
+
+
+def _split_line(splits: dict[str, Any]) -> str:
+    if splits.get("procedure") == "cross_fit":
+        return (
+            f"- Cross-fitted: {splits['normal_rows']:,} normal rows, {splits['folds']} folds, each scored "
+            "by a model trained without it (its threshold's calibration sample); the shipped model trained "
+            f"on {splits['train_rows']:,} rows and stopped early on {splits['validation_rows']:,}; labelled "
+            "rows never train."
+        )
+    return (
+        f"- Split: {splits['split_blocks']} time blocks, each train / validation / calibration "
+        f"(gaps of {splits['gap_fraction']:.0%} of a block between parts): "
+        f"{splits['train_rows']:,} training, {splits['validation_rows']:,} validation, "
+        f"{splits['calibration_rows']:,} calibration normal rows; labelled rows never train."
+    )
+
+
+def _calibration_lines(c: dict[str, Any]) -> list[str]:
+    """The calibration facts: requested vs used target, what the data supports, the threshold's spread."""
+    if not c:
+        return []
+    lines = [
+        f"- Requested target {c['requested_target_fpr']:g}; the tightest these {c['rows']:,} held-out scores "
+        f"support is {c['tightest_supported_target_fpr']:.2g}"
+        + (" (accepted with --accept-tightest-target)." if c["accepted_tightest_target"] else "."),
+    ]
+    low, high = c.get("threshold_interval_90", [None, None])
+    if low is not None and high is not None:
+        lines.append(f"- Bootstrap 90 % interval of the threshold: [{low:.4g}, {high:.4g}].")
+    levels = ", ".join(f"{lv['target_fpr']:g} → {lv['value']:.4g}" for lv in c.get("levels", []))
+    if levels:
+        lines.append(f"- Thresholds at other targets (same scores): {levels}.")
+    return lines
 
 
 def _ranking_table(ranking: dict[str, dict[str, Any]]) -> list[str]:

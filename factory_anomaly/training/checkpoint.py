@@ -1,5 +1,6 @@
 """The torch side of a published version (CHECKPOINT_FILE): written when it is published, read back for
-tests, retraining and the explainer. Its format is defined here only: {"state_dict", "n_sensors", "hidden"}.
+tests, retraining and the explainer. Its format is defined here only:
+{"state_dict", "n_sensors", "hidden", "aggregate"} (checkpoints from before the aggregate score by the mean).
 
 Serving never uses this: it runs the ONNX graph. `evaluate` does too, so what is evaluated is what is served.
 """
@@ -34,7 +35,15 @@ def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Pat
     """Write the scorer's weights (autoencoder, standardisation, residual scale) into `directory`."""
     path = directory / CHECKPOINT_FILE
     n_sensors = int(scorer.mean.numel())
-    torch.save({"state_dict": scorer.state_dict(), "n_sensors": n_sensors, "hidden": list(hidden)}, path)
+    torch.save(
+        {
+            "state_dict": scorer.state_dict(),
+            "n_sensors": n_sensors,
+            "hidden": list(hidden),
+            "aggregate": scorer.aggregate,
+        },
+        path,
+    )
     return path
 
 
@@ -44,8 +53,13 @@ def load_trained(path: str | Path) -> TrainedModel:
     directory, manifest = model.directory, verify_artifact(model.directory)
     checkpoint = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     n = int(checkpoint["n_sensors"])
-    scorer = AnomalyScorer(Autoencoder(n, checkpoint["hidden"]), torch.zeros(n), torch.ones(n))
-    scorer.load_state_dict(checkpoint["state_dict"])
+    aggregate = checkpoint.get("aggregate", "mean")
+    scorer = AnomalyScorer(
+        Autoencoder(n, checkpoint["hidden"]), torch.zeros(n), torch.ones(n), aggregate=aggregate
+    )
+    state = checkpoint["state_dict"]
+    state.setdefault("aggregate_scale", torch.ones(2))
+    scorer.load_state_dict(state)
     scorer.eval()
     return TrainedModel(
         scorer=scorer,

@@ -43,6 +43,10 @@ class DataError(ValueError):
     """Bad input data; the message names the file and, where it applies, the row and column."""
 
 
+class CalibrationError(DataError):
+    """The data cannot support the requested false-alarm target; the message names the tightest it can."""
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
     """One recording: float32 values with one unique name per column, rows in time order.

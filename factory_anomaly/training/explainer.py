@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from factory_anomaly.training.fit import Batch, EarlyStopping, FitPlan, fit, seed_torch
-from factory_anomaly.training.model import AnomalyScorer
+from factory_anomaly.training.model import AnomalyScorer, aggregate_errors
 
 D_MODEL = 32
 D_KEY = 16
@@ -97,7 +97,12 @@ class SensorAttentionExplainer(nn.Module):
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, r = self.logits(raw)
         sensor_error = r * r
-        return torch.softmax(logits, dim=-1), sensor_error.mean(dim=1), sensor_error
+        s = self.scorer
+        return (
+            torch.softmax(logits, dim=-1),
+            aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale),
+            sensor_error,
+        )
 
 
 # --- fault injection on normal rows -----------------------------------------------------------------------

@@ -217,3 +217,32 @@ def ranking_by_kind(
         for kind in sorted(by_kind):
             out[method][kind] = ranking_metrics(scores, by_kind[kind])
     return out
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact) interval of a rate observed as `successes` out of `trials`."""
+    from scipy.stats import beta
+
+    if trials <= 0:
+        return (math.nan, math.nan)
+    alpha = 1.0 - confidence
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return low, high
+
+
+def bootstrap_roc_auc(
+    scores: np.ndarray, labels: np.ndarray, resamples: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of ROC-AUC over bootstrap resamples of the rows (each keeps both classes)."""
+    s, y = _validated_scores_labels(scores, labels)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, y.size, y.size)
+        if 0 < y[pick].sum() < y.size:
+            values.append(roc_auc_score(y[pick], s[pick]))
+    if not values:
+        return (math.nan, math.nan)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)

@@ -17,9 +17,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import special
 from torch import nn
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 32)
+
+
+def auto_hidden(n_sensors: int) -> tuple[int, ...]:
+    """Encoder widths scaled to the input: the seed's (512, 32) at 1000 sensors and above; narrower inputs
+    keep the seed's ratios (first layer ~0.512 n, bottleneck n / 4 capped at 32, at least 2) so the
+    bottleneck stays well below the input and the autoencoder cannot learn the identity."""
+    bottleneck = min(DEFAULT_HIDDEN[-1], max(1, min(2, n_sensors - 1), n_sensors // 4))
+    first = min(DEFAULT_HIDDEN[0], max(2 * bottleneck, round(0.512 * n_sensors)))
+    return (first, bottleneck)
 
 
 class Autoencoder(nn.Module):
@@ -70,24 +80,37 @@ def regularised_loss(
 
 RESIDUAL_SCALE_FLOOR = 1e-2  # in reading standard deviations: no sensor is trusted to 1 % of its spread
 
+AGGREGATES: tuple[str, ...] = ("mean", "max", "mean+max")
+"""How the per-sensor errors become one score (`AnomalyScorer`)."""
+DEFAULT_AGGREGATE = "mean+max"
+TAIL_LEVEL_MAX = 0.99
+"""The per-sensor scale and the aggregate normalisers are matched at this quantile of held-out normal rows
+(lower on small data: at most `1 - 10 / rows`, so at least ten rows lie beyond it)."""
+
 
 class AnomalyScorer(nn.Module):
     """Raw readings float32 [N, n_sensors] → (score [N], sensor_error [N, n_sensors]).
 
     One module from raw readings to score, so that the exported graph, the calibrated threshold and the
     evaluation all use the same definition:
-      z = (x − mean) / scale                       per-sensor standardisation from the training split
-      r = (autoencoder(z) − z) / residual_scale    residual in units of that sensor's normal residual RMS
-      sensor_error = r²,  score = mean over sensors of r²
-    Dividing by the residual RMS measured on held-out normal rows puts every sensor on the same footing: a
-    sensor the autoencoder reconstructs to within 2 % of its spread counts a 10 % miss as 25 squared units
-    rather than being drowned by sensors whose normal residual is large. Under normal operation each r is
-    about unit-variance, so the score is about 1.
+      z = (x − mean) / scale                       per-sensor standardisation from the training rows
+      r = (autoencoder(z) − z) / residual_scale    residual in units of that sensor's normal residual spread
+      sensor_error = r²
+      score = mean(r²)                             "mean": dense evidence, the seed's reconstruction error
+            = max(r²)                              "max": sparse evidence, one sensor far off
+            = max(mean(r²) / c_mean, max(r²) / c_max)   "mean+max" (default): both, each divided by its
+                                                   own held-out normal quantile, so either can raise it
+    The residual spread is measured per sensor on out-of-fold normal residuals by a quantile (robust to the
+    anomalies an unlabelled recording holds, and matched where the tail matters rather than at the RMS):
+    under normal operation r is about unit-scale on every sensor, so no sensor's habitual misfit dominates.
+    Why both aggregates: a fault on many sensors moves the mean and barely the max; a spike on one of a
+    thousand sensors moves the max and is diluted a thousandfold in the mean (docs/quality.md).
     """
 
     mean: torch.Tensor
     scale: torch.Tensor
     residual_scale: torch.Tensor
+    aggregate_scale: torch.Tensor
 
     def __init__(
         self,
@@ -95,14 +118,19 @@ class AnomalyScorer(nn.Module):
         mean: torch.Tensor,
         scale: torch.Tensor,
         residual_scale: torch.Tensor | None = None,
+        aggregate: str = "mean",
     ) -> None:
         super().__init__()
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"unknown score aggregate {aggregate!r}; expected one of {AGGREGATES}")
         n = autoencoder.n_sensors
         self.autoencoder = autoencoder
+        self.aggregate = aggregate
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(n))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(n))
         rs = torch.ones(n) if residual_scale is None else torch.as_tensor(residual_scale, dtype=torch.float32)
         self.register_buffer("residual_scale", rs.reshape(n))
+        self.register_buffer("aggregate_scale", torch.ones(2))  # c_mean, c_max of "mean+max"
 
     def residuals(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised reconstruction residual [N, n_sensors] before residual scaling."""
@@ -112,12 +140,46 @@ class AnomalyScorer(nn.Module):
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.residuals(raw) / self.residual_scale
         sensor_error = r * r
-        return sensor_error.mean(dim=1), sensor_error
+        return aggregate_errors(sensor_error, self.aggregate, self.aggregate_scale), sensor_error
 
     def set_residual_scale(self, residuals: torch.Tensor) -> None:
-        """Fit the residual RMS per sensor from held-out normal residuals [N, n_sensors]."""
-        rms = residuals.pow(2).mean(dim=0).sqrt()
-        self.residual_scale.copy_(rms.clamp_min(RESIDUAL_SCALE_FLOOR))
+        """Fit the residual spread per sensor from held-out normal residuals [N, n_sensors]: the tail
+        quantile of |r| divided by the standard normal's, so a Gaussian residual keeps its RMS."""
+        self.residual_scale.copy_(torch.from_numpy(robust_residual_scale(residuals.numpy())))
+
+    def set_aggregate_scale(self, sensor_error: torch.Tensor) -> None:
+        """Normalise the two aggregates of "mean+max" by their tail quantile on held-out normal errors."""
+        self.aggregate_scale.copy_(torch.from_numpy(aggregate_normalisers(sensor_error.numpy())))
+
+
+def aggregate_errors(sensor_error: torch.Tensor, aggregate: str, scale: torch.Tensor) -> torch.Tensor:
+    """The score of `AnomalyScorer` from its per-sensor errors [N, n]."""
+    if aggregate == "mean":
+        return sensor_error.mean(dim=1)
+    if aggregate == "max":
+        return sensor_error.amax(dim=1)
+    return torch.maximum(sensor_error.mean(dim=1) / scale[0], sensor_error.amax(dim=1) / scale[1])
+
+
+def aggregate_normalisers(sensor_error: np.ndarray) -> np.ndarray:
+    """c_mean, c_max of "mean+max" (float32 [2]): each aggregate's tail quantile on held-out normal errors."""
+    level = tail_level(sensor_error.shape[0])
+    e = sensor_error.astype(np.float64)
+    c = np.array([np.quantile(e.mean(axis=1), level), np.quantile(e.max(axis=1), level)])
+    return np.maximum(c, 1e-12).astype(np.float32)
+
+
+def tail_level(rows: int) -> float:
+    """The quantile level the scales are matched at: `TAIL_LEVEL_MAX`, or lower so ten rows lie beyond."""
+    return float(min(TAIL_LEVEL_MAX, max(0.5, 1.0 - 10.0 / max(rows, 1))))
+
+
+def robust_residual_scale(residuals: np.ndarray) -> np.ndarray:
+    """Per-sensor residual spread from held-out normal residuals [N, n] (float32 [n], floored)."""
+    level = tail_level(residuals.shape[0])
+    gaussian = float(np.sqrt(2.0) * special.erfinv(level))  # the standard normal's two-sided quantile
+    spread = np.quantile(np.abs(residuals.astype(np.float64)), level, axis=0) / gaussian
+    return np.maximum(spread, RESIDUAL_SCALE_FLOOR).astype(np.float32)
 
 
 def score_in_batches(

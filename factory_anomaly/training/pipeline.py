@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.checkpoint import TrainedModel
 from factory_anomaly.training.config import TrainConfig
-from factory_anomaly.training.data import DataError, Dataset
+from factory_anomaly.training.crossfit import MIN_NORMAL_ROWS, Fold, final_fit, plan_folds
+from factory_anomaly.training.data import CalibrationError, DataError, Dataset
 from factory_anomaly.training.explainer import (
     ExplainerConfig,
     FaultInjector,
@@ -36,39 +38,68 @@ from factory_anomaly.training.explainer import (
     residual_unit,
 )
 from factory_anomaly.training.metrics import detection_metrics, ranking_by_kind
-from factory_anomaly.training.model import AnomalyScorer, count_trainable_parameters, score_in_batches
+from factory_anomaly.training.model import (
+    AGGREGATES,
+    AnomalyScorer,
+    aggregate_errors,
+    aggregate_normalisers,
+    auto_hidden,
+    count_trainable_parameters,
+    robust_residual_scale,
+    score_in_batches,
+    tail_level,
+)
 from factory_anomaly.training.result import TrainResult
 from factory_anomaly.training.scaling import Standardiser
 from factory_anomaly.training.splits import Splits, split_in_time
-from factory_anomaly.training.threshold import Threshold, best_f1_threshold, calibrate
+from factory_anomaly.training.threshold import (
+    Threshold,
+    best_f1_threshold,
+    calibrate,
+    calibrate_levels,
+    round_up_target,
+    threshold_interval,
+    tightest_supported_target,
+)
 
 log = logging.getLogger("training.pipeline")
 
 EXPLAINER_HELD_OUT_SAMPLES = 1500
+MIN_EXPLAINER_ROWS = 50  # validation rows below which the explainer is measured on its own validation rows
 
 
 def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = None) -> TrainResult:
-    """Split, standardise, fit the autoencoder, scale residuals, calibrate, fit the PCA baseline and (unless
-    `config.explainer` is off) the explainer."""
+    """Standardise, cross-fit the autoencoder for out-of-fold scores, fit the shipped autoencoder, scale
+    residuals, calibrate, fit the PCA baseline the same way and (unless `config.explainer` is off) the
+    explainer. With `val_data`, the older procedure: train on `data`, stop early and calibrate on halves of
+    `val_data` (a separate held-out recording)."""
     if val_data is not None and val_data.sensor_names != data.sensor_names:
         raise DataError(
             f"--val-data sensors differ from --data sensors ({val_data.n_sensors} vs {data.n_sensors})"
         )
     if config.on_constant not in ("warn", "error"):
         raise ValueError(f"on_constant must be 'warn' or 'error', got {config.on_constant!r}")
+    if config.aggregate not in AGGREGATES:
+        raise ValueError(f"unknown score aggregate {config.aggregate!r}; expected one of {AGGREGATES}")
     started = time.perf_counter()
-    splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
-    standardiser = Standardiser.fit(splits.train)
-    constant = _constant_sensors(standardiser, data.sensor_names, config.on_constant)
-    scorer, history, fit_seconds = _fit_scorer(splits, standardiser, config)
-    calibration_scores, _ = score_in_batches(scorer, splits.calibration)
-    threshold = calibrate(calibration_scores.astype(np.float64), config.target_fpr)
-    log.info("threshold %.5g (%s, target false-alarm rate %g, %d calibration rows)",
-             threshold.value, threshold.method, threshold.target_fpr, threshold.n_calibration)  # fmt: skip
+    config = replace(config, hidden=tuple(config.hidden or auto_hidden(data.n_sensors)))
+    fitted = _cross_fit(data, config) if val_data is None else _held_out_fit(data, val_data, config)
+    scorer, splits, history = fitted.scorer, fitted.splits, fitted.history
+    threshold = calibrate(fitted.normal_scores, fitted.target_fpr)
+    calibration = fitted.description | {
+        "target_fpr": fitted.target_fpr,
+        "threshold_interval_90": list(threshold_interval(fitted.normal_scores, fitted.target_fpr)),
+        "levels": [level.to_dict() for level in calibrate_levels(fitted.normal_scores)],
+        "aggregate": config.aggregate,
+        "residual_scale": f"quantile of |r| at {tail_level(fitted.normal_scores.size):.3g}, Gaussian-matched",
+    }
+    log.info("threshold %.5g (%s, target false-alarm rate %g, %d held-out normal scores, %s)",
+             threshold.value, threshold.method, threshold.target_fpr, threshold.n_calibration,
+             calibration["procedure"])  # fmt: skip
 
-    pca = PCABaseline.fit(splits.train, splits.validation, standardiser, config.hidden[-1])
-    pca_threshold = calibrate(pca.score(splits.calibration)[0], config.target_fpr)
-    held_out = _held_out_metrics(scorer, threshold, pca, pca_threshold, splits)
+    pca, pca_scores = fitted.pca
+    pca_threshold = calibrate(pca_scores, fitted.target_fpr)
+    held_out = _held_out_metrics(scorer, threshold, pca, pca_threshold, fitted)
 
     parameters = count_trainable_parameters(scorer.autoencoder)  # before the explainer freezes it
     explainer = None
@@ -81,16 +112,17 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         "config": asdict(config),
         "architecture": {
             "n_sensors": data.n_sensors,
-            "hidden": list(config.hidden),
+            "hidden": list(config.hidden or ()),
             "trainable_parameters": parameters,
         },
-        "constant_sensors": constant,
+        "constant_sensors": fitted.constant,
         "splits": splits.description,
+        "calibration": calibration,
         "data": _fingerprint(data) | ({"val_data": _fingerprint(val_data)} if val_data is not None else {}),
         "epochs_run": len(history),
         "best_epoch": int(best["epoch"]),
         "best_val_mse": best["val_mse"],
-        "fit_seconds": fit_seconds,
+        "fit_seconds": fitted.fit_seconds,
         "total_seconds": time.perf_counter() - started,
         "torch_threads": torch.get_num_threads(),
         "held_out": held_out,
@@ -106,29 +138,190 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         baseline_threshold=pca_threshold,
         history=history,
         calibration=splits.calibration,
-        calibration_scores=calibration_scores,
+        calibration_scores=fitted.normal_scores.astype(np.float32),
         summary=summary,
         explainer=explainer,
     )
 
 
-def _fit_scorer(
-    splits: Splits, standardiser: Standardiser, config: TrainConfig
-) -> tuple[AnomalyScorer, list[dict[str, float]], float]:
-    """The autoencoder fitted on the standardised training rows, wrapped from raw readings to the score with
-    the residual scale of the validation rows (eval mode); its epoch records; the fit's seconds."""
+@dataclass
+class _Fitted:
+    """The shipped scorer with the held-out normal scores its threshold is calibrated on."""
+
+    scorer: AnomalyScorer
+    history: list[dict[str, float]]
+    fit_seconds: float
+    splits: Splits  # the shipped fit's rows (train, validation) and rows for the explainer's measurement
+    normal_scores: np.ndarray  # float64: each normal row scored by a model that never saw it
+    target_fpr: float
+    description: dict[str, Any]
+    constant: list[str]
+    pca: tuple[PCABaseline, np.ndarray]  # the baseline, and its held-out normal scores (same procedure)
+    anomalies: np.ndarray  # labelled anomalous rows of the training recording (never trained on)
+
+
+def _target_for(n_scores: int, config: TrainConfig) -> tuple[float, dict[str, Any]]:
+    """The target the threshold is calibrated for: the requested one if `n_scores` supports it; else the
+    tightest supported one when the user accepted that, else a `CalibrationError` naming it."""
+    tightest = tightest_supported_target(n_scores)
+    facts: dict[str, Any] = {
+        "requested_target_fpr": config.target_fpr,
+        "tightest_supported_target_fpr": tightest,
+        "accepted_tightest_target": False,
+    }
+    if config.target_fpr >= tightest:
+        return config.target_fpr, facts
+    nice = round_up_target(tightest)
+    if not config.accept_tightest_target:
+        raise CalibrationError(
+            f"--target-fpr {config.target_fpr:g} needs at least {math.ceil(1 / config.target_fpr)} held-out "
+            f"normal rows to calibrate; this data gives {n_scores}: the tightest target it supports is "
+            f"{nice:g} (pass --accept-tightest-target to train at it, or bring more normal rows)"
+        )
+    log.warning("target false-alarm rate %g is not supported by %d rows: calibrating for %g",
+                config.target_fpr, n_scores, nice)  # fmt: skip
+    return nice, facts | {"accepted_tightest_target": True}
+
+
+def _normal_rows(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    labels = data.labels if data.labels is not None else np.zeros(data.n_rows, dtype=np.int8)
+    return data.values[labels == 0], data.values[labels == 1]
+
+
+def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
+    """K out-of-fold autoencoders score every normal row; the shipped one is fitted on all of them."""
+    normal, anomalies = _normal_rows(data)
+    if normal.shape[0] < MIN_NORMAL_ROWS:
+        raise DataError(
+            f"too few rows: {data.source} holds {normal.shape[0]} normal rows; training needs at least "
+            f"{MIN_NORMAL_ROWS}"
+        )
+    target, facts = _target_for(normal.shape[0], config)
+    folds = plan_folds(normal.shape[0], config.folds, config.crossfit_gap_fraction, config.split_blocks)
+    standardiser = Standardiser.fit(normal)
+    constant = _constant_sensors(standardiser, data.sensor_names, config.on_constant)
+    z = standardiser.transform(normal)
+    log.info("cross-fitting %d folds on %d normal rows x %d sensors, hidden %s",
+             len(folds), z.shape[0], z.shape[1], config.hidden)  # fmt: skip
+    started = time.perf_counter()
+    oof = np.empty_like(z)
+    fold_epochs = []
+    for fold in folds:
+        autoencoder, fold_history = fit_autoencoder(z[fold.train], z[fold.validation], config)
+        fold_epochs.append(int(min(fold_history, key=lambda r: r["val_mse"])["epoch"]))
+        with torch.no_grad():
+            held = torch.from_numpy(z[fold.held_out])
+            oof[fold.held_out] = (autoencoder(held) - held).numpy()
+    final = final_fit(normal.shape[0], config.split_blocks)
+    autoencoder, history = fit_autoencoder(z[final.train], z[final.validation], config)
+    seconds = time.perf_counter() - started
+    scorer = AnomalyScorer(
+        autoencoder, torch.from_numpy(standardiser.mean), torch.from_numpy(standardiser.scale),
+        aggregate=config.aggregate,
+    )  # fmt: skip
+    scorer.eval()
+    scorer.set_residual_scale(torch.from_numpy(oof))
+    scorer.set_aggregate_scale(torch.from_numpy((oof / scorer.residual_scale.numpy()) ** 2))
+    normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
+    pca = _cross_fit_pca(normal, standardiser, folds, final, config.hidden[-1] if config.hidden else 32)
+    splits = _final_splits(normal, final)
+    splits.description |= {"folds": len(folds), "fold_best_epochs": fold_epochs,
+                           "held_out_anomalies": int(anomalies.shape[0])}  # fmt: skip
+    return _Fitted(
+        scorer=scorer,
+        history=history,
+        fit_seconds=seconds,
+        splits=splits,
+        normal_scores=normal_scores,
+        target_fpr=target,
+        description=facts | {"procedure": "cross_fit", "folds": len(folds), "rows": int(normal.shape[0])},
+        constant=constant,
+        pca=pca,
+        anomalies=anomalies,
+    )
+
+
+def _final_splits(normal: np.ndarray, final: Fold) -> Splits:
+    """The shipped fit's rows; its validation rows, halved when there are enough, also give the explainer
+    rows to be measured on that it did not stop early on."""
+    half = final.validation.size // 2 if final.validation.size >= 2 * MIN_EXPLAINER_ROWS else 0
+    return Splits(
+        train=normal[final.train],
+        validation=normal[final.validation[:half]] if half else normal[final.validation],
+        calibration=normal[final.validation[half:]],
+        held_out_values=normal[:0],
+        held_out_labels=np.zeros(0, dtype=np.int8),
+        description={
+            "procedure": "cross_fit",
+            "normal_rows": int(normal.shape[0]),
+            "train_rows": int(final.train.size),
+            "validation_rows": int(final.validation.size),
+        },
+    )
+
+
+def _cross_fitted_scores(oof: np.ndarray, folds: list[Fold], aggregate: str) -> np.ndarray:
+    """Each fold's out-of-fold scores with the residual and aggregate scales fitted on the *other* folds'
+    residuals: the scales are cross-fitted like the model, so a sensor whose spread was underestimated on
+    its own rows cannot make the calibration sample look calmer than new data will be."""
+    scores = np.empty(oof.shape[0], dtype=np.float64)
+    for fold in folds:
+        others = np.ones(oof.shape[0], dtype=bool)
+        others[fold.held_out] = False
+        spread = robust_residual_scale(oof[others])
+        normalisers = torch.from_numpy(aggregate_normalisers((oof[others] / spread) ** 2))
+        error = torch.from_numpy((oof[fold.held_out] / spread) ** 2)
+        scores[fold.held_out] = aggregate_errors(error, aggregate, normalisers).double().numpy()
+    return scores
+
+
+def _cross_fit_pca(
+    normal: np.ndarray, standardiser: Standardiser, folds: list[Fold], final: Fold, k: int
+) -> tuple[PCABaseline, np.ndarray]:
+    """The PCA baseline through the same procedure: out-of-fold scores, then a fit on all rows."""
+    scores = np.empty(normal.shape[0], dtype=np.float64)
+    for fold in folds:
+        fold_pca = PCABaseline.fit(normal[fold.train], normal[fold.validation], standardiser, k)
+        scores[fold.held_out] = fold_pca.score(normal[fold.held_out])[0]
+    return PCABaseline.fit(normal[final.train], normal[final.validation], standardiser, k), scores
+
+
+def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fitted:
+    """Train on all of `data`; `val_data`'s halves stop early and calibrate (no cross-fitting)."""
+    splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
+    target, facts = _target_for(splits.calibration.shape[0], config)
+    standardiser = Standardiser.fit(splits.train)
+    constant = _constant_sensors(standardiser, data.sensor_names, config.on_constant)
     train_z, val_z = standardiser.transform(splits.train), standardiser.transform(splits.validation)
-    log.info("training on %d rows x %d sensors (%s)", len(train_z), train_z.shape[1], splits.description)
     started = time.perf_counter()
     autoencoder, history = fit_autoencoder(train_z, val_z, config)
     seconds = time.perf_counter() - started
     scorer = AnomalyScorer(
-        autoencoder, torch.from_numpy(standardiser.mean), torch.from_numpy(standardiser.scale)
-    )
+        autoencoder, torch.from_numpy(standardiser.mean), torch.from_numpy(standardiser.scale),
+        aggregate=config.aggregate,
+    )  # fmt: skip
     scorer.eval()
     with torch.no_grad():
-        scorer.set_residual_scale(scorer.residuals(torch.from_numpy(splits.validation)))
-    return scorer, history, seconds
+        validation_residuals = scorer.residuals(torch.from_numpy(splits.validation))
+    scorer.set_residual_scale(validation_residuals)
+    scorer.set_aggregate_scale((validation_residuals / scorer.residual_scale) ** 2)
+    normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
+    pca = PCABaseline.fit(
+        splits.train, splits.validation, standardiser, config.hidden[-1] if config.hidden else 32
+    )
+    labels = splits.held_out_labels
+    return _Fitted(
+        scorer=scorer,
+        history=history,
+        fit_seconds=seconds,
+        splits=splits,
+        normal_scores=normal_scores,
+        target_fpr=target,
+        description=facts | {"procedure": "held_out_file", "rows": int(normal_scores.size)},
+        constant=constant,
+        pca=(pca, pca.score(splits.calibration)[0]),
+        anomalies=splits.held_out_values[labels == 1],
+    )
 
 
 def _constant_sensors(standardiser: Standardiser, names: tuple[str, ...], on_constant: str) -> list[str]:
@@ -146,19 +339,22 @@ def _constant_sensors(standardiser: Standardiser, names: tuple[str, ...], on_con
 
 
 def _held_out_metrics(
-    scorer: AnomalyScorer, threshold: Threshold, pca: PCABaseline, pca_threshold: Threshold, splits: Splits
+    scorer: AnomalyScorer, threshold: Threshold, pca: PCABaseline, pca_threshold: Threshold, fitted: _Fitted
 ) -> dict[str, Any]:
-    """Detection metrics of both detectors on the held-out rows, when they hold labelled anomalies."""
-    if not splits.held_out_labels.any():
+    """Detection metrics of both detectors when the training recording holds labelled anomalies: its
+    normal rows by their held-out scores, its anomalous rows (never trained on) by the shipped models."""
+    if fitted.anomalies.shape[0] == 0:
         return {}
-    ae_scores, _ = score_in_batches(scorer, splits.held_out_values)
-    pca_scores, _ = pca.score(splits.held_out_values)
-    y = splits.held_out_labels
+    y = np.concatenate(
+        [np.zeros(fitted.normal_scores.size, np.int8), np.ones(fitted.anomalies.shape[0], np.int8)]
+    )
+    ae = np.concatenate(
+        [fitted.normal_scores, score_in_batches(scorer, fitted.anomalies)[0].astype(np.float64)]
+    )
+    pc = np.concatenate([fitted.pca[1], pca.score(fitted.anomalies)[0]])
     return {
-        "autoencoder": detection_metrics(ae_scores.astype(np.float64), y, threshold.value)
-        | {"best_f1": best_f1_threshold(ae_scores.astype(np.float64), y)},
-        "baseline_pca": detection_metrics(pca_scores, y, pca_threshold.value)
-        | {"best_f1": best_f1_threshold(pca_scores, y)},
+        "autoencoder": detection_metrics(ae, y, threshold.value) | {"best_f1": best_f1_threshold(ae, y)},
+        "baseline_pca": detection_metrics(pc, y, pca_threshold.value) | {"best_f1": best_f1_threshold(pc, y)},
     }
 
 
@@ -180,11 +376,15 @@ def refit_explainer(
     if data.sensor_names != trained.sensor_names:
         raise DataError(f"{data.source}: sensors differ from the model's")
     recorded_config: dict[str, Any] = dict(summary["config"])
-    recorded_config["hidden"] = tuple(recorded_config["hidden"])  # a JSON list back to the tuple
+    recorded_config["hidden"] = tuple(summary["architecture"]["hidden"])  # a JSON list back to the tuple
     config = replace(TrainConfig(**recorded_config), explainer=True, progress=progress)
     if epochs is not None:
         config = replace(config, explainer_epochs=epochs)
-    splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
+    if val_data is None:
+        normal = _normal_rows(data)[0]
+        splits = _final_splits(normal, final_fit(normal.shape[0], config.split_blocks))
+    else:
+        splits = split_in_time(data, val_data, config.split_blocks, config.gap_fraction)
     scorer = trained.scorer
     explainer, section = _fit_explainer(scorer, splits, config)
     summary["config"] = asdict(config)

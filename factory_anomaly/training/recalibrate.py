@@ -58,6 +58,7 @@ from factory_anomaly.training.threshold import (
     Threshold,
     calibrate,
     calibrate_levels,
+    round_up_target,
     threshold_interval,
     tightest_supported_target,
 )
@@ -261,7 +262,7 @@ def _target_for(
     }
     if requested >= tightest:
         return requested, facts
-    nice = _round_up(tightest)
+    nice = round_up_target(tightest)
     if not accept_tightest:
         needed = math.ceil(1 / requested)
         raise CalibrationError(
@@ -273,14 +274,6 @@ def _target_for(
     log.warning("target false-alarm rate %g is not supported by %d calibration rows: calibrating for %g",
                 requested, n_calibration, nice)  # fmt: skip
     return nice, facts | {"accepted_tightest_target": True}
-
-
-def _round_up(value: float) -> float:
-    """`value` rounded up to one significant digit (6.7e-3 -> 7e-3), as `train` rounds its accepted target
-    (pipeline's `_round_up`; tests/training/test_recalibrate.py checks the two agree)."""
-    exponent = math.floor(math.log10(value))
-    mantissa = math.ceil(round(value / 10.0**exponent, 9))
-    return float(f"{mantissa}e{exponent}")
 
 
 def _time_range(data: Dataset, rows: np.ndarray) -> dict[str, Any]:

@@ -366,3 +366,53 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
         "recall": tp_b / n_pos,
         "false_alarm_rate": fp_b / n_neg,
     }
+
+
+MIN_SUPPORTED_EXCEEDANCES: float = 1.0
+"""A target is supported when the held-out normal scores are expected to hold at least this many
+exceedances: the threshold then lies inside the observed scores, never extrapolated past the largest."""
+LEVEL_TARGETS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+"""The false-alarm rates calibrated beside the chosen target, where the data supports them: what the
+quality benchmark checks on held-out rows, and what a drift signal may watch with more counts."""
+BOOTSTRAP_RESAMPLES = 100
+
+
+def tightest_supported_target(n_scores: int) -> float:
+    """The smallest false-alarm rate `n_scores` held-out normal scores can calibrate (see above)."""
+    return MIN_SUPPORTED_EXCEEDANCES / max(n_scores, 1)
+
+
+def round_up_target(value: float) -> float:
+    """`value` rounded up to one significant digit (6.7e-3 -> 7e-3): the tightest supported target, as a
+    target a person can read, never below what the data supports."""
+    exponent = math.floor(math.log10(value))
+    mantissa = math.ceil(round(value / 10.0**exponent, 9))
+    return float(f"{mantissa}e{exponent}")
+
+
+def calibrate_levels(
+    normal_scores: np.ndarray, targets: tuple[float, ...] = LEVEL_TARGETS
+) -> list[Threshold]:
+    """A threshold at each of `targets` the sample supports (see `tightest_supported_target`)."""
+    scores = _validated_scores(normal_scores)
+    floor = tightest_supported_target(scores.size)
+    return [calibrate(scores, t) for t in targets if t >= floor]
+
+
+def threshold_interval(
+    normal_scores: np.ndarray, target_fpr: float, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """The 5th and 95th percentile of the threshold over bootstrap resamples of the calibration scores:
+    how much the threshold itself would move with another sample of the same size."""
+    scores = _validated_scores(normal_scores)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        try:
+            values.append(calibrate(rng.choice(scores, scores.size), target_fpr).value)
+        except ValueError:  # a resample whose top is one tied value: no tail to fit
+            continue
+    if not values:
+        return (math.nan, math.nan)
+    low, high = np.percentile(values, [5.0, 95.0])
+    return float(low), float(high)

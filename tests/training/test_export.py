@@ -13,6 +13,7 @@ import torch
 from factory_anomaly.artifact import verify_artifact
 from factory_anomaly.training.checkpoint import load_trained
 from factory_anomaly.training.export import OPSET, PARITY_RTOL, ExportError, check_parity, export_scorer
+from factory_anomaly.training.model import aggregate_errors
 
 
 def test_graph_declares_the_contract(trained_small: Path) -> None:
@@ -46,7 +47,12 @@ def test_onnxruntime_matches_torch_on_real_and_random_batches(trained_small: Pat
         assert score.shape == (len(batch),) and sensor_error.shape == batch.shape
         np.testing.assert_allclose(score, t_score, rtol=PARITY_RTOL)
         np.testing.assert_allclose(sensor_error, t_error, rtol=1e-4, atol=1e-5 * float(t_error.max()))
-        np.testing.assert_allclose(sensor_error.mean(axis=1), score, rtol=1e-5)  # score = mean of errors
+        # score = the scorer's aggregate of the errors (mean+max by default)
+        scorer = trained.scorer
+        want = aggregate_errors(
+            torch.from_numpy(sensor_error), scorer.aggregate, scorer.aggregate_scale
+        ).numpy()
+        np.testing.assert_allclose(want, score, rtol=PARITY_RTOL)
 
 
 def test_parity_check_catches_a_graph_that_differs(trained_small: Path, tmp_path: Path, small_plant) -> None:

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from factory_anomaly.training.model import (
+    TAIL_LEVEL_MAX,
     AnomalyScorer,
     Autoencoder,
+    aggregate_errors,
+    auto_hidden,
     count_trainable_parameters,
     l2_penalty,
     regularised_loss,
+    tail_level,
     weight_matrices,
 )
 
@@ -77,8 +82,41 @@ def test_scorer_score_is_mean_of_sensor_errors_and_uses_standardisation() -> Non
     torch.testing.assert_close(score, expected.mean(dim=1))
 
 
-def test_residual_scale_is_rms_with_a_floor() -> None:
+def test_residual_scale_is_a_gaussian_matched_tail_quantile_with_a_floor() -> None:
     scorer = AnomalyScorer(Autoencoder(3, (2,)), torch.zeros(3), torch.ones(3))
-    residuals = torch.tensor([[0.3, 0.0, -2.0], [-0.3, 0.0, 2.0]])
+    rng = np.random.default_rng(0)
+    gaussian = rng.normal(size=(20_000, 1)) * np.array([0.3, 0.0, 2.0])
+    residuals = torch.from_numpy(gaussian.astype(np.float32))
     scorer.set_residual_scale(residuals)
-    torch.testing.assert_close(scorer.residual_scale, torch.tensor([0.3, 0.01, 2.0]))
+    # a Gaussian residual keeps its standard deviation; a sensor without spread gets the floor
+    torch.testing.assert_close(scorer.residual_scale, torch.tensor([0.3, 0.01, 2.0]), rtol=0.03, atol=0.0)
+    # one wild row among many does not move it (the RMS would)
+    residuals[0, 0] = 1e4
+    scorer.set_residual_scale(residuals)
+    assert abs(float(scorer.residual_scale[0]) - 0.3) < 0.01
+
+
+def test_tail_level_leaves_ten_rows_beyond_it_on_small_data() -> None:
+    assert tail_level(100_000) == TAIL_LEVEL_MAX
+    assert tail_level(200) == pytest.approx(0.95)
+    assert tail_level(10) == 0.5
+
+
+def test_score_aggregates_mean_max_and_both() -> None:
+    errors = torch.tensor([[1.0, 1.0, 1.0, 9.0], [2.0, 2.0, 2.0, 2.0]])
+    scale = torch.tensor([2.0, 3.0])
+    torch.testing.assert_close(aggregate_errors(errors, "mean", scale), torch.tensor([3.0, 2.0]))
+    torch.testing.assert_close(aggregate_errors(errors, "max", scale), torch.tensor([9.0, 2.0]))
+    torch.testing.assert_close(aggregate_errors(errors, "mean+max", scale), torch.tensor([3.0, 1.0]))
+    with pytest.raises(ValueError, match="unknown score aggregate"):
+        AnomalyScorer(Autoencoder(3, (2,)), torch.zeros(3), torch.ones(3), aggregate="median")
+
+
+def test_auto_hidden_keeps_the_seed_at_1000_sensors_and_narrows_below() -> None:
+    assert auto_hidden(1000) == (512, 32)
+    assert auto_hidden(5000) == (512, 32)
+    assert auto_hidden(38) == (19, 9)
+    assert auto_hidden(6) == (4, 2)
+    for n in (2, 6, 12, 38, 100, 400):
+        first, bottleneck = auto_hidden(n)
+        assert bottleneck < n and bottleneck <= first

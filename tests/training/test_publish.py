@@ -67,7 +67,9 @@ def test_killed_training_leaves_no_version_and_current_unmoved(small_plant, tmp_
     """SIGKILL while the version is being written (no cleanup can run): readers still see only the old
     version; the abandoned `.build-` directory is ignored by them."""
     data = as_dataset(small_plant, small_plant.simulate(1200, seed=6))
-    config = TrainConfig(hidden=(32, 6), max_epochs=2, threads=1, progress=False, explainer=False)
+    config = TrainConfig(
+        hidden=(32, 6), max_epochs=2, threads=1, progress=False, explainer=False, target_fpr=0.01
+    )
     model_dir = tmp_path / "m"
     good = train(data, model_dir, config)
     np.save(tmp_path / "rows.npy", data.values)
@@ -86,7 +88,9 @@ def slow_export(*args, **kwargs):
 publish.export_scorer = slow_export
 values = np.load({str(tmp_path / "rows.npy")!r})
 data = Dataset(values, tuple("{"s%d"}" % j for j in range(values.shape[1])), source=Path("<memory>"))
-config = TrainConfig(hidden=(32, 6), max_epochs=2, threads=1, progress=False, seed=3, explainer=False)
+config = TrainConfig(
+    hidden=(32, 6), max_epochs=2, threads=1, progress=False, seed=3, explainer=False, target_fpr=0.01
+)
 train(data, Path({str(model_dir)!r}), config)
 """
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)

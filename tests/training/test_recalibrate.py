@@ -22,7 +22,7 @@ from factory_anomaly.plant.synthetic import Plant
 from factory_anomaly.training import recalibrate as recalibrate_module
 from factory_anomaly.training.__main__ import main
 from factory_anomaly.training.config import TrainConfig
-from factory_anomaly.training.threshold import tightest_supported_target
+from factory_anomaly.training.threshold import round_up_target, tightest_supported_target
 from factory_anomaly.training.train import train
 from tests.conftest import as_dataset
 
@@ -237,13 +237,11 @@ def test_recalibrating_twice_keeps_the_chain(
     assert card.count("## Recalibration") == 2
 
 
-def test_the_accepted_target_is_the_one_train_would_use() -> None:
-    """`train`'s rounding of the tightest target (pipeline) and recalibration's must agree."""
-    from factory_anomaly.training.pipeline import _target_for
-
-    for n in (70, 137, 350, 999, 7001, 12_345):
-        trained_at, _ = _target_for(n, TrainConfig(target_fpr=1e-6, accept_tightest_target=True))
-        assert recalibrate_module._round_up(tightest_supported_target(n)) == trained_at, n
+def test_the_accepted_target_is_rounded_up_to_one_digit() -> None:
+    """train and recalibrate both round the tightest supported target with `round_up_target`."""
+    for n, want in ((70, 2e-2), (137, 8e-3), (350, 3e-3), (12_345, 9e-5), (20_000, 5e-5)):
+        assert round_up_target(tightest_supported_target(n)) == want, n
+        assert round_up_target(tightest_supported_target(n)) >= tightest_supported_target(n)
 
 
 def _bad_sensors(path: Path, plant: Plant) -> Path:

@@ -13,7 +13,8 @@ import torch
 from factory_anomaly.artifact import verify_artifact
 from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.checkpoint import load_trained
-from factory_anomaly.training.data import DataError, Dataset
+from factory_anomaly.training.data import CalibrationError, DataError, Dataset
+from factory_anomaly.training.export import PARITY_RTOL
 from factory_anomaly.training.model import score_in_batches
 from factory_anomaly.training.splits import CALIBRATION, GAP, TRAIN, VALIDATION, assign_parts, split_in_time
 from factory_anomaly.training.train import train
@@ -71,14 +72,51 @@ def test_val_data_is_split_in_half(small_plant) -> None:
     np.testing.assert_array_equal(splits.calibration, b.values[200:])
 
 
-def test_too_few_rows_names_the_split(small_plant, tmp_path, small_config) -> None:
-    data = as_dataset(small_plant, small_plant.simulate(200, seed=1))
+def test_too_few_rows_names_the_minimum(small_plant, tmp_path, small_config) -> None:
+    run = small_plant.simulate(140, seed=1, anomaly_rate=0.3)
+    data = as_dataset(small_plant, run)
+    normal = int((run.labels == 0).sum())
+    assert normal < 100
     with pytest.raises(
-        DataError,
-        match=r"too few rows: the validation split \(rows 8 ranges: \[17, 21\), .*\) holds 32 normal rows; "
-        r".* at least 50",
+        DataError, match=rf"too few rows: <memory> holds {normal} normal rows; .* at least 100"
     ):
         train(data, tmp_path, small_config)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unsupported_target_names_the_tightest_and_can_be_accepted(
+    small_plant, tmp_path, small_config
+) -> None:
+    data = as_dataset(small_plant, small_plant.simulate(400, seed=1))
+    config = replace(small_config, target_fpr=1e-4, explainer=False)
+    with pytest.raises(
+        CalibrationError,
+        match=r"needs at least 10000 .* gives 400: the tightest target it supports is 0\.003",
+    ):
+        train(data, tmp_path / "refused", config)
+    version = train(data, tmp_path / "accepted", replace(config, accept_tightest_target=True))
+    manifest = verify_artifact(version)
+    assert manifest.threshold.target_fpr == 0.003
+    calibration = manifest.training["calibration"]
+    assert calibration["requested_target_fpr"] == 1e-4 and calibration["accepted_tightest_target"] is True
+    assert calibration["procedure"] == "cross_fit" and calibration["rows"] == 400
+    assert "Requested target 0.0001" in (version / "model_card.md").read_text()
+
+
+def test_small_data_trains_from_100_normal_rows_with_cross_fitted_calibration(
+    small_plant, tmp_path, small_config
+) -> None:
+    data = as_dataset(small_plant, small_plant.simulate(100, seed=3))
+    config = replace(small_config, target_fpr=0.02, explainer=False, folds=5, hidden=None)
+    version = train(data, tmp_path / "small", config)
+    manifest = verify_artifact(version)
+    calibration = manifest.training["calibration"]
+    assert manifest.threshold.n_calibration == 100  # every row scored out of fold
+    assert calibration["folds"] == 5 and len(manifest.training["splits"]["fold_best_epochs"]) == 5
+    low, high = calibration["threshold_interval_90"]
+    assert 0.0 < low <= high  # the threshold's own uncertainty, recorded
+    assert [level["target_fpr"] for level in calibration["levels"]] == [0.1, 0.01]  # >= 1/100 only
+    assert manifest.training["architecture"]["hidden"] == [20, 10]  # auto_hidden(40)
 
 
 def test_training_is_deterministic_and_stops_early(small_plant, small_config) -> None:
@@ -133,13 +171,15 @@ def test_training_publishes_a_complete_version(trained_small: Path) -> None:
     assert summary["config"]["seed"] == 0 and summary["config"]["hidden"] == [32, 6]
     assert summary["architecture"]["trainable_parameters"] > 0
     assert manifest.threshold.method == "empirical_quantile"  # 0.02 × ~2 700 calibration rows ≥ 10
-    assert manifest.threshold.n_calibration == summary["splits"]["calibration_rows"]
+    assert (
+        manifest.threshold.n_calibration == summary["calibration"]["rows"] == summary["splits"]["normal_rows"]
+    )
     assert {"torch", "onnx", "onnxruntime", "numpy"} <= manifest.library_versions.keys()
     held = summary["held_out"]
     assert held["autoencoder"]["roc_auc"] > 0.6 and "best_f1" in held["autoencoder"]
     assert "baseline_pca" in held
     assert manifest.metrics["test"]["autoencoder"]["roc_auc"] > 0.6
-    assert manifest.metrics["parity"]["score_max_rel_error"] <= 1e-5
+    assert manifest.metrics["parity"]["score_max_rel_error"] <= PARITY_RTOL
     # the training range per sensor (the service's input-drift reference) covers the training rows
     assert all(lo < hi for lo, hi in zip(manifest.sensor_low, manifest.sensor_high, strict=True))
 
