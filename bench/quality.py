@@ -48,6 +48,8 @@ from bench.common import (
     write_results,
 )
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
+from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
+from factory_anomaly.training.crossfit import default_folds
 from factory_anomaly.training.detectors import DETECTORS, cross_fit_detector
 from factory_anomaly.training.metrics import binomial_interval, bootstrap_roc_auc, detection_metrics
 from factory_anomaly.training.threshold import best_f1_threshold, calibrate, calibrate_levels
@@ -99,6 +101,7 @@ class Options:
     variants: dict[str, list[str]]
     calibration_checks: bool
     legacy_cli: bool = False  # a checkout from before --accept-tightest-target (the "before" column)
+    reference: Path | None = None  # a published model judged on the plant beside ours, as it is
 
 
 # --- the sets -----------------------------------------------------------------------------------------------
@@ -184,6 +187,21 @@ class Trained:
         return [(float(level["target_fpr"]), float(level["value"])) for level in levels]
 
 
+def open_trained(store_or_version: Path, seconds: float = 0.0) -> Trained:
+    """A published version (or the one a model directory's CURRENT names), ready to score."""
+    version = (
+        store_or_version
+        if (store_or_version / "manifest.json").exists()
+        else resolve_current(store_or_version)
+    )
+    manifest = json.loads((version / "manifest.json").read_text())
+    read_manifest(version)  # the contract's own check
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(version / SCORER_FILE), options, providers=["CPUExecutionProvider"])
+    return Trained(version, seconds, manifest, session)
+
+
 def train_ours(opts: Options, data: Path, store: Path, extra: list[str]) -> Trained | dict[str, Any]:
     """Train with the default command (plus `extra`); the published version, or why it failed."""
     shutil.rmtree(store, ignore_errors=True)
@@ -205,13 +223,7 @@ def train_ours(opts: Options, data: Path, store: Path, extra: list[str]) -> Trai
             line for line in done.stderr.splitlines() if line.startswith("error:")
         ] or done.stderr.splitlines()
         return {"error": (lines or ["?"])[-1], "exit_code": done.returncode, "seconds": seconds}
-    version = resolve_current(store)
-    manifest = json.loads((version / "manifest.json").read_text())
-    read_manifest(version)  # the contract's own check
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(version / SCORER_FILE), options, providers=["CPUExecutionProvider"])
-    return Trained(version, seconds, manifest, session)
+    return open_trained(store, seconds)
 
 
 # --- judging ----------------------------------------------------------------------------------------------
@@ -245,6 +257,29 @@ def judge(
     return out
 
 
+def at_levels(
+    scores: np.ndarray, labels: np.ndarray, levels: list[tuple[float, float]], kinds: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """Recall, precision and the realised false-alarm rate on the test rows at every calibrated target:
+    what a plant would get at a looser or tighter promise, from the same scores."""
+    out = []
+    normal = labels == 0
+    for target, threshold in levels:
+        flagged = scores > threshold
+        row: dict[str, Any] = {
+            "target_fpr": target,
+            "false_alarm_rate": float(flagged[normal].mean()) if normal.any() else None,
+            "recall": float(flagged[~normal].mean()) if (~normal).any() else None,
+            "precision": float(flagged[~normal].sum() / max(1, flagged.sum())),
+        }
+        if kinds is not None:
+            row["recall_by_fault_kind"] = {
+                str(k): float(flagged[kinds == k].mean()) for k in np.unique(kinds[~normal])
+            }
+        out.append(row)
+    return out
+
+
 def check_levels(
     normal_scores: np.ndarray, levels: list[tuple[float, float]], judged: bool
 ) -> list[dict[str, Any]]:
@@ -273,11 +308,11 @@ def check_levels(
     return out
 
 
-def _procedure(trained: Trained | None) -> dict[str, Any]:
+def _procedure(trained: Trained | None, rows: int) -> dict[str, Any]:
     config = trained.manifest["training"]["config"] if trained else {}
     return {
-        "folds": int(config.get("folds", 5)),
-        "gap_fraction": float(config.get("crossfit_gap_fraction", 0.02)),
+        "folds": int(config.get("folds") or default_folds(rows)),
+        "gap_fraction": float(config.get("crossfit_gap_fraction", CROSSFIT_GAP_FRACTION)),
         "split_blocks": int(config.get("split_blocks", 8)),
     }
 
@@ -300,6 +335,8 @@ def evaluate_set(qs: QualitySet, opts: Options) -> dict[str, Any]:
     }
     for variant, extra in opts.variants.items():
         runs[variant] = train_ours(opts, qs.train_path, opts.work / qs.name / f"store-{variant}", extra)
+    if qs.kind == PLANT and opts.reference is not None:
+        runs["reference"] = open_trained(opts.reference)
     reference = next((r for r in runs.values() if isinstance(r, Trained)), None)
     target = reference.target if reference else 1e-4
     for name, run in runs.items():
@@ -310,18 +347,22 @@ def evaluate_set(qs: QualitySet, opts: Options) -> dict[str, Any]:
         scores = run.score(qs.test)
         row = judge(scores, qs.labels, run.threshold, run.target, qs.fault_kinds)
         row |= {"fit_seconds": run.seconds, "calibration": _calibration_facts(run)}
+        row["at_levels"] = at_levels(scores, qs.labels, run.levels(), qs.fault_kinds)
         result["detectors"][name] = row
         _print_row(name, row)
-        if opts.calibration_checks:
+        if opts.calibration_checks and (name != "reference" or qs.fresh):
             result["calibration_checks"][name] = _checks_ours(qs, opts, run, name)
             if qs.kind == "smd" and name == "ours":
                 result["drift"] = _drift(scores, qs.labels, run)
-    procedure = _procedure(reference)
+    procedure = _procedure(reference, qs.train.shape[0])
     for name in opts.baselines:
         fitted = cross_fit_detector(name, qs.train, seed=0, **procedure)
         threshold = calibrate(fitted.normal_scores, target).value
-        row = judge(fitted.score(qs.test), qs.labels, threshold, target, qs.fault_kinds)
+        test_scores = fitted.score(qs.test)
+        row = judge(test_scores, qs.labels, threshold, target, qs.fault_kinds)
         row["fit_seconds"] = fitted.fit_seconds
+        levels = [(t.target_fpr, t.value) for t in calibrate_levels(fitted.normal_scores)]
+        row["at_levels"] = at_levels(test_scores, qs.labels, levels, qs.fault_kinds)
         result["detectors"][name] = row
         _print_row(name, row)
         if opts.calibration_checks and qs.kind == PLANT and qs.fresh:
@@ -542,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default=",".join(DETECTORS), help="comma-separated, or empty")
     parser.add_argument("--variant", action="append", default=[], help="NAME=ARGS: another training of ours")
     parser.add_argument("--no-calibration-checks", action="store_true")
+    parser.add_argument(
+        "--reference-model",
+        type=Path,
+        help="a published model (e.g. the shipped one) judged on the plant too",
+    )
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = sorted(set(sets) - set(ALL_SETS))
@@ -557,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         explainer_epochs=args.explainer_epochs, plant_rows=args.plant_rows, fresh_rows=args.fresh_rows,
         baselines=baselines, variants=_variants(args.variant),
         calibration_checks=not args.no_calibration_checks, legacy_cli=args.legacy_cli,
+        reference=args.reference_model,
     )  # fmt: skip
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     results = results_head("bench.quality", argv)

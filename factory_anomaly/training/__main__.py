@@ -84,7 +84,21 @@ def _parser() -> argparse.ArgumentParser:
         help="how per-sensor errors become the score: mean (the seed's), max, or mean+max (default)",
     )
     train.add_argument(
-        "--folds", type=_positive_int, help="cross-fitting folds for the calibration scores (default 5)"
+        "--model",
+        help="autoencoder variant: ae (the seed's, default), dae (denoising), vae (variational); "
+        "docs/training.md, 'Model variants'",
+    )
+    train.add_argument(
+        "--dae-noise", type=float, help="dae: std of the Gaussian input noise, standardised (default 0.2)"
+    )
+    train.add_argument(
+        "--dae-mask", type=float, help="dae: share of input entries masked to the mean (default 0)"
+    )
+    train.add_argument("--vae-beta", type=float, help="vae: weight β of KL / sensors (default 1)")
+    train.add_argument(
+        "--folds",
+        type=_positive_int,
+        help="cross-fitting folds for the calibration scores (default 5 up to 5 000 normal rows, else 3)",
     )
     train.add_argument(
         "--hidden",
@@ -208,6 +222,10 @@ def _train(args: argparse.Namespace) -> None:
         "explainer_epochs": args.explainer_epochs,
         "aggregate": args.aggregate,
         "folds": args.folds,
+        "model": args.model,
+        "dae_noise_std": args.dae_noise,
+        "dae_mask_fraction": args.dae_mask,
+        "vae_beta": args.vae_beta,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_explainer:

@@ -67,7 +67,7 @@ def _card_text(
         "",
         "## What it does",
         f"Scores one reading of {manifest.n_sensors} sensors: `score` = {_SCORE_TEXT[_aggregate(s)]} of a "
-        "fully connected autoencoder "
+        f"fully connected {_MODEL_TEXT[_model(s)]} "
         f"({manifest.n_sensors} → {' → '.join(map(str, s['architecture']['hidden']))} → mirrored, "
         f"{s['architecture']['trainable_parameters']:,} trainable parameters). A reading is anomalous "
         f"when `score > {t.value:.6g}`. `sensor_error` gives each "
@@ -91,7 +91,7 @@ def _card_text(
         "## Training",
         f"- {s['epochs_run']} epochs (best {s['best_epoch']}, validation MSE {s['best_val_mse']:.4f}), "
         f"{s['fit_seconds']:.0f} s on {s['torch_threads']} torch thread(s); "
-        f"loss MSE + λ·Σ‖W‖² with λ = {s['config']['l2']:g}; seed {s['config']['seed']}.",
+        f"{_loss_text(s['config'])}; seed {s['config']['seed']}.",
         "",
         "## Threshold",
         f"- {t.value:.6g}, method `{t.method}`, target false-alarm rate {t.target_fpr:g} per reading, "
@@ -131,6 +131,35 @@ def _aggregate(summary: dict[str, Any]) -> str:
     return str(summary.get("config", {}).get("aggregate", "mean"))
 
 
+_MODEL_TEXT = {
+    "ae": "autoencoder",
+    "dae": "denoising autoencoder",
+    "vae": "variational autoencoder (decoded from the posterior mean, so the score is deterministic)",
+}
+
+
+def _model(summary: dict[str, Any]) -> str:
+    return str(summary.get("config", {}).get("model", "ae"))
+
+
+def _loss_text(config: dict[str, Any]) -> str:
+    """The training loss of the run's variant (docs/training.md, "Model variants")."""
+    l2, kind = f"λ = {config['l2']:g}", config.get("model", "ae")
+    if kind == "dae":
+        mask = config["dae_mask_fraction"]
+        masked = f", {mask:.0%} of entries masked to the mean" if mask > 0 else ""
+        return (
+            f"denoising: loss MSE + λ·Σ‖W‖² of the clean reading reconstructed from one with Gaussian noise "
+            f"of std {config['dae_noise_std']:g} (standardised){masked}, {l2}"
+        )
+    if kind == "vae":
+        return (
+            f"variational: loss MSE + β·KL/n + λ·Σ‖W‖² on a latent sampled by the reparameterisation trick, "
+            f"β = {config['vae_beta']:g}, {l2}"
+        )
+    return f"loss MSE + λ·Σ‖W‖² with {l2}"
+
+
 def _split_line(splits: dict[str, Any]) -> str:
     if splits.get("procedure") == "cross_fit":
         return (
@@ -159,6 +188,15 @@ def _calibration_lines(c: dict[str, Any]) -> list[str]:
     low, high = c.get("threshold_interval_90", [None, None])
     if low is not None and high is not None:
         lines.append(f"- Bootstrap 90 % interval of the threshold: [{low:.4g}, {high:.4g}].")
+    check = c.get("held_out_check")
+    if check:
+        low, high = check["false_alarm_rate_ci95"]
+        lines.append(
+            f"- Held-out check (each fold against a threshold calibrated on the others): "
+            f"{check['false_alarms']} false alarms in {check['rows']:,} normal rows where "
+            f"{check['expected_false_alarms']:.3g} were expected; rate {check['false_alarm_rate']:.2g} "
+            f"(95 % interval [{low:.2g}, {high:.2g}])."
+        )
     levels = ", ".join(f"{lv['target_fpr']:g} → {lv['value']:.4g}" for lv in c.get("levels", []))
     if levels:
         lines.append(f"- Thresholds at other targets (same scores): {levels}.")

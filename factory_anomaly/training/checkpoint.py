@@ -1,6 +1,7 @@
 """The torch side of a published version (CHECKPOINT_FILE): written when it is published, read back for
 tests, retraining and the explainer. Its format is defined here only:
-{"state_dict", "n_sensors", "hidden", "aggregate"} (checkpoints from before the aggregate score by the mean).
+{"state_dict", "n_sensors", "hidden", "aggregate", "model"} (checkpoints from before the aggregate score by
+the mean; from before the variants, "model" is "ae").
 
 Serving never uses this: it runs the ONNX graph. `evaluate` does too, so what is evaluated is what is served.
 """
@@ -16,7 +17,7 @@ import torch
 from factory_anomaly.artifact import BASELINE_FILE, CHECKPOINT_FILE, Manifest, verify_artifact
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.evaluate import open_model
-from factory_anomaly.training.model import AnomalyScorer, Autoencoder
+from factory_anomaly.training.model import AnomalyScorer, build_autoencoder
 from factory_anomaly.training.threshold import Threshold
 
 
@@ -32,7 +33,8 @@ class TrainedModel:
 
 
 def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Path) -> Path:
-    """Write the scorer's weights (autoencoder, standardisation, residual scale) into `directory`."""
+    """Write the scorer's weights (autoencoder, standardisation, residual scale) and the autoencoder's
+    variant into `directory`."""
     path = directory / CHECKPOINT_FILE
     n_sensors = int(scorer.mean.numel())
     torch.save(
@@ -41,6 +43,7 @@ def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Pat
             "n_sensors": n_sensors,
             "hidden": list(hidden),
             "aggregate": scorer.aggregate,
+            "model": scorer.autoencoder.kind,
         },
         path,
     )
@@ -54,9 +57,8 @@ def load_trained(path: str | Path) -> TrainedModel:
     checkpoint = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     n = int(checkpoint["n_sensors"])
     aggregate = checkpoint.get("aggregate", "mean")
-    scorer = AnomalyScorer(
-        Autoencoder(n, checkpoint["hidden"]), torch.zeros(n), torch.ones(n), aggregate=aggregate
-    )
+    autoencoder = build_autoencoder(checkpoint.get("model", "ae"), n, checkpoint["hidden"])
+    scorer = AnomalyScorer(autoencoder, torch.zeros(n), torch.ones(n), aggregate=aggregate)
     state = checkpoint["state_dict"]
     state.setdefault("aggregate_scale", torch.ones(2))
     scorer.load_state_dict(state)

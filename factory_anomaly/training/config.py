@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factory_anomaly.training.crossfit import DEFAULT_FOLDS
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
-from factory_anomaly.training.model import DEFAULT_AGGREGATE
+from factory_anomaly.training.model import DEFAULT_AGGREGATE, DEFAULT_MODEL, MODEL_KINDS
 from factory_anomaly.training.splits import DEFAULT_GAP_FRACTION, DEFAULT_SPLIT_BLOCKS
 from factory_anomaly.training.threshold import DEFAULT_TARGET_FPR
 
@@ -18,15 +17,15 @@ from factory_anomaly.training.threshold import DEFAULT_TARGET_FPR
 class TrainConfig:
     hidden: tuple[int, ...] | None = None  # None: `model.auto_hidden` (the seed's 512,32 at 1000 sensors)
     l2: float = 1e-6  # λ of the seed's equation 10 (gradient 2λW)
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # the peak of the one-cycle schedule (autoencoder.one_cycle)
     batch_size: int = 256
-    max_epochs: int = 80  # each of the folds' fits and the shipped one (docs/quality.md: time)
+    max_epochs: int = 40  # each of the folds' fits and the shipped one; the schedule spans them
     patience: int = 10  # epochs without a validation improvement before stopping
     min_improvement: float = 1e-3  # relative validation-MSE improvement that counts
     target_fpr: float = DEFAULT_TARGET_FPR
     accept_tightest_target: bool = False  # train at the tightest supported target instead of refusing
     aggregate: str = DEFAULT_AGGREGATE  # how per-sensor errors become the score (model.AGGREGATES)
-    folds: int = DEFAULT_FOLDS  # cross-fitting folds for the out-of-fold calibration scores
+    folds: int = 0  # cross-fitting folds for the out-of-fold scores; 0: `crossfit.default_folds` (5 or 3)
     crossfit_gap_fraction: float = CROSSFIT_GAP_FRACTION
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default for this machine
@@ -35,5 +34,21 @@ class TrainConfig:
     gap_fraction: float = DEFAULT_GAP_FRACTION
     explainer: bool = True  # train the attention explainer after the autoencoder
     explainer_epochs: int = 12
-    explainer_samples_per_epoch: int = 2048
+    explainer_samples_per_epoch: int = 1024
     progress: bool = True
+    # The autoencoder variant (model.MODEL_KINDS) and its knobs; why these defaults: docs/training.md,
+    # "Model variants".
+    model: str = DEFAULT_MODEL  # "ae" (the seed's), "dae" (denoising), "vae" (variational)
+    dae_noise_std: float = 0.2  # "dae": Gaussian input noise, in reading standard deviations
+    dae_mask_fraction: float = 0.0  # "dae": share of input entries set to the training mean
+    vae_beta: float = 1.0  # "vae": weight of KL / n_sensors beside the MSE
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_KINDS)}")
+        if not self.dae_noise_std >= 0.0:
+            raise ValueError(f"dae_noise_std must be >= 0, got {self.dae_noise_std}")
+        if not 0.0 <= self.dae_mask_fraction < 1.0:
+            raise ValueError(f"dae_mask_fraction must be in [0, 1), got {self.dae_mask_fraction}")
+        if not self.vae_beta >= 0.0:
+            raise ValueError(f"vae_beta must be >= 0, got {self.vae_beta}")

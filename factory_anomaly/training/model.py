@@ -9,6 +9,11 @@ Loss (seed, equation 10): L = MSE + λ·Σ_j ‖W_j‖², the squared Frobenius 
 (biases are not penalised). Convention: we implement equation 10 literally, so the penalty's gradient is
 2λW. The seed's update rule (equation 11) writes λW, i.e. it folds the 2 into λ: our λ = λ_eq11 / 2.
 The penalty is part of the loss (not the optimiser's weight_decay), so it means the same under any optimiser.
+
+Variants (`build_autoencoder`, `MODEL_KINDS`; docs/training.md, "Model variants"): "dae" is the same module
+trained on corrupted inputs (`autoencoder.corrupt`), "vae" a `VariationalAutoencoder`. Each maps
+standardised readings to a deterministic reconstruction in `forward`, so `AnomalyScorer`, the ONNX export
+and serving treat all of them alike.
 """
 
 from __future__ import annotations
@@ -32,8 +37,18 @@ def auto_hidden(n_sensors: int) -> tuple[int, ...]:
     return (first, bottleneck)
 
 
+MODEL_KINDS: tuple[str, ...] = ("ae", "dae", "vae")
+"""The autoencoder variants `build_autoencoder` makes: the seed's ("ae"), denoising ("dae": the same module,
+trained on corrupted inputs), variational ("vae")."""
+DEFAULT_MODEL = "ae"
+
+
 class Autoencoder(nn.Module):
-    """x [N, n_sensors] (standardised) → reconstruction [N, n_sensors]."""
+    """x [N, n_sensors] (standardised) → reconstruction [N, n_sensors].
+
+    `kind` is the variant it was trained as (`MODEL_KINDS`); the checkpoint records it."""
+
+    kind: str = "ae"
 
     def __init__(self, n_sensors: int, hidden: Sequence[int] = DEFAULT_HIDDEN) -> None:
         super().__init__()
@@ -55,6 +70,49 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+class VariationalAutoencoder(Autoencoder):
+    """The autoencoder with a Gaussian bottleneck: x [N, n] → (mean, log-variance) [N, b] → decoder.
+
+    The encoder's last layer (Linear + ReLU into the bottleneck) is replaced by two linear heads, one for
+    the posterior mean and one for its log-variance; the decoder is the autoencoder's. `forward` decodes the
+    mean, deterministically, in train and eval mode alike: it is what validation, the score and the
+    exported graph use. Sampling (the reparameterisation trick) belongs to training only
+    (`autoencoder.vae_losses`). The second head adds (h + 1)·b parameters, h the width before the
+    bottleneck: 16 416 (1.6 %) on the seed's 1000→512→32.
+    """
+
+    kind = "vae"
+
+    def __init__(self, n_sensors: int, hidden: Sequence[int] = DEFAULT_HIDDEN) -> None:
+        super().__init__(n_sensors, hidden)
+        before = [n_sensors, *self.hidden][-2]
+        self.encoder = nn.Sequential(*list(self.encoder)[:-2])  # the trunk; the heads replace the rest
+        self.to_mean = nn.Linear(before, self.hidden[-1])
+        self.to_log_var = nn.Linear(before, self.hidden[-1])
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(posterior mean, log-variance), each [N, bottleneck]."""
+        h = self.encoder(x)
+        return self.to_mean(h), self.to_log_var(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.to_mean(self.encoder(x)))
+
+
+def build_autoencoder(kind: str, n_sensors: int, hidden: Sequence[int] = DEFAULT_HIDDEN) -> Autoencoder:
+    """The module of variant `kind` (`MODEL_KINDS`), freshly initialised from torch's global generator."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {MODEL_KINDS}")
+    model = VariationalAutoencoder(n_sensors, hidden) if kind == "vae" else Autoencoder(n_sensors, hidden)
+    model.kind = kind
+    return model
+
+
+def kl_divergence(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(log_var)) ‖ N(0, I)) per row [N], summed over the bottleneck."""
+    return 0.5 * torch.sum(mean * mean + log_var.exp() - 1.0 - log_var, dim=1)
 
 
 def count_trainable_parameters(model: nn.Module) -> int:

@@ -40,6 +40,29 @@ def headline_metrics(manifest: Manifest) -> HeadlineMetrics | None:
     return None
 
 
+_CALIBRATION_FACTS = (
+    "procedure",
+    "requested_target_fpr",
+    "tightest_supported_target_fpr",
+    "threshold_interval_90",
+    "held_out_check",
+)
+
+
+def calibration_facts(manifest: Manifest) -> dict[str, Any]:
+    """What training recorded about the calibration (`training.calibration`); a version from before those
+    facts existed, or one whose record does not parse, shows none of them rather than failing."""
+    recorded: Any = manifest.training.get("calibration")
+    if not isinstance(recorded, dict):
+        return {}
+    facts = {key: recorded[key] for key in _CALIBRATION_FACTS if recorded.get(key) is not None}
+    try:
+        ThresholdInfo(value=0.0, method="", target_fpr=0.5, n_calibration=1, **facts)
+    except ValueError:
+        return {}
+    return facts
+
+
 def calibration_drift(status: DriftStatus) -> CalibrationDrift:
     """The detector's status as the API writes it (times as ISO 8601 UTC)."""
 
@@ -80,6 +103,7 @@ async def model_info(model: ModelDep) -> ModelInfo:
             method=threshold.method,
             target_fpr=threshold.target_fpr,
             n_calibration=threshold.n_calibration,
+            **calibration_facts(manifest),
         ),
         provider=model.provider,
         created_at=manifest.created_at,

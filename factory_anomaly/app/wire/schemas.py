@@ -117,11 +117,34 @@ class BatchScoreResponse(BaseModel):
     results: list[BatchResult] = Field(description="One per vector, in request order.")
 
 
+class HeldOutCheck(BaseModel):
+    rows: int
+    expected_false_alarms: float
+    false_alarms: int
+    false_alarm_rate: float
+    false_alarm_rate_ci95: tuple[float, float] = Field(description="Exact (Clopper-Pearson) 95 % interval.")
+
+
 class ThresholdInfo(BaseModel):
     value: float
     method: str
     target_fpr: float
     n_calibration: int
+    procedure: str | None = Field(
+        default=None, description="How the held-out normal scores were obtained: cross_fit, recalibrated, ..."
+    )
+    requested_target_fpr: float | None = Field(
+        default=None, description="What training was asked for; differs from target_fpr when the data could "
+        "not support it and the tightest supported target was accepted.",
+    )  # fmt: skip
+    tightest_supported_target_fpr: float | None = None
+    threshold_interval_90: tuple[float, float] | None = Field(
+        default=None, description="Bootstrap 90 % interval of the threshold value."
+    )
+    held_out_check: HeldOutCheck | None = Field(
+        default=None, description="The calibration procedure's realised false-alarm rate on normal rows it "
+        "did not calibrate on, with its interval.",
+    )  # fmt: skip
 
 
 class HeadlineMetrics(BaseModel):
