@@ -90,7 +90,8 @@ def _card_text(
         "",
         "## Training",
         f"- {s['epochs_run']} epochs (best {s['best_epoch']}, validation MSE {s['best_val_mse']:.4f}), "
-        f"{s['fit_seconds']:.0f} s on {s['torch_threads']} torch thread(s); "
+        f"{s['fit_seconds']:.0f} s on {s['torch_threads']} torch thread(s) "
+        f"({s['total_seconds']:.0f} s for the whole run before export); "
         f"{_loss_text(s['config'])}; seed {s['config']['seed']}.",
         "",
         "## Threshold",
@@ -243,6 +244,14 @@ def _explainer_section(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _against(section: dict[str, Any]) -> str:
+    low, high = section["false_alarm_ratio_ci95"]
+    return (
+        f"{section['false_positives']} / {section['expected_false_alarms']:.3g} "
+        f"({section['false_alarm_ratio']:.2f}×, [{low:.2f}, {high:.2f}])"
+    )
+
+
 def _test_section(evaluation: Evaluation) -> list[str]:
     r = evaluation.report
     ae, pca = r["autoencoder"], r["baseline_pca"]
@@ -264,6 +273,14 @@ def _test_section(evaluation: Evaluation) -> list[str]:
         ("false_alarm_rate", "false-alarm rate at threshold"),
     ):
         lines.append(f"| {label} | {_fmt(ae[key])} | {_fmt(pca[key])} |")
+    if "false_alarm_ratio" in ae:
+        lines.append(
+            f"| false alarms / expected at target {ae['target_fpr']:g} (ratio, 95 % interval) "
+            f"| {_against(ae)} | {_against(pca)} |"
+        )
+    if "best_f1" in ae:
+        lines.append(f"| best F1 over all thresholds (reference only) | {_fmt(ae['best_f1'])} | "
+                     f"{_fmt(pca.get('best_f1'))} |")  # fmt: skip
     for key in ("hitrate@100%", "ndcg@100%", "hitrate@150%", "ndcg@150%"):
         if "ranking" in ae:
             lines.append(

@@ -38,8 +38,13 @@ from factory_anomaly.training.data import (
     load_fault_sensors,
     load_labels,
 )
-from factory_anomaly.training.metrics import detection_metrics, ranking_by_kind, ranking_metrics
-from factory_anomaly.training.threshold import Threshold
+from factory_anomaly.training.metrics import (
+    binomial_interval,
+    detection_metrics,
+    ranking_by_kind,
+    ranking_metrics,
+)
+from factory_anomaly.training.threshold import Threshold, best_f1_threshold
 
 SCORING_BATCH_ROWS = 4096
 
@@ -159,6 +164,9 @@ def evaluate_recording(model: ArtifactModel, test: TestRecording, *, impute: boo
         ("baseline_pca", pca_scores, pca_errors, model.baseline_threshold.value),
     ):
         section = detection_metrics(s, labels, threshold, fault_kinds)
+        section |= _against_target(section, model.threshold.target_fpr)
+        if 0 < section["n_anomalous"] < section["n_rows"]:
+            section["best_f1"] = best_f1_threshold(s, labels)["f1"]
         if fault_sensors is not None:
             section["ranking"] = ranking_metrics(errors, fault_sensors)
         report[name] = section
@@ -168,6 +176,21 @@ def evaluate_recording(model: ArtifactModel, test: TestRecording, *, impute: boo
             model, data.values, ae_errors, fault_sensors, fault_kinds
         )
     return Evaluation(report, labels, fault_kinds, scores)
+
+
+def _against_target(section: dict[str, Any], target_fpr: float) -> dict[str, Any]:
+    """The realised false-alarm rate against the promise: expected false alarms, the ratio, and the ratio's
+    exact 95 % interval (what docs/quality.md reports per set)."""
+    normal = section["n_rows"] - section["n_anomalous"]
+    if not normal:
+        return {}
+    low, high = binomial_interval(section["false_positives"], normal)
+    return {
+        "target_fpr": target_fpr,
+        "expected_false_alarms": normal * target_fpr,
+        "false_alarm_ratio": section["false_positives"] / (normal * target_fpr),
+        "false_alarm_ratio_ci95": [low / target_fpr, high / target_fpr],
+    }
 
 
 def _explainer_ranking(

@@ -122,6 +122,17 @@ def test_model_card_reports_the_evaluation(trained_small: Path) -> None:
     assert f"| ROC-AUC | {ae['roc_auc']:.3f} | {pca['roc_auc']:.3f} |" in card
     assert f"| PR-AUC | {ae['pr_auc']:.3f} | {pca['pr_auc']:.3f} |" in card
     assert f"{manifest.threshold.value:.6g}" in card and manifest.version in card
+    # the quality benchmark's columns for the card's own test set: false alarms against the promise, best F1
+    normal = ae["n_rows"] - ae["n_anomalous"]
+    assert ae["expected_false_alarms"] == pytest.approx(normal * manifest.threshold.target_fpr)
+    low, high = ae["false_alarm_ratio_ci95"]
+    assert low <= ae["false_alarm_ratio"] <= high
+    assert f"| false alarms / expected at target {manifest.threshold.target_fpr:g}" in card
+    assert (
+        f"{ae['false_positives']} / {ae['expected_false_alarms']:.3g} ({ae['false_alarm_ratio']:.2f}×" in card
+    )
+    assert f"| best F1 over all thresholds (reference only) | {ae['best_f1']:.3f} |" in card
+    assert "Held-out check" in card and "Requested target 0.02" in card
     for kind, section in ae["recall_by_fault_kind"].items():
         assert f"| {kind} | {section['n_rows']} | {section['recall']:.3f} |" in card
     for plot in ("loss.png", "scores.png", "roc.png", "recall_by_kind.png"):
