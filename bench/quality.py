@@ -1,5 +1,8 @@
 """`make quality`: detection quality at the operating point, on the synthetic plant and on real public data.
 
+    python -m bench.quality [--sets plant,smd-machine-1-7,...] [--out bench/results/quality.json]
+                            [--doc docs/quality.md] [--variant NAME=ARGS] [--reference-model DIR]
+
 For every set, the model is trained with the default command (`python -m factory_anomaly.training train`)
 and judged by its published ONNX graph and threshold; beside it, classical detectors go through the same
 procedure (`training.detectors.cross_fit_detector`: the same folds, the same out-of-fold calibration, the
