@@ -40,7 +40,6 @@ from factory_anomaly.training.explainer import (
 from factory_anomaly.training.metrics import binomial_interval, detection_metrics, ranking_by_kind
 from factory_anomaly.training.model import (
     AGGREGATES,
-    RESIDUAL_SCALE_FLOOR,
     AnomalyScorer,
     aggregate_errors,
     aggregate_normalisers,
@@ -253,11 +252,8 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
     scorer.set_residual_scale(torch.from_numpy(oof))
     scorer.set_aggregate_scale(torch.from_numpy((oof / scorer.residual_scale.numpy()) ** 2))
     normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
-    with torch.no_grad():
-        held = torch.from_numpy(z[final.validation])
-        final_residuals = (autoencoder(held) - held).numpy()
-    fit_ratio = _fit_ratio(final_residuals, oof[final.validation])
-    scorer.residual_scale.mul_(torch.from_numpy(fit_ratio)).clamp_(min=RESIDUAL_SCALE_FLOOR)
+    shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
+    normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
     pca = _cross_fit_pca(normal, standardiser, folds, final, config.hidden[-1] if config.hidden else 32)
     splits = _final_splits(normal, final)
     splits.description |= {"folds": len(folds), "fold_best_epochs": fold_epochs,
@@ -271,6 +267,7 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         target_fpr=target,
         description=facts
         | {"procedure": "cross_fit", "folds": len(folds), "rows": int(normal.shape[0])}
+        | {"shipped_scale": anchor}
         | {"fold_rows": [fold.held_out for fold in folds]},
         constant=constant,
         pca=pca,
@@ -297,20 +294,31 @@ def _final_splits(normal: np.ndarray, final: Fold) -> Splits:
     )
 
 
-def _fit_ratio(final_residuals: np.ndarray, fold_residuals: np.ndarray) -> np.ndarray:
-    """Per sensor, how much tighter the shipped model reconstructs than the fold models did, on rows
-    neither trained on (the shipped fit's validation rows, which only stopped it early): the ratio of
-    median absolute residuals, clipped to [0.25, 4].
+ANCHOR_MIN_BEYOND = 10
+"""Validation rows that must lie beyond the deepest quantile the shipped model's own scores set."""
 
-    Why: the threshold is calibrated on the fold models' residuals, but the shipped model, trained on all
-    rows, reconstructs new data better. Scaling its residuals by its own spread rather than the folds'
-    keeps its errors distributed as the out-of-fold errors the threshold was set on; without it the
-    realised false-alarm rate on fresh runs of the plant fell to a third of the target and below
-    (docs/quality.md)."""
-    final = np.median(np.abs(final_residuals.astype(np.float64)), axis=0)
-    folds = np.median(np.abs(fold_residuals.astype(np.float64)), axis=0)
-    ratio = np.where(folds > 0, final / np.where(folds > 0, folds, 1.0), 1.0)
-    return np.clip(ratio, 0.25, 4.0).astype(np.float32)
+
+def _to_shipped_scale(oof: np.ndarray, shipped: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """The out-of-fold scores mapped onto the shipped model's score scale, before calibrating.
+
+    Why: the threshold is estimated on the fold models' scores, but the shipped model, trained on all
+    rows, scores new normal rows lower, and by a different amount at each quantile; uncalibrated, the
+    realised false-alarm rate on fresh runs of the plant was a third of the target and below
+    (docs/quality.md). `shipped` are the shipped model's scores of its validation rows (which only stopped
+    it early: new to it). Up to the deepest quantile they can set (`ANCHOR_MIN_BEYOND` rows beyond it), a
+    score is mapped to the shipped scores' quantile at the level it holds among the out-of-fold scores
+    (quantile mapping: monotone, so the ranking is untouched); beyond it, where only the out-of-fold
+    scores reach, by the ratio of the two quantiles at that deepest level, so the out-of-fold tail keeps
+    its shape."""
+    top = float(min(0.999, max(0.5, 1.0 - ANCHOR_MIN_BEYOND / max(shipped.size, 1))))
+    levels = np.linspace(0.0, top, 201)
+    q_oof = np.maximum.accumulate(np.quantile(oof, levels))
+    q_shipped = np.maximum.accumulate(np.quantile(shipped, levels))
+    keep = np.concatenate([[True], np.diff(q_oof) > 0])
+    q_oof, q_shipped = q_oof[keep], q_shipped[keep]
+    ratio = float(q_shipped[-1] / max(q_oof[-1], 1e-12))
+    mapped = np.where(oof <= q_oof[-1], np.interp(oof, q_oof, q_shipped), oof * ratio)
+    return mapped, {"tail_ratio": ratio, "mapped_up_to_level": top, "rows": int(shipped.size)}
 
 
 def _cross_fitted_scores(oof: np.ndarray, folds: list[Fold], aggregate: str) -> np.ndarray:
