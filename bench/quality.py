@@ -55,6 +55,8 @@ from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_G
 from factory_anomaly.training.crossfit import default_folds
 from factory_anomaly.training.detectors import DETECTORS, cross_fit_detector
 from factory_anomaly.training.metrics import binomial_interval, bootstrap_roc_auc, detection_metrics
+from factory_anomaly.training.recalibrate import CHECK_BAND as CALIBRATION_BAND
+from factory_anomaly.training.recalibrate import JUDGED_MIN_EXPECTED
 from factory_anomaly.training.threshold import best_f1_threshold, calibrate, calibrate_levels
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -68,9 +70,7 @@ MVTEC_SETS = (
 )
 PLANT = "plant"
 ALL_SETS = (PLANT, *SMD_SETS, *MVTEC_SETS)
-JUDGED_MIN_EXPECTED = 20.0
 """A calibrated target is checked where the held-out normal rows expect at least this many false alarms."""
-CALIBRATION_BAND = (0.5, 2.0)
 DRIFT_TARGET = 1e-2
 SMD_EARLY_FRACTION = 0.7
 MVTEC_FOLDS = 3
@@ -287,28 +287,34 @@ def check_levels(
     normal_scores: np.ndarray, levels: list[tuple[float, float]], judged: bool
 ) -> list[dict[str, Any]]:
     """Realised false-alarm rate of each calibrated level on held-out normal scores."""
-    out = []
     n = int(normal_scores.size)
-    for target, threshold in levels:
-        expected = n * target
-        if expected < 1.0:
-            continue
-        flagged = int(np.count_nonzero(normal_scores > threshold))
-        low, high = binomial_interval(flagged, n)
-        ratio = flagged / expected
-        measurable = expected >= JUDGED_MIN_EXPECTED
-        out.append({
-            "target_fpr": target,
-            "rows": n,
-            "expected": expected,
-            "false_alarms": flagged,
-            "ratio": ratio,
-            "ratio_ci95": [low * n / expected, high * n / expected],
-            "measurable": measurable,
-            "judged": judged and measurable,
-            "within_band": CALIBRATION_BAND[0] <= ratio <= CALIBRATION_BAND[1],
-        })  # fmt: skip
-    return out
+    checks = (
+        level_check(target, int(np.count_nonzero(normal_scores > threshold)), n, judged)
+        for target, threshold in levels
+    )
+    return [c for c in checks if c is not None]
+
+
+def level_check(target: float, flagged: int, rows: int, judged: bool) -> dict[str, Any] | None:
+    """One level's verdict: `flagged` of `rows` held-out normal rows against `target`; None where fewer
+    than one false alarm is expected (nothing to measure)."""
+    expected = rows * target
+    if expected < 1.0:
+        return None
+    low, high = binomial_interval(flagged, rows)
+    ratio = flagged / expected
+    measurable = expected >= JUDGED_MIN_EXPECTED
+    return {
+        "target_fpr": target,
+        "rows": rows,
+        "expected": expected,
+        "false_alarms": flagged,
+        "ratio": ratio,
+        "ratio_ci95": [low / target, high / target],
+        "measurable": measurable,
+        "judged": judged and measurable,
+        "within_band": CALIBRATION_BAND[0] <= ratio <= CALIBRATION_BAND[1],
+    }
 
 
 def _procedure(trained: Trained | None, rows: int) -> dict[str, Any]:
@@ -428,23 +434,14 @@ def _mvtec_folds(qs: QualitySet, opts: Options, name: str) -> list[dict[str, Any
         rows += held.size
         for target, threshold in run.levels():
             flags_by_target.setdefault(target, []).append(int(np.count_nonzero(scores > threshold)))
-    out = []
-    for target, counts in sorted(flags_by_target.items(), reverse=True):
-        if len(counts) != MVTEC_FOLDS:
-            continue  # a target not every fold's model could calibrate
-        # one threshold per fold: the pooled count against the pooled expectation
-        flagged, expected = sum(counts), rows * target
-        if expected < 1.0:
-            continue
-        low, high = binomial_interval(flagged, rows)
-        ratio = flagged / expected
-        out.append({
-            "target_fpr": target, "rows": rows, "expected": expected, "false_alarms": flagged,
-            "ratio": ratio, "ratio_ci95": [low / target, high / target],
-            "measurable": expected >= JUDGED_MIN_EXPECTED, "judged": expected >= JUDGED_MIN_EXPECTED,
-            "within_band": CALIBRATION_BAND[0] <= ratio <= CALIBRATION_BAND[1],
-        })  # fmt: skip
-    return out
+    # one threshold per fold: the pooled count against the pooled expectation, for every target each
+    # fold's model could calibrate
+    pooled = (
+        level_check(target, sum(counts), rows, judged=True)
+        for target, counts in sorted(flags_by_target.items(), reverse=True)
+        if len(counts) == MVTEC_FOLDS
+    )
+    return [c for c in pooled if c is not None]
 
 
 def _drift(scores: np.ndarray, labels: np.ndarray, run: Trained) -> dict[str, Any]:

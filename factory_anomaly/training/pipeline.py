@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,7 +86,7 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
     fitted = _cross_fit(data, config) if val_data is None else _held_out_fit(data, val_data, config)
     scorer, splits, history = fitted.scorer, fitted.splits, fitted.history
     threshold = calibrate(fitted.normal_scores, fitted.target_fpr)
-    calibration = {k: v for k, v in fitted.description.items() if k != "fold_rows"} | {
+    calibration = fitted.description | {
         "target_fpr": fitted.target_fpr,
         "threshold_interval_90": list(threshold_interval(fitted.normal_scores, fitted.target_fpr)),
         "levels": [level.to_dict() for level in calibrate_levels(fitted.normal_scores)],
@@ -159,6 +159,7 @@ class _Fitted:
     constant: list[str]
     pca: tuple[PCABaseline, np.ndarray]  # the baseline, and its held-out normal scores (same procedure)
     anomalies: np.ndarray  # labelled anomalous rows of the training recording (never trained on)
+    fold_rows: list[np.ndarray] = field(default_factory=list)  # each fold's held-out rows (cross-fit only)
 
 
 def _target_for(n_scores: int, config: TrainConfig) -> tuple[float, dict[str, Any]]:
@@ -189,7 +190,7 @@ def _held_out_check(fitted: _Fitted) -> dict[str, Any] | None:
     threshold calibrated on the other folds' scores, pooled. Not the shipped threshold itself, but the
     same estimator on as much data minus one fold, so its realised rate says whether the procedure keeps
     its promise on unseen normal rows (and the binomial interval how precisely that is known)."""
-    folds = fitted.description.get("fold_rows")
+    folds = fitted.fold_rows
     if not folds:
         return None
     scores, flagged = fitted.normal_scores, 0
@@ -254,7 +255,9 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
     normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
     shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
     normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
-    pca = _cross_fit_pca(normal, standardiser, folds, final, config.hidden[-1] if config.hidden else 32)
+    pca = _cross_fit_pca(
+        normal, standardiser, folds, final, (config.hidden or auto_hidden(data.n_sensors))[-1]
+    )
     splits = _final_splits(normal, final)
     splits.description |= {"folds": len(folds), "fold_best_epochs": fold_epochs,
                            "held_out_anomalies": int(anomalies.shape[0])}  # fmt: skip
@@ -267,11 +270,11 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         target_fpr=target,
         description=facts
         | {"procedure": "cross_fit", "folds": len(folds), "rows": int(normal.shape[0])}
-        | {"shipped_scale": anchor}
-        | {"fold_rows": [fold.held_out for fold in folds]},
+        | {"shipped_scale": anchor},
         constant=constant,
         pca=pca,
         anomalies=anomalies,
+        fold_rows=[fold.held_out for fold in folds],
     )
 
 
@@ -302,9 +305,9 @@ def _to_shipped_scale(oof: np.ndarray, shipped: np.ndarray) -> tuple[np.ndarray,
     """The out-of-fold scores mapped onto the shipped model's score scale, before calibrating.
 
     Why: the threshold is estimated on the fold models' scores, but the shipped model, trained on all
-    rows, scores new normal rows lower, and by a different amount at each quantile; uncalibrated, the
-    realised false-alarm rate on fresh runs of the plant was a third of the target and below
-    (docs/quality.md). `shipped` are the shipped model's scores of its validation rows (which only stopped
+    rows, scores new normal rows lower, and by a different amount at each quantile; uncorrected, the
+    realised false-alarm rate on fresh runs of the plant fell far below the target (docs/quality.md).
+    `shipped` are the shipped model's scores of its validation rows (which only stopped
     it early: new to it). Up to the deepest quantile they can set (`ANCHOR_MIN_BEYOND` rows beyond it), a
     score is mapped to the shipped scores' quantile at the level it holds among the out-of-fold scores
     (quantile mapping: monotone, so the ranking is untouched); beyond it, where only the out-of-fold
@@ -368,7 +371,7 @@ def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fit
     scorer.set_aggregate_scale((validation_residuals / scorer.residual_scale) ** 2)
     normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
     pca = PCABaseline.fit(
-        splits.train, splits.validation, standardiser, config.hidden[-1] if config.hidden else 32
+        splits.train, splits.validation, standardiser, (config.hidden or auto_hidden(data.n_sensors))[-1]
     )
     labels = splits.held_out_labels
     return _Fitted(
