@@ -61,6 +61,8 @@ def load_trained(path: str | Path) -> TrainedModel:
     scorer = AnomalyScorer(autoencoder, torch.zeros(n), torch.ones(n), aggregate=aggregate)
     state = checkpoint["state_dict"]
     state.setdefault("aggregate_scale", torch.ones(2))
+    state.setdefault("tail_anchor", torch.ones(1))  # checkpoints before the tail shape: plain r²
+    state.setdefault("tail_exponent", torch.ones(n))
     scorer.load_state_dict(state)
     scorer.eval()
     return TrainedModel(

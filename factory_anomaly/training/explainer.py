@@ -96,8 +96,8 @@ class SensorAttentionExplainer(nn.Module):
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, r = self.logits(raw)
-        sensor_error = r * r
         s = self.scorer
+        sensor_error = s.sensor_error(r)
         return (
             torch.softmax(logits, dim=-1),
             aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale),

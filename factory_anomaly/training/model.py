@@ -144,6 +144,10 @@ DEFAULT_AGGREGATE = "mean+max"
 TAIL_LEVEL_MAX = 0.99
 """The per-sensor scale and the aggregate normalisers are matched at this quantile of held-out normal rows
 (lower on small data: at most `1 - 10 / rows`, so at least ten rows lie beyond it)."""
+TAIL_SHAPE_LEVEL_MAX = 0.999
+"""Each sensor's tail shape is matched at this deeper quantile (again with ten rows beyond it); where the
+rows cannot reach deeper than `tail_level`, every exponent stays 1."""
+TAIL_EXPONENT_MIN = 0.05
 
 
 class AnomalyScorer(nn.Module):
@@ -153,14 +157,21 @@ class AnomalyScorer(nn.Module):
     evaluation all use the same definition:
       z = (x − mean) / scale                       per-sensor standardisation from the training rows
       r = (autoencoder(z) − z) / residual_scale    residual in units of that sensor's normal residual spread
-      sensor_error = r²
-      score = mean(r²)                             "mean": dense evidence, the seed's reconstruction error
-            = max(r²)                              "max": sparse evidence, one sensor far off
-            = max(mean(r²) / c_mean, max(r²) / c_max)   "mean+max" (default): both, each divided by its
+      e = r² · max(r² / c, 1)^(a − 1)              per-sensor tail shape: r² up to c, the χ²(1)
+                                                   quantile r² is matched at; c · (r² / c)^a beyond it,
+                                                   a ≤ 1 per sensor (`tail_exponents`)
+      sensor_error = e
+      score = mean(e)                              "mean": dense evidence, the seed's reconstruction error
+            = max(e)                               "max": sparse evidence, one sensor far off
+            = max(mean(e) / c_mean, max(e) / c_max)   "mean+max" (default): both, each divided by its
                                                    own held-out normal quantile, so either can raise it
     The residual spread is measured per sensor on out-of-fold normal residuals by a quantile (robust to the
     anomalies an unlabelled recording holds, and matched where the tail matters rather than at the RMS):
     under normal operation r is about unit-scale on every sensor, so no sensor's habitual misfit dominates.
+    The scale alone matches one quantile; the exponent matches a deeper one too, so a sensor whose normal
+    residuals are heavy-tailed (a rare regime the autoencoder fits badly) no longer owns the maximum, and a
+    fault on a well-behaved sensor can reach it. It is monotone per sensor, leaves the bulk below c alone
+    (where float32 noise of tiny residuals would otherwise be magnified), and a = 1 is plain r².
     Why both aggregates: a fault on many sensors moves the mean and barely the max; a spike on one of a
     thousand sensors moves the max and is diluted a thousandfold in the mean (docs/quality.md).
     """
@@ -189,6 +200,8 @@ class AnomalyScorer(nn.Module):
         rs = torch.ones(n) if residual_scale is None else torch.as_tensor(residual_scale, dtype=torch.float32)
         self.register_buffer("residual_scale", rs.reshape(n))
         self.register_buffer("aggregate_scale", torch.ones(2))  # c_mean, c_max of "mean+max"
+        self.register_buffer("tail_anchor", torch.ones(1))  # c of the tail shape
+        self.register_buffer("tail_exponent", torch.ones(n))  # a per sensor
 
     def residuals(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised reconstruction residual [N, n_sensors] before residual scaling."""
@@ -196,14 +209,24 @@ class AnomalyScorer(nn.Module):
         return self.autoencoder(z) - z
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.residuals(raw) / self.residual_scale
-        sensor_error = r * r
+        sensor_error = self.sensor_error(self.residuals(raw) / self.residual_scale)
         return aggregate_errors(sensor_error, self.aggregate, self.aggregate_scale), sensor_error
+
+    def sensor_error(self, r: torch.Tensor) -> torch.Tensor:
+        """Per-sensor evidence [N, n] from scaled residuals r: r² with each sensor's tail shape applied."""
+        squared = r * r
+        return squared * torch.pow(torch.clamp(squared / self.tail_anchor, min=1.0), self.tail_exponent - 1.0)
 
     def set_residual_scale(self, residuals: torch.Tensor) -> None:
         """Fit the residual spread per sensor from held-out normal residuals [N, n_sensors]: the tail
         quantile of |r| divided by the standard normal's, so a Gaussian residual keeps its RMS."""
         self.residual_scale.copy_(torch.from_numpy(robust_residual_scale(residuals.numpy())))
+
+    def set_tail_shape(self, squared: torch.Tensor) -> None:
+        """Fit the per-sensor tail exponents from held-out normal squared scaled residuals r² [N, n]."""
+        anchor, exponent = tail_exponents(squared.numpy())
+        self.tail_anchor.fill_(anchor)
+        self.tail_exponent.copy_(torch.from_numpy(exponent))
 
     def set_aggregate_scale(self, sensor_error: torch.Tensor) -> None:
         """Normalise the two aggregates of "mean+max" by their tail quantile on held-out normal errors."""
@@ -238,6 +261,37 @@ def robust_residual_scale(residuals: np.ndarray) -> np.ndarray:
     gaussian = float(np.sqrt(2.0) * special.erfinv(level))  # the standard normal's two-sided quantile
     spread = np.quantile(np.abs(residuals.astype(np.float64)), level, axis=0) / gaussian
     return np.maximum(spread, RESIDUAL_SCALE_FLOOR).astype(np.float32)
+
+
+def tail_exponents(squared: np.ndarray) -> tuple[float, np.ndarray]:
+    """(c, a [n]) of the per-sensor tail shape from held-out normal r² [N, n] (see `AnomalyScorer`).
+
+    r² is scaled so that its `tail_level` quantile is c, the χ²(1) quantile there; a is chosen so that its
+    quantile at the deeper level (`TAIL_SHAPE_LEVEL_MAX`, ten rows beyond) lands on χ²(1)'s too. Only heavy
+    tails are tempered (a ≤ 1): a lighter-than-Gaussian sensor keeps its r², since sharpening would amplify
+    the noise of a deep quantile estimated from a few rows.
+    """
+    rows = squared.shape[0]
+    level = tail_level(rows)
+    deep = float(min(TAIL_SHAPE_LEVEL_MAX, 1.0 - 10.0 / max(rows, 1)))
+    anchor = float(special.erfinv(level) ** 2 * 2.0)  # χ²(1) quantile at `level`
+    exponent = np.ones(squared.shape[1], dtype=np.float32)
+    if deep <= level:
+        return anchor, exponent
+    e = squared.astype(np.float64)
+    q_level = np.maximum(np.quantile(e, level, axis=0), 1e-12)
+    q_deep = np.quantile(e, deep, axis=0)
+    gaussian_ratio = special.erfinv(deep) ** 2 / special.erfinv(level) ** 2
+    observed_ratio = q_deep / q_level
+    heavy = observed_ratio > gaussian_ratio
+    exponent[heavy] = np.log(gaussian_ratio) / np.log(observed_ratio[heavy])
+    return anchor, np.clip(exponent, TAIL_EXPONENT_MIN, 1.0).astype(np.float32)
+
+
+def tail_shaped(r: np.ndarray, anchor: float, exponent: np.ndarray) -> np.ndarray:
+    """`AnomalyScorer.sensor_error` in numpy, for scales fitted outside the module (cross-fitting)."""
+    squared = r.astype(np.float64) ** 2
+    return squared * np.maximum(squared / anchor, 1.0) ** (exponent.astype(np.float64) - 1.0)
 
 
 def score_in_batches(

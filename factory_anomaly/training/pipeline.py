@@ -47,7 +47,9 @@ from factory_anomaly.training.model import (
     count_trainable_parameters,
     robust_residual_scale,
     score_in_batches,
+    tail_exponents,
     tail_level,
+    tail_shaped,
 )
 from factory_anomaly.training.result import TrainResult
 from factory_anomaly.training.scaling import Standardiser
@@ -93,6 +95,7 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         "held_out_check": _held_out_check(fitted),
         "aggregate": config.aggregate,
         "residual_scale": f"quantile of |r| at {tail_level(fitted.normal_scores.size):.3g}, Gaussian-matched",
+        "tail_shape": _tail_shape_facts(scorer),
     }
     log.info("threshold %.5g (%s, target false-alarm rate %g, %d held-out normal scores, %s)",
              threshold.value, threshold.method, threshold.target_fpr, threshold.n_calibration,
@@ -251,7 +254,10 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
     )  # fmt: skip
     scorer.eval()
     scorer.set_residual_scale(torch.from_numpy(oof))
-    scorer.set_aggregate_scale(torch.from_numpy((oof / scorer.residual_scale.numpy()) ** 2))
+    scorer.set_tail_shape(torch.from_numpy((oof / scorer.residual_scale.numpy()) ** 2))
+    with torch.no_grad():
+        oof_error = scorer.sensor_error(torch.from_numpy(oof) / scorer.residual_scale)
+    scorer.set_aggregate_scale(oof_error)
     normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
     shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
     normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
@@ -276,6 +282,17 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         anomalies=anomalies,
         fold_rows=[fold.held_out for fold in folds],
     )
+
+
+def _tail_shape_facts(scorer: AnomalyScorer) -> dict[str, float]:
+    """How much the per-sensor tail shape tempers r² (exponent 1: not at all), for the manifest."""
+    exponent = scorer.tail_exponent.numpy().astype(np.float64)
+    return {
+        "anchor": float(scorer.tail_anchor[0]),
+        "exponent_median": float(np.median(exponent)),
+        "exponent_min": float(exponent.min()),
+        "sensors_tempered": int((exponent < 1.0).sum()),
+    }
 
 
 def _final_splits(normal: np.ndarray, final: Fold) -> Splits:
@@ -333,8 +350,11 @@ def _cross_fitted_scores(oof: np.ndarray, folds: list[Fold], aggregate: str) -> 
         others = np.ones(oof.shape[0], dtype=bool)
         others[fold.held_out] = False
         spread = robust_residual_scale(oof[others])
-        normalisers = torch.from_numpy(aggregate_normalisers((oof[others] / spread) ** 2))
-        error = torch.from_numpy((oof[fold.held_out] / spread) ** 2)
+        anchor, exponent = tail_exponents((oof[others] / spread) ** 2)
+        normalisers = torch.from_numpy(
+            aggregate_normalisers(tail_shaped(oof[others] / spread, anchor, exponent))
+        )
+        error = torch.from_numpy(tail_shaped(oof[fold.held_out] / spread, anchor, exponent))
         scores[fold.held_out] = aggregate_errors(error, aggregate, normalisers).double().numpy()
     return scores
 
@@ -368,7 +388,9 @@ def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fit
     with torch.no_grad():
         validation_residuals = scorer.residuals(torch.from_numpy(splits.validation))
     scorer.set_residual_scale(validation_residuals)
-    scorer.set_aggregate_scale((validation_residuals / scorer.residual_scale) ** 2)
+    scorer.set_tail_shape((validation_residuals / scorer.residual_scale) ** 2)
+    with torch.no_grad():
+        scorer.set_aggregate_scale(scorer.sensor_error(validation_residuals / scorer.residual_scale))
     normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
     pca = PCABaseline.fit(
         splits.train, splits.validation, standardiser, (config.hidden or auto_hidden(data.n_sensors))[-1]

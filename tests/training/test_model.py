@@ -13,7 +13,9 @@ from factory_anomaly.training.model import (
     count_trainable_parameters,
     l2_penalty,
     regularised_loss,
+    tail_exponents,
     tail_level,
+    tail_shaped,
     weight_matrices,
 )
 
@@ -100,6 +102,50 @@ def test_tail_level_leaves_ten_rows_beyond_it_on_small_data() -> None:
     assert tail_level(100_000) == TAIL_LEVEL_MAX
     assert tail_level(200) == pytest.approx(0.95)
     assert tail_level(10) == 0.5
+
+
+def test_tail_shape_tempers_only_heavy_tails_and_matches_the_deep_quantile() -> None:
+    rng = np.random.default_rng(2)
+    rows = 50_000
+    gaussian = rng.normal(size=rows)
+    heavy = rng.standard_t(2, size=rows)  # a sensor whose normal residuals are heavy-tailed
+    bounded = rng.uniform(-1.7, 1.7, size=rows)  # lighter than Gaussian: left alone
+    r = np.stack([gaussian, heavy, bounded], axis=1)
+    r = r / (np.quantile(np.abs(r), tail_level(rows), axis=0) / 2.5758)  # Gaussian-matched at 0.99
+    anchor, exponent = tail_exponents(r**2)
+    assert anchor == pytest.approx(2.5758**2, rel=1e-3)  # the χ²(1) quantile at 0.99
+    assert exponent[0] == pytest.approx(1.0, abs=0.1) and exponent[2] == 1.0
+    assert 0.2 < exponent[1] < 0.8
+    shaped = tail_shaped(r, anchor, exponent)
+    # the heavy sensor's 0.999 quantile now sits where a Gaussian's does (χ²(1): 10.83), not far beyond it
+    assert np.quantile((r**2)[:, 1], 0.999) > 20
+    assert np.quantile(shaped[:, 1], 0.999) == pytest.approx(10.83, rel=0.05)
+    # below the anchor, and wherever the exponent is 1, the evidence is plain r²
+    below = r**2 < anchor
+    np.testing.assert_allclose(shaped[below], (r**2)[below])
+    np.testing.assert_allclose(shaped[:, 2], r[:, 2] ** 2)
+    # monotone per sensor: the ranking of one sensor's residuals is untouched
+    order = np.argsort(np.abs(r[:, 1]))
+    assert np.all(np.diff(shaped[order, 1]) >= 0)
+
+
+def test_tail_shape_is_plain_r_squared_when_the_rows_cannot_reach_a_deeper_quantile() -> None:
+    r = np.random.default_rng(3).standard_t(2, size=(200, 4))
+    _, exponent = tail_exponents(r**2)
+    assert np.all(exponent == 1.0)
+
+
+def test_scorer_applies_the_tail_shape_it_was_fitted_with() -> None:
+    torch.manual_seed(4)
+    scorer = AnomalyScorer(Autoencoder(3, (2,)), torch.zeros(3), torch.ones(3))
+    heavy = torch.from_numpy(np.random.default_rng(4).standard_t(2, size=(20_000, 3)).astype(np.float32))
+    scorer.set_tail_shape(heavy**2)
+    assert float(scorer.tail_exponent.max()) < 1.0
+    r = torch.tensor([[0.5, 3.0, 30.0]])
+    anchor, exponent = float(scorer.tail_anchor[0]), scorer.tail_exponent.numpy()
+    torch.testing.assert_close(
+        scorer.sensor_error(r), torch.from_numpy(tail_shaped(r.numpy(), anchor, exponent)).float()
+    )
 
 
 def test_score_aggregates_mean_max_and_both() -> None:
