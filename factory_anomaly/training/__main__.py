@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         "docs/training.md, 'Model variants'",
     )
     train.add_argument(
+        "--ensemble",
+        help="what scores beside the autoencoder: none (default) or iforest (an IsolationForest, the "
+        "larger of the two calibrated scores); docs/training.md, 'Model variants'",
+    )
+    train.add_argument(
         "--dae-noise", type=float, help="dae: std of the Gaussian input noise, standardised (default 0.2)"
     )
     train.add_argument(
@@ -223,6 +228,7 @@ def _train(args: argparse.Namespace) -> None:
         "aggregate": args.aggregate,
         "folds": args.folds,
         "model": args.model,
+        "ensemble": args.ensemble,
         "dae_noise_std": args.dae_noise,
         "dae_mask_fraction": args.dae_mask,
         "vae_beta": args.vae_beta,

@@ -69,7 +69,8 @@ def _card_text(
         f"Scores one reading of {manifest.n_sensors} sensors: `score` = {_SCORE_TEXT[_aggregate(s)]} of a "
         f"fully connected {_MODEL_TEXT[_model(s)]} "
         f"({manifest.n_sensors} → {' → '.join(map(str, s['architecture']['hidden']))} → mirrored, "
-        f"{s['architecture']['trainable_parameters']:,} trainable parameters). A reading is anomalous "
+        f"{s['architecture']['trainable_parameters']:,} trainable parameters){_ensemble_text(s)}. "
+        "A reading is anomalous "
         f"when `score > {t.value:.6g}`. `sensor_error` gives each "
         "sensor's share, for a first look at which sensors are off.",
         "",
@@ -121,11 +122,13 @@ def _card_text(
 
 
 _SCORE_TEXT = {
-    "mean": "the mean over sensors of the squared standardised reconstruction residual",
-    "max": "the largest squared standardised reconstruction residual over sensors",
-    "mean+max": "the larger of the mean and the maximum over sensors of the squared standardised "
-    "reconstruction residual, each divided by its own held-out normal quantile",
+    "mean": "the mean over sensors of the squared scaled reconstruction residual (`sensor_error`)",
+    "max": "the largest squared scaled reconstruction residual over sensors (`sensor_error`)",
+    "mean+max": "the larger of the mean and the maximum over sensors of the squared scaled "
+    "reconstruction residual (`sensor_error`), each divided by its own held-out normal quantile",
 }
+"""`sensor_error` is r² with each sensor's heavy tail tempered beyond its 99 % quantile
+(`model.AnomalyScorer`); the card says "scaled" for both steps."""
 
 
 def _aggregate(summary: dict[str, Any]) -> str:
@@ -137,6 +140,15 @@ _MODEL_TEXT = {
     "dae": "denoising autoencoder",
     "vae": "variational autoencoder (decoded from the posterior mean, so the score is deterministic)",
 }
+
+
+def _ensemble_text(summary: dict[str, Any]) -> str:
+    if summary.get("config", {}).get("ensemble", "none") != "iforest":
+        return ""
+    return (
+        "; with `--ensemble iforest`, the larger of that and an IsolationForest's score (200 trees), each "
+        "divided by its own held-out normal quantile"
+    )
 
 
 def _model(summary: dict[str, Any]) -> str:

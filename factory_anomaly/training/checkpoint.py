@@ -17,6 +17,7 @@ import torch
 from factory_anomaly.artifact import BASELINE_FILE, CHECKPOINT_FILE, Manifest, verify_artifact
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.evaluate import open_model
+from factory_anomaly.training.forest import TorchIsolationForest
 from factory_anomaly.training.model import AnomalyScorer, build_autoencoder
 from factory_anomaly.training.threshold import Threshold
 
@@ -44,6 +45,7 @@ def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Pat
             "hidden": list(hidden),
             "aggregate": scorer.aggregate,
             "model": scorer.autoencoder.kind,
+            "forest": None if scorer.forest is None else scorer.forest.shape,
         },
         path,
     )
@@ -63,6 +65,9 @@ def load_trained(path: str | Path) -> TrainedModel:
     state.setdefault("aggregate_scale", torch.ones(2))
     state.setdefault("tail_anchor", torch.ones(1))  # checkpoints before the tail shape: plain r²
     state.setdefault("tail_exponent", torch.ones(n))
+    state.setdefault("ensemble_scale", torch.ones(2))
+    if checkpoint.get("forest"):
+        scorer.set_forest(TorchIsolationForest(**checkpoint["forest"]))
     scorer.load_state_dict(state)
     scorer.eval()
     return TrainedModel(

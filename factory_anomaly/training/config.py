@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
-from factory_anomaly.training.model import DEFAULT_AGGREGATE, DEFAULT_MODEL, MODEL_KINDS
+from factory_anomaly.training.model import DEFAULT_AGGREGATE, DEFAULT_MODEL, ENSEMBLES, MODEL_KINDS
 from factory_anomaly.training.splits import DEFAULT_GAP_FRACTION, DEFAULT_SPLIT_BLOCKS
 from factory_anomaly.training.threshold import DEFAULT_TARGET_FPR
 
@@ -39,6 +39,7 @@ class TrainConfig:
     # The autoencoder variant (model.MODEL_KINDS) and its knobs; why these defaults: docs/training.md,
     # "Model variants".
     model: str = DEFAULT_MODEL  # "ae" (the seed's), "dae" (denoising), "vae" (variational)
+    ensemble: str = "none"  # "iforest": an IsolationForest scores beside the autoencoder (forest.py)
     dae_noise_std: float = 0.2  # "dae": Gaussian input noise, in reading standard deviations
     dae_mask_fraction: float = 0.0  # "dae": share of input entries set to the training mean
     vae_beta: float = 1.0  # "vae": weight of KL / n_sensors beside the MSE
@@ -46,6 +47,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
             raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_KINDS)}")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {self.ensemble!r}; expected one of {', '.join(ENSEMBLES)}")
         if not self.dae_noise_std >= 0.0:
             raise ValueError(f"dae_noise_std must be >= 0, got {self.dae_noise_std}")
         if not 0.0 <= self.dae_mask_fraction < 1.0:

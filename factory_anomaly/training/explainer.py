@@ -98,11 +98,10 @@ class SensorAttentionExplainer(nn.Module):
         logits, r = self.logits(raw)
         s = self.scorer
         sensor_error = s.sensor_error(r)
-        return (
-            torch.softmax(logits, dim=-1),
-            aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale),
-            sensor_error,
+        score = s.with_forest(
+            (raw - s.mean) / s.scale, aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale)
         )
+        return torch.softmax(logits, dim=-1), score, sensor_error
 
 
 # --- fault injection on normal rows -----------------------------------------------------------------------

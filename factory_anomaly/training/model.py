@@ -25,6 +25,8 @@ import torch
 from scipy import special
 from torch import nn
 
+from factory_anomaly.training.forest import TorchIsolationForest
+
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 32)
 
 
@@ -41,6 +43,8 @@ MODEL_KINDS: tuple[str, ...] = ("ae", "dae", "vae")
 """The autoencoder variants `build_autoencoder` makes: the seed's ("ae"), denoising ("dae": the same module,
 trained on corrupted inputs), variational ("vae")."""
 DEFAULT_MODEL = "ae"
+ENSEMBLES: tuple[str, ...] = ("none", "iforest")
+"""`--ensemble`: what scores beside the autoencoder ("iforest": an IsolationForest, `forest.py`)."""
 
 
 class Autoencoder(nn.Module):
@@ -180,6 +184,9 @@ class AnomalyScorer(nn.Module):
     scale: torch.Tensor
     residual_scale: torch.Tensor
     aggregate_scale: torch.Tensor
+    tail_anchor: torch.Tensor
+    tail_exponent: torch.Tensor
+    ensemble_scale: torch.Tensor
 
     def __init__(
         self,
@@ -202,6 +209,8 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("aggregate_scale", torch.ones(2))  # c_mean, c_max of "mean+max"
         self.register_buffer("tail_anchor", torch.ones(1))  # c of the tail shape
         self.register_buffer("tail_exponent", torch.ones(n))  # a per sensor
+        self.register_buffer("ensemble_scale", torch.ones(2))  # c_autoencoder, c_forest (`with_forest`)
+        self.forest: TorchIsolationForest | None = None  # the optional ensemble partner (`--ensemble`)
 
     def residuals(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised reconstruction residual [N, n_sensors] before residual scaling."""
@@ -209,8 +218,22 @@ class AnomalyScorer(nn.Module):
         return self.autoencoder(z) - z
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sensor_error = self.sensor_error(self.residuals(raw) / self.residual_scale)
-        return aggregate_errors(sensor_error, self.aggregate, self.aggregate_scale), sensor_error
+        z = (raw - self.mean) / self.scale
+        sensor_error = self.sensor_error((self.autoencoder(z) - z) / self.residual_scale)
+        score = aggregate_errors(sensor_error, self.aggregate, self.aggregate_scale)
+        return self.with_forest(z, score), sensor_error
+
+    def with_forest(self, z: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's score, or with an ensemble forest the larger of the two, each divided by its
+        own held-out normal tail quantile (`ensemble_scale`), as "mean+max" combines its aggregates."""
+        if self.forest is None:
+            return score
+        return torch.maximum(score / self.ensemble_scale[0], self.forest(z) / self.ensemble_scale[1])
+
+    def set_forest(self, forest: TorchIsolationForest | None, scale: Sequence[float] = (1.0, 1.0)) -> None:
+        """Add (or, with None, remove) the ensemble's IsolationForest and the two scores' normalisers."""
+        self.forest = forest
+        self.ensemble_scale.copy_(torch.tensor([float(scale[0]), float(scale[1])]))
 
     def sensor_error(self, r: torch.Tensor) -> torch.Tensor:
         """Per-sensor evidence [N, n] from scaled residuals r: r² with each sensor's tail shape applied."""

@@ -37,6 +37,7 @@ from factory_anomaly.training.explainer import (
     fit_explainer,
     residual_unit,
 )
+from factory_anomaly.training.forest import TorchIsolationForest, fit_forest
 from factory_anomaly.training.metrics import binomial_interval, detection_metrics, ranking_by_kind
 from factory_anomaly.training.model import (
     AGGREGATES,
@@ -261,6 +262,10 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
     normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
     shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
     normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
+    ensemble: dict[str, Any] = {}
+    if config.ensemble == "iforest":
+        forest_oof = _cross_fit_forest(scorer, z, folds, final, shipped, config.seed)
+        normal_scores, ensemble = _with_forest_scores(scorer, normal_scores, forest_oof)
     pca = _cross_fit_pca(
         normal, standardiser, folds, final, (config.hidden or auto_hidden(data.n_sensors))[-1]
     )
@@ -276,12 +281,42 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         target_fpr=target,
         description=facts
         | {"procedure": "cross_fit", "folds": len(folds), "rows": int(normal.shape[0])}
-        | {"shipped_scale": anchor},
+        | {"shipped_scale": anchor}
+        | ensemble,
         constant=constant,
         pca=pca,
         anomalies=anomalies,
         fold_rows=[fold.held_out for fold in folds],
     )
+
+
+def _cross_fit_forest(
+    scorer: AnomalyScorer, z: np.ndarray, folds: list[Fold], final: Fold, shipped: np.ndarray, seed: int
+) -> np.ndarray:
+    """The ensemble's IsolationForest through the same folds as the autoencoder: its out-of-fold scores
+    of every normal row, then one fitted on the shipped model's training rows and added to `scorer`, its
+    normaliser (and the autoencoder's) the tail quantile of the shipped scores of the validation rows.
+    Returns the out-of-fold forest scores."""
+    oof = np.empty(z.shape[0], dtype=np.float64)
+    for fold in folds:
+        oof[fold.held_out] = -fit_forest(z[fold.train], seed).score_samples(z[fold.held_out])
+    forest = fit_forest(z[final.train], seed)
+    level = tail_level(final.validation.size)
+    validation = -forest.score_samples(z[final.validation])
+    scale = (float(np.quantile(shipped, level)), float(np.quantile(validation, level)))
+    scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
+    return oof
+
+
+def _with_forest_scores(
+    scorer: AnomalyScorer, autoencoder: np.ndarray, forest: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Calibration scores of the ensemble: the larger of the two normalised out-of-fold scores, as the
+    scorer's `with_forest` combines them on new rows."""
+    c = scorer.ensemble_scale.numpy().astype(np.float64)
+    combined = np.maximum(autoencoder / c[0], forest / c[1])
+    share = float(np.mean(forest / c[1] > autoencoder / c[0]))
+    return combined, {"ensemble": {"kind": "iforest", "scale": c.tolist(), "forest_sets_score_share": share}}
 
 
 def _tail_shape_facts(scorer: AnomalyScorer) -> dict[str, float]:
@@ -391,6 +426,14 @@ def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fit
     scorer.set_tail_shape((validation_residuals / scorer.residual_scale) ** 2)
     with torch.no_grad():
         scorer.set_aggregate_scale(scorer.sensor_error(validation_residuals / scorer.residual_scale))
+    if config.ensemble == "iforest":
+        forest = fit_forest(train_z, config.seed)
+        level = tail_level(val_z.shape[0])
+        scale = (
+            float(np.quantile(score_in_batches(scorer, splits.validation)[0], level)),
+            float(np.quantile(-forest.score_samples(val_z), level)),
+        )
+        scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
     normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
     pca = PCABaseline.fit(
         splits.train, splits.validation, standardiser, (config.hidden or auto_hidden(data.n_sensors))[-1]
