@@ -65,6 +65,7 @@ def load_trained(path: str | Path) -> TrainedModel:
     state.setdefault("aggregate_scale", torch.ones(2))
     state.setdefault("tail_anchor", torch.ones(1))  # checkpoints before the tail shape: plain r²
     state.setdefault("tail_exponent", torch.ones(n))
+    state.setdefault("tail_limit", torch.full((n,), float("inf")))  # before the limit: tempered to the end
     state.setdefault("ensemble_scale", torch.ones(2))
     if checkpoint.get("forest"):
         scorer.set_forest(TorchIsolationForest(**checkpoint["forest"]))

@@ -152,6 +152,10 @@ TAIL_SHAPE_LEVEL_MAX = 0.999
 """Each sensor's tail shape is matched at this deeper quantile (again with ten rows beyond it); where the
 rows cannot reach deeper than `tail_level`, every exponent stays 1."""
 TAIL_EXPONENT_MIN = 0.05
+TAIL_REACH = 100.0
+"""The tempering stops this many times beyond each sensor's deep quantile (where no normal row reaches):
+further out r² grows linearly again, so a reading far outside everything normal on one sensor still names
+that sensor first rather than the ones its residual spills onto."""
 
 
 class AnomalyScorer(nn.Module):
@@ -186,6 +190,7 @@ class AnomalyScorer(nn.Module):
     aggregate_scale: torch.Tensor
     tail_anchor: torch.Tensor
     tail_exponent: torch.Tensor
+    tail_limit: torch.Tensor
     ensemble_scale: torch.Tensor
 
     def __init__(
@@ -209,6 +214,7 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("aggregate_scale", torch.ones(2))  # c_mean, c_max of "mean+max"
         self.register_buffer("tail_anchor", torch.ones(1))  # c of the tail shape
         self.register_buffer("tail_exponent", torch.ones(n))  # a per sensor
+        self.register_buffer("tail_limit", torch.full((n,), float("inf")))  # where tempering stops, in c
         self.register_buffer("ensemble_scale", torch.ones(2))  # c_autoencoder, c_forest (`with_forest`)
         self.forest: TorchIsolationForest | None = None  # the optional ensemble partner (`--ensemble`)
 
@@ -238,7 +244,8 @@ class AnomalyScorer(nn.Module):
     def sensor_error(self, r: torch.Tensor) -> torch.Tensor:
         """Per-sensor evidence [N, n] from scaled residuals r: r² with each sensor's tail shape applied."""
         squared = r * r
-        return squared * torch.pow(torch.clamp(squared / self.tail_anchor, min=1.0), self.tail_exponent - 1.0)
+        relative = torch.minimum(torch.clamp(squared / self.tail_anchor, min=1.0), self.tail_limit)
+        return squared * torch.pow(relative, self.tail_exponent - 1.0)
 
     def set_residual_scale(self, residuals: torch.Tensor) -> None:
         """Fit the residual spread per sensor from held-out normal residuals [N, n_sensors]: the tail
@@ -247,9 +254,10 @@ class AnomalyScorer(nn.Module):
 
     def set_tail_shape(self, squared: torch.Tensor) -> None:
         """Fit the per-sensor tail exponents from held-out normal squared scaled residuals r² [N, n]."""
-        anchor, exponent = tail_exponents(squared.numpy())
+        anchor, exponent, limit = tail_exponents(squared.numpy())
         self.tail_anchor.fill_(anchor)
         self.tail_exponent.copy_(torch.from_numpy(exponent))
+        self.tail_limit.copy_(torch.from_numpy(limit))
 
     def set_aggregate_scale(self, sensor_error: torch.Tensor) -> None:
         """Normalise the two aggregates of "mean+max" by their tail quantile on held-out normal errors."""
@@ -286,13 +294,14 @@ def robust_residual_scale(residuals: np.ndarray) -> np.ndarray:
     return np.maximum(spread, RESIDUAL_SCALE_FLOOR).astype(np.float32)
 
 
-def tail_exponents(squared: np.ndarray) -> tuple[float, np.ndarray]:
-    """(c, a [n]) of the per-sensor tail shape from held-out normal r² [N, n] (see `AnomalyScorer`).
+def tail_exponents(squared: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(c, a [n], limit [n]) of the per-sensor tail shape from held-out normal r² [N, n] (`AnomalyScorer`).
 
     r² is scaled so that its `tail_level` quantile is c, the χ²(1) quantile there; a is chosen so that its
     quantile at the deeper level (`TAIL_SHAPE_LEVEL_MAX`, ten rows beyond) lands on χ²(1)'s too. Only heavy
     tails are tempered (a ≤ 1): a lighter-than-Gaussian sensor keeps its r², since sharpening would amplify
-    the noise of a deep quantile estimated from a few rows.
+    the noise of a deep quantile estimated from a few rows. The limit, in units of c, is `TAIL_REACH` times
+    the point where the fitted power meets the deep quantile.
     """
     rows = squared.shape[0]
     level = tail_level(rows)
@@ -300,7 +309,7 @@ def tail_exponents(squared: np.ndarray) -> tuple[float, np.ndarray]:
     anchor = float(special.erfinv(level) ** 2 * 2.0)  # χ²(1) quantile at `level`
     exponent = np.ones(squared.shape[1], dtype=np.float32)
     if deep <= level:
-        return anchor, exponent
+        return anchor, exponent, np.full(squared.shape[1], np.inf, dtype=np.float32)
     e = squared.astype(np.float64)
     q_level = np.maximum(np.quantile(e, level, axis=0), 1e-12)
     q_deep = np.quantile(e, deep, axis=0)
@@ -308,13 +317,16 @@ def tail_exponents(squared: np.ndarray) -> tuple[float, np.ndarray]:
     observed_ratio = q_deep / q_level
     heavy = observed_ratio > gaussian_ratio
     exponent[heavy] = np.log(gaussian_ratio) / np.log(observed_ratio[heavy])
-    return anchor, np.clip(exponent, TAIL_EXPONENT_MIN, 1.0).astype(np.float32)
+    exponent = np.clip(exponent, TAIL_EXPONENT_MIN, 1.0).astype(np.float32)
+    limit = TAIL_REACH * gaussian_ratio ** (1.0 / exponent.astype(np.float64))
+    return anchor, exponent, limit.astype(np.float32)
 
 
-def tail_shaped(r: np.ndarray, anchor: float, exponent: np.ndarray) -> np.ndarray:
+def tail_shaped(r: np.ndarray, anchor: float, exponent: np.ndarray, limit: np.ndarray) -> np.ndarray:
     """`AnomalyScorer.sensor_error` in numpy, for scales fitted outside the module (cross-fitting)."""
     squared = r.astype(np.float64) ** 2
-    return squared * np.maximum(squared / anchor, 1.0) ** (exponent.astype(np.float64) - 1.0)
+    relative = np.minimum(np.maximum(squared / anchor, 1.0), limit.astype(np.float64))
+    return squared * relative ** (exponent.astype(np.float64) - 1.0)
 
 
 def score_in_batches(

@@ -385,11 +385,9 @@ def _cross_fitted_scores(oof: np.ndarray, folds: list[Fold], aggregate: str) -> 
         others = np.ones(oof.shape[0], dtype=bool)
         others[fold.held_out] = False
         spread = robust_residual_scale(oof[others])
-        anchor, exponent = tail_exponents((oof[others] / spread) ** 2)
-        normalisers = torch.from_numpy(
-            aggregate_normalisers(tail_shaped(oof[others] / spread, anchor, exponent))
-        )
-        error = torch.from_numpy(tail_shaped(oof[fold.held_out] / spread, anchor, exponent))
+        shape = tail_exponents((oof[others] / spread) ** 2)
+        normalisers = torch.from_numpy(aggregate_normalisers(tail_shaped(oof[others] / spread, *shape)))
+        error = torch.from_numpy(tail_shaped(oof[fold.held_out] / spread, *shape))
         scores[fold.held_out] = aggregate_errors(error, aggregate, normalisers).double().numpy()
     return scores
 

@@ -112,11 +112,11 @@ def test_tail_shape_tempers_only_heavy_tails_and_matches_the_deep_quantile() -> 
     bounded = rng.uniform(-1.7, 1.7, size=rows)  # lighter than Gaussian: left alone
     r = np.stack([gaussian, heavy, bounded], axis=1)
     r = r / (np.quantile(np.abs(r), tail_level(rows), axis=0) / 2.5758)  # Gaussian-matched at 0.99
-    anchor, exponent = tail_exponents(r**2)
+    anchor, exponent, limit = tail_exponents(r**2)
     assert anchor == pytest.approx(2.5758**2, rel=1e-3)  # the χ²(1) quantile at 0.99
     assert exponent[0] == pytest.approx(1.0, abs=0.1) and exponent[2] == 1.0
     assert 0.2 < exponent[1] < 0.8
-    shaped = tail_shaped(r, anchor, exponent)
+    shaped = tail_shaped(r, anchor, exponent, limit)
     # the heavy sensor's 0.999 quantile now sits where a Gaussian's does (χ²(1): 10.83), not far beyond it
     assert np.quantile((r**2)[:, 1], 0.999) > 20
     assert np.quantile(shaped[:, 1], 0.999) == pytest.approx(10.83, rel=0.05)
@@ -127,12 +127,18 @@ def test_tail_shape_tempers_only_heavy_tails_and_matches_the_deep_quantile() -> 
     # monotone per sensor: the ranking of one sensor's residuals is untouched
     order = np.argsort(np.abs(r[:, 1]))
     assert np.all(np.diff(shaped[order, 1]) >= 0)
+    # far beyond anything normal the tempering stops: r² grows linearly again, so a gross outlier on a
+    # heavy-tailed sensor still outranks the modest errors it spills onto its neighbours
+    far = np.array([[0.0, np.sqrt(anchor * limit[1]) * 10, 0.0]])
+    edge = np.array([[0.0, np.sqrt(anchor * limit[1]), 0.0]])
+    ratio = tail_shaped(far, anchor, exponent, limit)[0, 1] / tail_shaped(edge, anchor, exponent, limit)[0, 1]
+    assert ratio == pytest.approx(100.0, rel=1e-6)
 
 
 def test_tail_shape_is_plain_r_squared_when_the_rows_cannot_reach_a_deeper_quantile() -> None:
     r = np.random.default_rng(3).standard_t(2, size=(200, 4))
-    _, exponent = tail_exponents(r**2)
-    assert np.all(exponent == 1.0)
+    _, exponent, limit = tail_exponents(r**2)
+    assert np.all(exponent == 1.0) and np.all(np.isinf(limit))
 
 
 def test_scorer_applies_the_tail_shape_it_was_fitted_with() -> None:
@@ -142,9 +148,10 @@ def test_scorer_applies_the_tail_shape_it_was_fitted_with() -> None:
     scorer.set_tail_shape(heavy**2)
     assert float(scorer.tail_exponent.max()) < 1.0
     r = torch.tensor([[0.5, 3.0, 30.0]])
-    anchor, exponent = float(scorer.tail_anchor[0]), scorer.tail_exponent.numpy()
+    anchor, exponent, limit = (float(scorer.tail_anchor[0]), scorer.tail_exponent.numpy(),
+                               scorer.tail_limit.numpy())  # fmt: skip
     torch.testing.assert_close(
-        scorer.sensor_error(r), torch.from_numpy(tail_shaped(r.numpy(), anchor, exponent)).float()
+        scorer.sensor_error(r), torch.from_numpy(tail_shaped(r.numpy(), anchor, exponent, limit)).float()
     )
 
 
