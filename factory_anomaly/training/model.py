@@ -247,6 +247,16 @@ class AnomalyScorer(nn.Module):
         relative = torch.minimum(torch.clamp(squared / self.tail_anchor, min=1.0), self.tail_limit)
         return squared * torch.pow(relative, self.tail_exponent - 1.0)
 
+    def fit_normal_scales(self, residuals: torch.Tensor) -> None:
+        """Fit every per-sensor and aggregate scale, in order, from held-out normal residuals
+        [N, n_sensors] before scaling: the residual spread, then the tail shape on the scaled residuals,
+        then the aggregates' normalisers on the shaped errors."""
+        self.set_residual_scale(residuals)
+        scaled = residuals / self.residual_scale
+        self.set_tail_shape(scaled * scaled)
+        with torch.no_grad():
+            self.set_aggregate_scale(self.sensor_error(scaled))
+
     def set_residual_scale(self, residuals: torch.Tensor) -> None:
         """Fit the residual spread per sensor from held-out normal residuals [N, n_sensors]: the tail
         quantile of |r| divided by the standard normal's, so a Gaussian residual keeps its RMS."""

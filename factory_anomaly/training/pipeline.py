@@ -254,11 +254,7 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         aggregate=config.aggregate,
     )  # fmt: skip
     scorer.eval()
-    scorer.set_residual_scale(torch.from_numpy(oof))
-    scorer.set_tail_shape(torch.from_numpy((oof / scorer.residual_scale.numpy()) ** 2))
-    with torch.no_grad():
-        oof_error = scorer.sensor_error(torch.from_numpy(oof) / scorer.residual_scale)
-    scorer.set_aggregate_scale(oof_error)
+    scorer.fit_normal_scales(torch.from_numpy(oof))
     normal_scores = _cross_fitted_scores(oof, folds, config.aggregate)
     shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
     normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
@@ -300,12 +296,20 @@ def _cross_fit_forest(
     oof = np.empty(z.shape[0], dtype=np.float64)
     for fold in folds:
         oof[fold.held_out] = -fit_forest(z[fold.train], seed).score_samples(z[fold.held_out])
-    forest = fit_forest(z[final.train], seed)
-    level = tail_level(final.validation.size)
-    validation = -forest.score_samples(z[final.validation])
-    scale = (float(np.quantile(shipped, level)), float(np.quantile(validation, level)))
-    scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
+    _attach_forest(scorer, z[final.train], z[final.validation], shipped, seed)
     return oof
+
+
+def _attach_forest(
+    scorer: AnomalyScorer, train_z: np.ndarray, val_z: np.ndarray, autoencoder_val: np.ndarray, seed: int
+) -> None:
+    """Fit the forest on the shipped fit's training rows and add it to `scorer`, each score's normaliser
+    its tail quantile on the validation rows (`autoencoder_val`: the autoencoder's scores of them)."""
+    forest = fit_forest(train_z, seed)
+    level = tail_level(val_z.shape[0])
+    forest_val = -forest.score_samples(val_z)
+    scale = (float(np.quantile(autoencoder_val, level)), float(np.quantile(forest_val, level)))
+    scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
 
 
 def _with_forest_scores(
@@ -420,18 +424,10 @@ def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fit
     scorer.eval()
     with torch.no_grad():
         validation_residuals = scorer.residuals(torch.from_numpy(splits.validation))
-    scorer.set_residual_scale(validation_residuals)
-    scorer.set_tail_shape((validation_residuals / scorer.residual_scale) ** 2)
-    with torch.no_grad():
-        scorer.set_aggregate_scale(scorer.sensor_error(validation_residuals / scorer.residual_scale))
+    scorer.fit_normal_scales(validation_residuals)
     if config.ensemble == "iforest":
-        forest = fit_forest(train_z, config.seed)
-        level = tail_level(val_z.shape[0])
-        scale = (
-            float(np.quantile(score_in_batches(scorer, splits.validation)[0], level)),
-            float(np.quantile(-forest.score_samples(val_z), level)),
-        )
-        scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
+        validation_scores = score_in_batches(scorer, splits.validation)[0]
+        _attach_forest(scorer, train_z, val_z, validation_scores, config.seed)
     normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
     pca = PCABaseline.fit(
         splits.train, splits.validation, standardiser, (config.hidden or auto_hidden(data.n_sensors))[-1]
