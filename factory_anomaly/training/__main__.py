@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--ensemble",
-        help="what scores beside the autoencoder: none (default) or iforest (an IsolationForest, the "
-        "larger of the two calibrated scores); docs/training.md, 'Model variants'",
+        help="what scores beside the autoencoder, the larger of the two calibrated scores counting: none "
+        "(default), iforest (an IsolationForest) or latent (the bottleneck code's distance from the normal "
+        "codes); docs/training.md, 'Model variants'",
     )
     train.add_argument(
         "--dae-noise", type=float, help="dae: std of the Gaussian input noise, standardised (default 0.2)"

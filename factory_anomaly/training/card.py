@@ -142,12 +142,19 @@ _MODEL_TEXT = {
 }
 
 
+ENSEMBLE_PARTNERS = {
+    "iforest": "an IsolationForest's score (200 trees) on the standardised readings",
+    "latent": "the squared Mahalanobis distance of the bottleneck code from the normal codes",
+}
+
+
 def _ensemble_text(summary: dict[str, Any]) -> str:
-    if summary.get("config", {}).get("ensemble", "none") != "iforest":
+    kind = summary.get("config", {}).get("ensemble", "none")
+    if kind not in ENSEMBLE_PARTNERS:
         return ""
     return (
-        "; with `--ensemble iforest`, the larger of that and an IsolationForest's score (200 trees), each "
-        "divided by its own held-out normal quantile"
+        f"; with `--ensemble {kind}`, the larger of that and {ENSEMBLE_PARTNERS[kind]}, each divided by "
+        "its own held-out normal quantile"
     )
 
 

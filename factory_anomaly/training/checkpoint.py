@@ -1,7 +1,8 @@
 """The torch side of a published version (CHECKPOINT_FILE): written when it is published, read back for
 tests, retraining and the explainer. Its format is defined here only:
-{"state_dict", "n_sensors", "hidden", "aggregate", "model"} (checkpoints from before the aggregate score by
-the mean; from before the variants, "model" is "ae").
+{"state_dict", "n_sensors", "hidden", "aggregate", "model", "forest", "latent"} (checkpoints from before the
+aggregate score by the mean; from before the variants, "model" is "ae"; "forest" and "latent" rebuild the
+ensemble partner, if any, before its buffers load).
 
 Serving never uses this: it runs the ONNX graph. `evaluate` does too, so what is evaluated is what is served.
 """
@@ -18,6 +19,7 @@ from factory_anomaly.artifact import BASELINE_FILE, CHECKPOINT_FILE, Manifest, v
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.evaluate import open_model
 from factory_anomaly.training.forest import TorchIsolationForest
+from factory_anomaly.training.latent import LatentGaussian
 from factory_anomaly.training.model import AnomalyScorer, build_autoencoder
 from factory_anomaly.training.threshold import Threshold
 
@@ -46,6 +48,7 @@ def save_checkpoint(scorer: AnomalyScorer, hidden: Sequence[int], directory: Pat
             "aggregate": scorer.aggregate,
             "model": scorer.autoencoder.kind,
             "forest": None if scorer.forest is None else scorer.forest.shape,
+            "latent": None if scorer.latent is None else scorer.latent.width,
         },
         path,
     )
@@ -69,6 +72,8 @@ def load_trained(path: str | Path) -> TrainedModel:
     state.setdefault("ensemble_scale", torch.ones(2))
     if checkpoint.get("forest"):
         scorer.set_forest(TorchIsolationForest(**checkpoint["forest"]))
+    if checkpoint.get("latent"):
+        scorer.set_latent(LatentGaussian(int(checkpoint["latent"])))
     scorer.load_state_dict(state)
     scorer.eval()
     return TrainedModel(

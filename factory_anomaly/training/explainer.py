@@ -98,7 +98,7 @@ class SensorAttentionExplainer(nn.Module):
         logits, r = self.logits(raw)
         s = self.scorer
         sensor_error = s.sensor_error(r)
-        score = s.with_forest(
+        score = s.with_partner(
             (raw - s.mean) / s.scale, aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale)
         )
         return torch.softmax(logits, dim=-1), score, sensor_error

@@ -26,6 +26,7 @@ from scipy import special
 from torch import nn
 
 from factory_anomaly.training.forest import TorchIsolationForest
+from factory_anomaly.training.latent import LatentGaussian
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 32)
 
@@ -43,8 +44,9 @@ MODEL_KINDS: tuple[str, ...] = ("ae", "dae", "vae")
 """The autoencoder variants `build_autoencoder` makes: the seed's ("ae"), denoising ("dae": the same module,
 trained on corrupted inputs), variational ("vae")."""
 DEFAULT_MODEL = "ae"
-ENSEMBLES: tuple[str, ...] = ("none", "iforest")
-"""`--ensemble`: what scores beside the autoencoder ("iforest": an IsolationForest, `forest.py`)."""
+ENSEMBLES: tuple[str, ...] = ("none", "iforest", "latent")
+"""`--ensemble`: what scores beside the autoencoder ("iforest": an IsolationForest on the standardised
+readings, `forest.py`; "latent": the distance of the bottleneck code from the normal codes, `latent.py`)."""
 
 
 class Autoencoder(nn.Module):
@@ -72,8 +74,12 @@ class Autoencoder(nn.Module):
         self.encoder = nn.Sequential(*encoder)
         self.decoder = nn.Sequential(*decoder)
 
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck code [N, b] that `forward` decodes."""
+        return self.encoder(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+        return self.decoder(self.code(x))
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -101,8 +107,8 @@ class VariationalAutoencoder(Autoencoder):
         h = self.encoder(x)
         return self.to_mean(h), self.to_log_var(h)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.to_mean(self.encoder(x)))
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_mean(self.encoder(x))
 
 
 def build_autoencoder(kind: str, n_sensors: int, hidden: Sequence[int] = DEFAULT_HIDDEN) -> Autoencoder:
@@ -215,8 +221,10 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("tail_anchor", torch.ones(1))  # c of the tail shape
         self.register_buffer("tail_exponent", torch.ones(n))  # a per sensor
         self.register_buffer("tail_limit", torch.full((n,), float("inf")))  # where tempering stops, in c
-        self.register_buffer("ensemble_scale", torch.ones(2))  # c_autoencoder, c_forest (`with_forest`)
-        self.forest: TorchIsolationForest | None = None  # the optional ensemble partner (`--ensemble`)
+        self.register_buffer("ensemble_scale", torch.ones(2))  # c_autoencoder, c_partner (`with_partner`)
+        # the optional ensemble partner (`--ensemble`): at most one of the two is set
+        self.forest: TorchIsolationForest | None = None
+        self.latent: LatentGaussian | None = None
 
     def residuals(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised reconstruction residual [N, n_sensors] before residual scaling."""
@@ -225,20 +233,40 @@ class AnomalyScorer(nn.Module):
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = (raw - self.mean) / self.scale
-        sensor_error = self.sensor_error((self.autoencoder(z) - z) / self.residual_scale)
+        code = self.autoencoder.code(z)
+        sensor_error = self.sensor_error((self.autoencoder.decoder(code) - z) / self.residual_scale)
         score = aggregate_errors(sensor_error, self.aggregate, self.aggregate_scale)
-        return self.with_forest(z, score), sensor_error
+        return self.with_partner(z, score, code), sensor_error
 
-    def with_forest(self, z: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """The autoencoder's score, or with an ensemble forest the larger of the two, each divided by its
-        own held-out normal tail quantile (`ensemble_scale`), as "mean+max" combines its aggregates."""
-        if self.forest is None:
+    def with_partner(
+        self, z: torch.Tensor, score: torch.Tensor, code: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The autoencoder's score, or with an ensemble partner (`--ensemble`) the larger of the two, each
+        divided by its own held-out normal tail quantile (`ensemble_scale`), as "mean+max" combines its
+        aggregates. `code`: the autoencoder's code of z, where the caller has it already."""
+        partner = self.partner_score(z, code)
+        if partner is None:
             return score
-        return torch.maximum(score / self.ensemble_scale[0], self.forest(z) / self.ensemble_scale[1])
+        return torch.maximum(score / self.ensemble_scale[0], partner / self.ensemble_scale[1])
+
+    def partner_score(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ensemble partner's raw score [N] of standardised rows z, or None without one."""
+        if self.forest is not None:
+            return self.forest(z)
+        if self.latent is not None:
+            return self.latent(self.autoencoder.code(z) if code is None else code)
+        return None
 
     def set_forest(self, forest: TorchIsolationForest | None, scale: Sequence[float] = (1.0, 1.0)) -> None:
-        """Add (or, with None, remove) the ensemble's IsolationForest and the two scores' normalisers."""
-        self.forest = forest
+        """Make an IsolationForest the ensemble partner (None: no partner), with the two scores'
+        normalisers."""
+        self.forest, self.latent = forest, None
+        self.ensemble_scale.copy_(torch.tensor([float(scale[0]), float(scale[1])]))
+
+    def set_latent(self, latent: LatentGaussian | None, scale: Sequence[float] = (1.0, 1.0)) -> None:
+        """Make a Gaussian of the normal codes the ensemble partner (None: no partner), with the two
+        scores' normalisers."""
+        self.forest, self.latent = None, latent
         self.ensemble_scale.copy_(torch.tensor([float(scale[0]), float(scale[1])]))
 
     def sensor_error(self, r: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from factory_anomaly.training.checkpoint import TrainedModel
 from factory_anomaly.training.config import TrainConfig
 from factory_anomaly.training.crossfit import MIN_NORMAL_ROWS, Fold, default_folds, final_fit, plan_folds
 from factory_anomaly.training.data import CalibrationError, DataError, Dataset
+from factory_anomaly.training.ensemble import attach_partner, fit_partner, partner_scores, with_partner_scores
 from factory_anomaly.training.explainer import (
     ExplainerConfig,
     FaultInjector,
@@ -37,7 +38,6 @@ from factory_anomaly.training.explainer import (
     fit_explainer,
     residual_unit,
 )
-from factory_anomaly.training.forest import TorchIsolationForest, fit_forest
 from factory_anomaly.training.metrics import binomial_interval, detection_metrics, ranking_by_kind
 from factory_anomaly.training.model import (
     AGGREGATES,
@@ -239,6 +239,7 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
              len(folds), z.shape[0], z.shape[1], config.hidden)  # fmt: skip
     started = time.perf_counter()
     oof = np.empty_like(z)
+    partner_oof = np.empty(z.shape[0], dtype=np.float64)
     fold_epochs = []
     for fold in folds:
         autoencoder, fold_history = fit_autoencoder(z[fold.train], z[fold.validation], config)
@@ -246,6 +247,9 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         with torch.no_grad():
             held = torch.from_numpy(z[fold.held_out])
             oof[fold.held_out] = (autoencoder(held) - held).numpy()
+        if config.ensemble != "none":
+            partner = fit_partner(config.ensemble, autoencoder, z[fold.train], config.seed)
+            partner_oof[fold.held_out] = partner_scores(partner, autoencoder, z[fold.held_out])
     final = final_fit(normal.shape[0], config.split_blocks)
     autoencoder, history = fit_autoencoder(z[final.train], z[final.validation], config)
     seconds = time.perf_counter() - started
@@ -259,9 +263,9 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
     shipped = score_in_batches(scorer, normal[final.validation])[0].astype(np.float64)
     normal_scores, anchor = _to_shipped_scale(normal_scores, shipped)
     ensemble: dict[str, Any] = {}
-    if config.ensemble == "iforest":
-        forest_oof = _cross_fit_forest(scorer, z, folds, final, shipped, config.seed)
-        normal_scores, ensemble = _with_forest_scores(scorer, normal_scores, forest_oof)
+    if config.ensemble != "none":
+        attach_partner(scorer, config.ensemble, z[final.train], z[final.validation], shipped, config.seed)
+        normal_scores, ensemble = with_partner_scores(scorer, config.ensemble, normal_scores, partner_oof)
     pca = _cross_fit_pca(
         normal, standardiser, folds, final, (config.hidden or auto_hidden(data.n_sensors))[-1]
     )
@@ -284,43 +288,6 @@ def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
         anomalies=anomalies,
         fold_rows=[fold.held_out for fold in folds],
     )
-
-
-def _cross_fit_forest(
-    scorer: AnomalyScorer, z: np.ndarray, folds: list[Fold], final: Fold, shipped: np.ndarray, seed: int
-) -> np.ndarray:
-    """The ensemble's IsolationForest through the same folds as the autoencoder: its out-of-fold scores
-    of every normal row, then one fitted on the shipped model's training rows and added to `scorer`, its
-    normaliser (and the autoencoder's) the tail quantile of the shipped scores of the validation rows.
-    Returns the out-of-fold forest scores."""
-    oof = np.empty(z.shape[0], dtype=np.float64)
-    for fold in folds:
-        oof[fold.held_out] = -fit_forest(z[fold.train], seed).score_samples(z[fold.held_out])
-    _attach_forest(scorer, z[final.train], z[final.validation], shipped, seed)
-    return oof
-
-
-def _attach_forest(
-    scorer: AnomalyScorer, train_z: np.ndarray, val_z: np.ndarray, autoencoder_val: np.ndarray, seed: int
-) -> None:
-    """Fit the forest on the shipped fit's training rows and add it to `scorer`, each score's normaliser
-    its tail quantile on the validation rows (`autoencoder_val`: the autoencoder's scores of them)."""
-    forest = fit_forest(train_z, seed)
-    level = tail_level(val_z.shape[0])
-    forest_val = -forest.score_samples(val_z)
-    scale = (float(np.quantile(autoencoder_val, level)), float(np.quantile(forest_val, level)))
-    scorer.set_forest(TorchIsolationForest.from_sklearn(forest), scale)
-
-
-def _with_forest_scores(
-    scorer: AnomalyScorer, autoencoder: np.ndarray, forest: np.ndarray
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Calibration scores of the ensemble: the larger of the two normalised out-of-fold scores, as the
-    scorer's `with_forest` combines them on new rows."""
-    c = scorer.ensemble_scale.numpy().astype(np.float64)
-    combined = np.maximum(autoencoder / c[0], forest / c[1])
-    share = float(np.mean(forest / c[1] > autoencoder / c[0]))
-    return combined, {"ensemble": {"kind": "iforest", "scale": c.tolist(), "forest_sets_score_share": share}}
 
 
 def _tail_shape_facts(scorer: AnomalyScorer) -> dict[str, float]:
@@ -425,9 +392,9 @@ def _held_out_fit(data: Dataset, val_data: Dataset, config: TrainConfig) -> _Fit
     with torch.no_grad():
         validation_residuals = scorer.residuals(torch.from_numpy(splits.validation))
     scorer.fit_normal_scales(validation_residuals)
-    if config.ensemble == "iforest":
+    if config.ensemble != "none":
         validation_scores = score_in_batches(scorer, splits.validation)[0]
-        _attach_forest(scorer, train_z, val_z, validation_scores, config.seed)
+        attach_partner(scorer, config.ensemble, train_z, val_z, validation_scores, config.seed)
     normal_scores = score_in_batches(scorer, splits.calibration)[0].astype(np.float64)
     pca = PCABaseline.fit(
         splits.train, splits.validation, standardiser, (config.hidden or auto_hidden(data.n_sensors))[-1]
