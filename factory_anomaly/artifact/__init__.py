@@ -31,6 +31,7 @@ from factory_anomaly.artifact.layout import (
 )
 from factory_anomaly.artifact.manifest import (
     FORMAT_VERSION,
+    AlarmSpec,
     GraphSpec,
     Manifest,
     TensorSpec,
@@ -64,6 +65,7 @@ __all__ = [
     "SCORER",
     "SCORER_FILE",
     "TRAINING_LOG_FILE",
+    "AlarmSpec",
     "ArtifactCode",
     "ArtifactError",
     "GraphSpec",

@@ -93,6 +93,25 @@ class ThresholdSpec:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class AlarmSpec:
+    """The per-asset episode rule (`factory_anomaly.alarms.rule.EpisodeRule`) and what it was calibrated
+    to: k of an asset's last n readings with score > level open an episode, close_after quiet ones close
+    it; the level was set for `target_episodes_per_day` false episodes per asset-day on normal data, at
+    one reading every `reading_period_s` seconds."""
+
+    k: StrictInt
+    n: StrictInt
+    level: Number
+    close_after: StrictInt
+    reading_period_s: Number
+    target_episodes_per_day: Number
+    method: StrictStr  # how the level was estimated, e.g. "gumbel_block_maxima"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(_ADAPTERS[AlarmSpec].dump_python(self))
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class Manifest:
     """Everything serving needs to know about one version. Constructing one (or `dataclasses.replace`)
     checks types; `verify.check_consistency` checks that the fields agree."""
@@ -113,6 +132,7 @@ class Manifest:
     training: dict[StrictStr, Any]  # free-form: config, seed, data fingerprint, epochs, timings
     library_versions: dict[StrictStr, StrictStr]
     metrics: dict[StrictStr, Any]  # free-form evaluation metrics
+    alarms: AlarmSpec | None = None  # versions from before alarm episodes have none
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists, free-form dicts are copied); `from_dict` inverts it."""
@@ -143,7 +163,9 @@ class Manifest:
             raise _from_pydantic(exc) from None
 
 
-_ADAPTERS: dict[type, TypeAdapter[Any]] = {cls: TypeAdapter(cls) for cls in (Manifest, ThresholdSpec)}
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {
+    cls: TypeAdapter(cls) for cls in (Manifest, ThresholdSpec, AlarmSpec)
+}
 _KEYED_FIELDS = frozenset({"graphs", "files", "training", "library_versions", "metrics"})
 """Fields whose next path part is a key of the user's, written ['key'] rather than .field."""
 _EXPECTED = {

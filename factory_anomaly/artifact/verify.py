@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import INPUT_DTYPE, MANIFEST_FILE, SCORER
-from factory_anomaly.artifact.manifest import GraphSpec, Manifest, read_manifest
+from factory_anomaly.artifact.manifest import AlarmSpec, GraphSpec, Manifest, read_manifest
 
 _CHUNK_BYTES = 1 << 20
 
@@ -81,6 +81,19 @@ def check_consistency(manifest: Manifest) -> None:
         raise _inconsistent(f"threshold.target_fpr must be in (0, 1), got {threshold.target_fpr}")
     if threshold.n_calibration <= 0:
         raise _inconsistent(f"threshold.n_calibration must be > 0, got {threshold.n_calibration}")
+    if manifest.alarms is not None:
+        _check_alarms(manifest.alarms)
+
+
+def _check_alarms(alarms: AlarmSpec) -> None:
+    if not 1 <= alarms.k <= alarms.n:
+        raise _inconsistent(f"alarms needs 1 <= k <= n, got k={alarms.k}, n={alarms.n}")
+    if alarms.close_after < alarms.n:
+        raise _inconsistent(f"alarms.close_after must be >= n, got {alarms.close_after} < {alarms.n}")
+    for name in ("level", "reading_period_s", "target_episodes_per_day"):
+        value = getattr(alarms, name)
+        if not (math.isfinite(value) and value > 0):
+            raise _inconsistent(f"alarms.{name} must be finite and > 0, got {value}")
 
 
 def _check_graph(graph: GraphSpec, path: str, manifest: Manifest) -> None:

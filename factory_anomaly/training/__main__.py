@@ -102,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--vae-beta", type=float, help="vae: weight β of KL / sensors (default 1)")
     train.add_argument(
+        "--alarm-target-per-day",
+        type=float,
+        help="false alarm episodes per asset-day the episode rule is calibrated for (default 1)",
+    )
+    train.add_argument(
+        "--alarm-k", type=_positive_int, help="episode rule: k of the last n readings (default 3)"
+    )
+    train.add_argument("--alarm-n", type=_positive_int, help="episode rule: the window n (default 10)")
+    train.add_argument(
+        "--reading-period-s",
+        type=float,
+        help="seconds between an asset's readings (default: the data's timestamps, else 1)",
+    )
+    train.add_argument(
         "--folds",
         type=_positive_int,
         help="cross-fitting folds for the calibration scores (default 5 up to 5 000 normal rows, else 3)",
@@ -233,6 +247,10 @@ def _train(args: argparse.Namespace) -> None:
         "dae_noise_std": args.dae_noise,
         "dae_mask_fraction": args.dae_mask,
         "vae_beta": args.vae_beta,
+        "alarm_target_per_day": args.alarm_target_per_day,
+        "alarm_k": args.alarm_k,
+        "alarm_n": args.alarm_n,
+        "reading_period_s": args.reading_period_s,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_explainer:

@@ -100,6 +100,7 @@ def _card_text(
         f"from {t.n_calibration:,} held-out normal scores.",
         *_calibration_lines(s.get("calibration", {})),
         "",
+        *_alarm_lines(s.get("alarms", {})),
     ]
     if evaluation is not None:
         lines += _test_section(evaluation)
@@ -221,6 +222,36 @@ def _calibration_lines(c: dict[str, Any]) -> list[str]:
     if levels:
         lines.append(f"- Thresholds at other targets (same scores): {levels}.")
     return lines
+
+
+_PERIOD_SOURCE = {
+    "timestamps": "from the data's timestamps",
+    "declared": "declared",
+    "assumed": "assumed: the data has no timestamps",
+}
+
+
+def _alarm_lines(a: dict[str, Any]) -> list[str]:
+    """The per-asset episode rule: what opens and closes an episode, and the promise per asset-day."""
+    if not a:
+        return []
+    head = ["## Alarm episodes (per asset)"]
+    if not a.get("calibrated"):
+        return [*head, f"No episode rule: {a.get('why', 'not calibrated')}.", ""]
+    period = a["reading_period_s"]
+    source = _PERIOD_SOURCE.get(a.get("reading_period_source", ""), "")
+    low, high = a["episodes_per_day_ci95"]
+    return [
+        *head,
+        f"- An episode opens when {a['k']} of an asset's last {a['n']} readings score above "
+        f"{a['level']:.4g}, and closes after {a['close_after']} readings without one.",
+        f"- Calibrated ({a['method']}) for {a['target_episodes_per_day']:g} false episodes per asset-day at "
+        f"one reading every {period:g} s ({source}); the {a['days_covered']:.2g} days of normal scores it "
+        f"was fitted on are extrapolated {a['extrapolation']:.2g}×.",
+        f"- On those scores the rule opens {a['episodes_on_normal_scores']} episodes: "
+        f"{a['episodes_per_day_on_normal_scores']:.3g} a day (95 % interval [{low:.3g}, {high:.3g}]).",
+        "",
+    ]
 
 
 def _ranking_table(ranking: dict[str, dict[str, Any]]) -> list[str]:

@@ -43,6 +43,15 @@ class TrainConfig:
     dae_noise_std: float = 0.2  # "dae": Gaussian input noise, in reading standard deviations
     dae_mask_fraction: float = 0.0  # "dae": share of input entries set to the training mean
     vae_beta: float = 1.0  # "vae": weight of KL / n_sensors beside the MSE
+    # Alarm episodes per asset (`factory_anomaly.alarms`, `episodes.py`): k of the last n readings above
+    # a level calibrated for `alarm_target_per_day` false episodes per asset-day; closed after
+    # `alarm_close_after_s` without one (at least n readings). The reading period: the data's timestamps,
+    # else `reading_period_s`, else one second (recorded as assumed).
+    alarm_target_per_day: float = 1.0
+    alarm_k: int = 3
+    alarm_n: int = 10
+    alarm_close_after_s: float = 300.0
+    reading_period_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -55,3 +64,11 @@ class TrainConfig:
             raise ValueError(f"dae_mask_fraction must be in [0, 1), got {self.dae_mask_fraction}")
         if not self.vae_beta >= 0.0:
             raise ValueError(f"vae_beta must be >= 0, got {self.vae_beta}")
+        if not self.alarm_target_per_day > 0.0:
+            raise ValueError(f"alarm target must be > 0 episodes a day, got {self.alarm_target_per_day}")
+        if not 1 <= self.alarm_k <= self.alarm_n:
+            raise ValueError(f"alarm rule needs 1 <= k <= n, got k={self.alarm_k}, n={self.alarm_n}")
+        if not self.alarm_close_after_s >= 0.0:
+            raise ValueError(f"alarm close-after must be >= 0 s, got {self.alarm_close_after_s}")
+        if self.reading_period_s is not None and not self.reading_period_s > 0.0:
+            raise ValueError(f"reading period must be > 0 s, got {self.reading_period_s}")

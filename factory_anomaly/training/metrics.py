@@ -231,6 +231,15 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> 
     return low, high
 
 
+def poisson_interval(count: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) interval of a Poisson mean observed as `count` events."""
+    from scipy.stats import chi2
+
+    alpha = 1.0 - confidence
+    low = 0.0 if count == 0 else float(chi2.ppf(alpha / 2, 2 * count) / 2)
+    return low, float(chi2.ppf(1 - alpha / 2, 2 * count + 2) / 2)
+
+
 def bootstrap_roc_auc(
     scores: np.ndarray, labels: np.ndarray, resamples: int = 200, seed: int = 0
 ) -> tuple[float, float]:

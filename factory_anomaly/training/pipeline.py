@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from factory_anomaly.artifact import TRAINING_LOG_FILE, sha256_file
+from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.artifact import TRAINING_LOG_FILE, AlarmSpec, sha256_file
 from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.checkpoint import TrainedModel
@@ -29,6 +30,7 @@ from factory_anomaly.training.config import TrainConfig
 from factory_anomaly.training.crossfit import MIN_NORMAL_ROWS, Fold, default_folds, final_fit, plan_folds
 from factory_anomaly.training.data import CalibrationError, DataError, Dataset
 from factory_anomaly.training.ensemble import attach_partner, fit_partner, partner_scores, with_partner_scores
+from factory_anomaly.training.episodes import calibrate_episode_rule, reading_period
 from factory_anomaly.training.explainer import (
     ExplainerConfig,
     FaultInjector,
@@ -102,6 +104,13 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
              threshold.value, threshold.method, threshold.target_fpr, threshold.n_calibration,
              calibration["procedure"])  # fmt: skip
 
+    period, period_source = reading_period(data, config.reading_period_s)
+    alarm_rule, alarm_facts = calibrate_episode_rule(
+        fitted.normal_scores, period, config.alarm_target_per_day, config.alarm_k, config.alarm_n,
+        config.alarm_close_after_s,
+    )  # fmt: skip
+    alarm_facts["reading_period_source"] = period_source
+
     pca, pca_scores = fitted.pca
     pca_threshold = calibrate(pca_scores, fitted.target_fpr)
     held_out = _held_out_metrics(scorer, threshold, pca, pca_threshold, fitted)
@@ -123,6 +132,7 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         "constant_sensors": fitted.constant,
         "splits": splits.description,
         "calibration": calibration,
+        "alarms": alarm_facts,
         "data": _fingerprint(data) | ({"val_data": _fingerprint(val_data)} if val_data is not None else {}),
         "epochs_run": len(history),
         "best_epoch": int(best["epoch"]),
@@ -146,7 +156,15 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         calibration_scores=fitted.normal_scores.astype(np.float32),
         summary=summary,
         explainer=explainer,
+        alarm_rule=alarm_rule,
     )
+
+
+def _episode_rule(spec: AlarmSpec | None) -> EpisodeRule | None:
+    """The published version's episode rule, carried into a new version of it."""
+    if spec is None:
+        return None
+    return EpisodeRule(k=spec.k, n=spec.n, level=spec.level, close_after=spec.close_after)
 
 
 @dataclass
@@ -494,6 +512,7 @@ def refit_explainer(
         calibration_scores=calibration_scores,
         summary=summary,
         explainer=explainer,
+        alarm_rule=_episode_rule(trained.manifest.alarms),
     )
 
 

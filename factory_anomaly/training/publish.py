@@ -41,6 +41,7 @@ from factory_anomaly.artifact import (
     SCORER,
     SCORER_FILE,
     TRAINING_LOG_FILE,
+    AlarmSpec,
     Manifest,
     ThresholdSpec,
     check_consistency,
@@ -156,6 +157,7 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
         },
         library_versions=library_versions(),
         metrics=metrics,
+        alarms=_alarm_spec(result),
     )
     write_manifest(manifest, build)  # provisional: lets the evaluation read the version being built
 
@@ -196,3 +198,19 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
         if "ranking" in section:
             out[model]["ranking"] = section["ranking"]
     return out
+
+
+def _alarm_spec(result: TrainResult) -> AlarmSpec | None:
+    """The manifest's `alarms` section: the calibrated episode rule, or None where there was none."""
+    rule, facts = result.alarm_rule, result.summary.get("alarms", {})
+    if rule is None:
+        return None
+    return AlarmSpec(
+        k=rule.k,
+        n=rule.n,
+        level=float(rule.level),
+        close_after=rule.close_after,
+        reading_period_s=float(facts["reading_period_s"]),
+        target_episodes_per_day=float(facts["target_episodes_per_day"]),
+        method=str(facts["method"]),
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.explainer import SensorAttentionExplainer
 from factory_anomaly.training.model import AnomalyScorer
@@ -33,3 +34,4 @@ class TrainResult:
     calibration_scores: np.ndarray  # their scores
     summary: dict[str, Any]  # config, splits, data fingerprint, timings, held-out metrics
     explainer: SensorAttentionExplainer | None = None  # eval mode; scorer frozen inside
+    alarm_rule: EpisodeRule | None = None  # None: too few normal readings to calibrate one

@@ -22,6 +22,7 @@ from factory_anomaly.artifact import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     SCORER,
+    AlarmSpec,
     ArtifactError,
     GraphSpec,
     Manifest,
@@ -130,6 +131,31 @@ def test_to_dict_makes_free_form_fields_json_ready_copies() -> None:
     assert data["training"] == {"hidden": [32, 6]}
     data["training"]["hidden"].append(1)
     assert manifest.training == {"hidden": (32, 6)}
+
+
+ALARMS = AlarmSpec(k=3, n=10, level=2.5, close_after=300, reading_period_s=1.0, target_episodes_per_day=1.0,
+                   method="gumbel_block_maxima")  # fmt: skip
+
+
+def test_the_alarm_rule_round_trips_and_is_optional() -> None:
+    manifest = replace(valid_manifest({"model.onnx": SHA_ZERO}), alarms=ALARMS)
+    check_consistency(manifest)
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+    without = valid_manifest({"model.onnx": SHA_ZERO}).to_dict()
+    without.pop("alarms")  # a version from before alarm episodes
+    assert Manifest.from_dict(without).alarms is None
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [({"k": 11}, "1 <= k <= n"), ({"k": 0}, "1 <= k <= n"), ({"close_after": 9}, "close_after must be >= n"),
+     ({"level": 0.0}, "alarms.level must be finite and > 0"),
+     ({"reading_period_s": float("inf")}, "alarms.reading_period_s must be finite"),
+     ({"target_episodes_per_day": -1.0}, "alarms.target_episodes_per_day")],
+)  # fmt: skip
+def test_an_alarm_rule_that_cannot_work_is_inconsistent(change: dict[str, Any], fragment: str) -> None:
+    manifest = replace(valid_manifest({"model.onnx": SHA_ZERO}), alarms=replace(ALARMS, **change))
+    expect("inconsistent", fragment, check_consistency, manifest)
 
 
 def test_write_manifest_writes_indented_json_and_returns_its_path(tmp_path: Path) -> None:

@@ -115,6 +115,7 @@ def test_the_install_has_no_training_stack_and_reports_its_size(installed: Path)
     package = installed / "factory_anomaly"
     assert sorted(p.name for p in package.iterdir()) == [
         "__init__.py",
+        "alarms",
         "app",
         "artifact",
     ]  # no training, no plant

@@ -1,0 +1,227 @@
+"""One asset's alarm: its episode rule applied reading by reading, and the operator's actions on it.
+
+States (ISA-18.2's lifecycle, reduced to what a reading-driven service can know):
+  none          no reading over the level in the window
+  pending       some, fewer than k: the rule may open an episode soon
+  open          an episode is open: the evidence held within the last n readings
+  acknowledged  open, and an operator has acknowledged it
+  closing       open, but the last n readings were quiet; it closes after `close_after` quiet ones
+  shelved       an operator shelved the asset (maintenance): readings are scored, no episode opens
+
+Readings are counted in the asset's time order. A reading older than the asset's latest is answered
+(`late`) but does not move the state; a reading whose id the asset has seen recently is answered with the
+alarm as it was then, so a client's retry is never counted twice. Timestamps are seconds since the epoch
+(float); `now` is the caller's clock for operator actions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from factory_anomaly.alarms.rule import EpisodeRule, KOfN
+
+NONE, PENDING, OPEN, ACKNOWLEDGED, CLOSING, SHELVED = (
+    "none", "pending", "open", "acknowledged", "closing", "shelved",
+)  # fmt: skip
+STATES = (NONE, PENDING, OPEN, ACKNOWLEDGED, CLOSING, SHELVED)
+REMEMBERED_IDS = 1024  # reading ids per asset whose answers are kept for retries
+TOP_SENSORS = 5  # sensors named per alarm
+
+
+@dataclass
+class Episode:
+    """One alarm episode: from the reading that met the rule to the one that closed it."""
+
+    id: str
+    asset: str
+    opened: float  # timestamp of the reading that met the rule
+    since: float  # timestamp of the first reading over the level in that window
+    evidence: str  # the rule that opened it, in words
+    readings: int = 0  # readings of the asset while it was open
+    peak_score: float = 0.0
+    closed: float | None = None
+    closed_by: str | None = None  # "quiet" or "shelved"
+    acknowledgements: list[dict[str, Any]] = field(default_factory=list)
+    _shares: dict[int, float] = field(default_factory=dict)  # sensor index -> summed error share
+    _names: dict[int, str] = field(default_factory=dict)
+
+    def note_sensors(self, shares: Sequence[tuple[int, str, float]]) -> None:
+        for index, name, share in shares:
+            self._shares[index] = self._shares.get(index, 0.0) + share
+            self._names[index] = name
+
+    def top_sensors(self, k: int = TOP_SENSORS) -> list[dict[str, Any]]:
+        """The sensors that carried most of the error over the episode's readings above the level, each
+        with its share of the total."""
+        total = sum(self._shares.values())
+        ranked = sorted(self._shares.items(), key=lambda item: (-item[1], item[0]))[:k]
+        return [
+            {"index": i, "name": self._names[i], "share": round(v / total, 4) if total > 0 else 0.0}
+            for i, v in ranked
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "asset": self.asset,
+            "opened": self.opened,
+            "since": self.since,
+            "closed": self.closed,
+            "closed_by": self.closed_by,
+            "readings": self.readings,
+            "peak_score": self.peak_score,
+            "evidence": self.evidence,
+            "top_sensors": self.top_sensors(),
+            "acknowledgements": list(self.acknowledgements),
+        }
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one reading's answer says of the asset's alarm."""
+
+    alarm: dict[str, Any]
+    late: bool = False
+    repeated: bool = False
+    opened: Episode | None = None  # the episode this reading opened
+    closed: Episode | None = None  # the episode this reading closed
+
+
+class AssetAlarm:
+    """The alarm state of one asset under `rule`."""
+
+    def __init__(self, asset: str, rule: EpisodeRule) -> None:
+        self.asset = asset
+        self.rule = rule
+        self.window = KOfN(rule.n)
+        self.episode: Episode | None = None
+        self.quiet = 0  # readings since the last one over the level, while an episode is open
+        self.first_over: list[float] = []  # timestamps of the window's readings over the level
+        self.latest_ts: float | None = None
+        self.shelved_until: float | None = None
+        self.shelve_note: str | None = None
+        self.readings = 0
+        self._answers: OrderedDict[str, Observed] = OrderedDict()
+
+    # --- readings -------------------------------------------------------------------------------------
+
+    def observe(
+        self,
+        ts: float,
+        score: float,
+        shares: Sequence[tuple[int, str, float]] = (),
+        reading_id: str | None = None,
+        now: float | None = None,
+    ) -> Observed:
+        """Count one scored reading (score: the model's score, NaN counts as over the level; shares: the
+        reading's top sensors as (index, name, share of its error)) and say where the alarm stands."""
+        if reading_id is not None and reading_id in self._answers:
+            self._answers.move_to_end(reading_id)
+            return _repeat(self._answers[reading_id])
+        if self.latest_ts is not None and ts < self.latest_ts:
+            result = Observed(self.view(now if now is not None else ts), late=True)
+        else:
+            result = self._count(ts, score, shares, now if now is not None else ts)
+        if reading_id is not None:
+            self._answers[reading_id] = result
+            if len(self._answers) > REMEMBERED_IDS:
+                self._answers.popitem(last=False)
+        return result
+
+    def _count(
+        self, ts: float, score: float, shares: Sequence[tuple[int, str, float]], now: float
+    ) -> Observed:
+        self.latest_ts = ts
+        self.readings += 1
+        self._expire_shelve(now)
+        if self.shelved_until is not None:
+            return Observed(self.view(now))
+        over = not score <= self.rule.level  # NaN counts as over
+        count = self.window.push(over)
+        if over:
+            self.first_over.append(ts)
+        self.first_over = self.first_over[-count:] if count else []
+        opened = closed = None
+        episode = self.episode
+        if episode is None and count >= self.rule.k:
+            episode = self.episode = Episode(
+                id=uuid.uuid4().hex, asset=self.asset, opened=ts, since=self.first_over[0],
+                evidence=self.rule.describe(),
+            )  # fmt: skip
+            opened, self.quiet = episode, 0
+        if episode is not None:
+            episode.readings += 1
+            if over:
+                episode.peak_score = max(episode.peak_score, score) if score == score else float("nan")
+                episode.note_sensors(shares)
+                self.quiet = 0
+            else:
+                self.quiet += 1
+                if self.quiet >= self.rule.close_after:
+                    closed = self._close(ts, "quiet")
+        return Observed(self.view(now), opened=opened, closed=closed)
+
+    def _close(self, ts: float, by: str) -> Episode:
+        episode = self.episode
+        assert episode is not None
+        episode.closed, episode.closed_by = ts, by
+        self.episode, self.quiet = None, 0
+        return episode
+
+    # --- operators ------------------------------------------------------------------------------------
+
+    def acknowledge(self, note: str, by: str, now: float) -> None:
+        """Record an acknowledgement of the open episode (the caller finds closed ones in the journal)."""
+        if self.episode is None:
+            raise LookupError(f"asset {self.asset!r} has no open episode")
+        self.episode.acknowledgements.append({"at": now, "by": by, "note": note})
+
+    def shelve(self, until: float, note: str, now: float) -> Episode | None:
+        """Shelve the asset until `until`: its open episode closes (by "shelved"), the window empties and
+        no episode opens until then. Returns the episode it closed, if any."""
+        if not until > now:
+            raise ValueError("a shelve must end in the future")
+        closed = self._close(now, "shelved") if self.episode is not None else None
+        self.shelved_until, self.shelve_note = until, note
+        self.window.clear()
+        self.first_over = []
+        return closed
+
+    def unshelve(self) -> None:
+        self.shelved_until = self.shelve_note = None
+
+    def _expire_shelve(self, now: float) -> None:
+        if self.shelved_until is not None and now >= self.shelved_until:
+            self.unshelve()
+
+    # --- state ----------------------------------------------------------------------------------------
+
+    def state(self, now: float) -> str:
+        self._expire_shelve(now)
+        if self.shelved_until is not None:
+            return SHELVED
+        if self.episode is not None:
+            if self.quiet >= self.rule.n:
+                return CLOSING
+            return ACKNOWLEDGED if self.episode.acknowledgements else OPEN
+        return PENDING if self.window.count else NONE
+
+    def view(self, now: float) -> dict[str, Any]:
+        """The `alarm` object of a reading's answer."""
+        episode = self.episode
+        return {
+            "id": episode.id if episode else None,
+            "state": self.state(now),
+            "since": episode.since if episode else (self.first_over[0] if self.first_over else None),
+            "readings": episode.readings if episode else self.window.count,
+            "peak_score": episode.peak_score if episode else None,
+            "top_sensors": episode.top_sensors() if episode else [],
+        }
+
+
+def _repeat(first: Observed) -> Observed:
+    return Observed(first.alarm, late=first.late, repeated=True)

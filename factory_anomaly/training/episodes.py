@@ -1,0 +1,90 @@
+"""Calibrating the per-asset episode rule (`factory_anomaly.alarms.rule`) on normal data: the level at
+which k of n readings above it happen by chance about `target` times per asset-day.
+
+Why extreme-value extrapolation: the promise is per day (one false episode a day at one reading a
+second is one in 86 400 windows), and a training recording covers a day or less, so the level cannot be
+read off as an empirical quantile. The rule fires when the k-th largest score of the last n readings
+exceeds the level, so the daily false-episode count is governed by that statistic's maxima. Its maxima
+over blocks of b readings are fitted by a Gumbel law (method of moments, on the log score: scores are
+positive and their tail is closer to exponential there), and max-stability carries the fit from blocks
+to days: the maximum over m blocks is Gumbel with location μ + β·log m. The level L then satisfies
+P(a day's maximum ≤ L) = exp(−target), i.e. about `target` exceedances a day. Normal scores here are the
+out-of-fold scores in time order, so the windows see the persistence normal operation really has
+(measured on the plant: clustered flags make k of n fire orders of magnitude more often than independent
+flags would).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from factory_anomaly.alarms.rule import EpisodeRule, episodes, kth_largest_in_window
+from factory_anomaly.training.data import Dataset
+from factory_anomaly.training.metrics import poisson_interval
+
+DAY_S = 86_400.0
+EULER_GAMMA = 0.5772156649015329
+MIN_BLOCKS = 20  # block maxima the Gumbel fit needs
+BLOCK_WINDOWS = 10  # a block spans at least this many windows of n readings
+METHOD = "gumbel_block_maxima"
+
+
+def reading_period(data: Dataset, declared: float | None) -> tuple[float, str]:
+    """Seconds between readings: the declared value, else the median step of the data's timestamps, else
+    one second (assumed, and said so)."""
+    if declared is not None:
+        return float(declared), "declared"
+    if data.timestamps is not None and data.timestamps.size > 1:
+        steps = np.diff(data.timestamps).astype("timedelta64[ns]").astype(np.float64) / 1e9
+        median = float(np.median(steps))
+        if median > 0:
+            return median, "timestamps"
+    return 1.0, "assumed"
+
+
+def calibrate_episode_rule(
+    normal_scores: np.ndarray,
+    period_s: float,
+    target_per_day: float,
+    k: int,
+    n: int,
+    close_after_s: float,
+) -> tuple[EpisodeRule | None, dict[str, Any]]:
+    """The rule's level for `target_per_day` false episodes per asset-day, from normal scores in time
+    order; (None, why) when they are too few for the fit."""
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    close_after = max(n, math.ceil(close_after_s / period_s))
+    per_day = DAY_S / period_s
+    facts: dict[str, Any] = {"k": k, "n": n, "close_after": close_after, "reading_period_s": period_s,
+                             "target_episodes_per_day": target_per_day, "method": METHOD}  # fmt: skip
+    statistic = kth_largest_in_window(scores, k, n)
+    block = max(BLOCK_WINDOWS * n, statistic.size // 100)
+    blocks = statistic.size // block
+    if blocks < MIN_BLOCKS or not np.all(statistic > 0):
+        needed = MIN_BLOCKS * BLOCK_WINDOWS * n + n - 1
+        why = f"{scores.size} normal readings; the fit needs at least {needed}"
+        return None, facts | {"calibrated": False, "why": why}
+    maxima = np.log(statistic[: blocks * block].reshape(blocks, block).max(axis=1))
+    beta = float(np.std(maxima, ddof=1)) * math.sqrt(6.0) / math.pi
+    mu = float(np.mean(maxima)) - EULER_GAMMA * beta
+    level = math.exp(mu + beta * math.log(per_day / block) - beta * math.log(target_per_day))
+    rule = EpisodeRule(k=k, n=n, level=level, close_after=close_after)
+    days = scores.size / per_day
+    found = len(episodes(scores, rule))
+    low, high = poisson_interval(found)
+    return rule, facts | {
+        "calibrated": True,
+        "level": level,
+        "block_readings": block,
+        "blocks": blocks,
+        "gumbel_log_location": mu,
+        "gumbel_log_scale": beta,
+        "days_covered": days,
+        "extrapolation": per_day / target_per_day / scores.size,
+        "episodes_on_normal_scores": found,
+        "episodes_per_day_on_normal_scores": found / days,
+        "episodes_per_day_ci95": [low / days, high / days],
+    }

@@ -1,0 +1,91 @@
+"""One asset's alarm through its lifecycle: pending, open, acknowledged, closing, closed; late and
+repeated readings; shelving."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory_anomaly.alarms.lifecycle import AssetAlarm
+from factory_anomaly.alarms.rule import EpisodeRule
+
+RULE = EpisodeRule(k=2, n=3, level=1.0, close_after=5)
+SHARES = [(4, "st1_pres_04", 0.7), (9, "st1_temp_09", 0.2)]
+
+
+def _feed(alarm: AssetAlarm, scores: list[float], start: float = 0.0) -> list[str]:
+    return [alarm.observe(start + i, s, SHARES).alarm["state"] for i, s in enumerate(scores)]
+
+
+def test_an_episode_opens_on_k_of_n_and_closes_after_the_quiet_readings() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    states = _feed(alarm, [0.1, 2.0, 0.1, 3.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert states == [
+        "none",
+        "pending",
+        "pending",
+        "open",
+        "open",
+        "open",
+        "closing",
+        "closing",
+        "none",
+        "none",
+    ]
+
+
+def test_the_alarm_names_the_episode_its_sensors_and_since_when() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    _feed(alarm, [0.1, 2.0, 0.1])
+    seen = alarm.observe(3.0, 5.0, SHARES)
+    assert seen.opened is not None
+    view = seen.alarm
+    assert view["id"] == seen.opened.id and view["since"] == 1.0 and view["peak_score"] == 5.0
+    assert [s["name"] for s in view["top_sensors"]] == ["st1_pres_04", "st1_temp_09"]
+    assert view["top_sensors"][0]["share"] == pytest.approx(0.7 / 0.9, abs=1e-4)
+
+
+def test_acknowledged_until_it_closes() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    _feed(alarm, [2.0, 2.0])
+    alarm.acknowledge("checking the pump", "operator", now=2.5)
+    assert alarm.state(3.0) == "acknowledged"
+    closed = [alarm.observe(3.0 + i, 0.1).closed for i in range(5)]
+    assert closed[-1] is not None and closed[-1].acknowledgements[0]["note"] == "checking the pump"
+    assert alarm.state(9.0) == "none"
+    with pytest.raises(LookupError):
+        alarm.acknowledge("too late", "operator", now=9.0)
+
+
+def test_a_late_reading_is_answered_but_moves_nothing() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    _feed(alarm, [0.1, 0.1], start=100.0)
+    seen = alarm.observe(50.0, 9.0)
+    assert seen.late and seen.alarm["state"] == "none" and alarm.window.count == 0
+    assert alarm.observe(101.0, 0.1).alarm["state"] == "none"  # an equal timestamp is in order
+
+
+def test_a_repeated_reading_id_is_answered_again_and_counted_once() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    first = alarm.observe(1.0, 2.0, reading_id="r-1")
+    again = alarm.observe(2.0, 2.0, reading_id="r-1")
+    assert again.repeated and again.alarm == first.alarm
+    assert alarm.window.count == 1 and alarm.readings == 1
+
+
+def test_a_nan_score_counts_as_over_the_level() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    _feed(alarm, [float("nan"), float("nan")])
+    assert alarm.state(2.0) == "open"
+
+
+def test_shelving_closes_the_episode_and_holds_alarms_off_until_it_ends() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    _feed(alarm, [2.0, 2.0])
+    closed = alarm.shelve(until=100.0, note="maintenance", now=2.0)
+    assert closed is not None and closed.closed_by == "shelved"
+    assert _feed(alarm, [5.0, 5.0, 5.0], start=3.0) == ["shelved"] * 3
+    assert alarm.readings == 5  # still scored and counted as readings
+    states = [alarm.observe(100.0 + i, 5.0, now=100.0 + i).alarm["state"] for i in range(2)]
+    assert states == ["pending", "open"]  # the evidence starts afresh after the shelve
+    with pytest.raises(ValueError, match="future"):
+        alarm.shelve(until=50.0, note="", now=200.0)

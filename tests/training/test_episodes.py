@@ -1,0 +1,89 @@
+"""Calibrating the episode rule: the level keeps its false-episode promise per asset-day on fresh normal
+scores, is refused (with the reason) where the data is too short, and reaches the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory_anomaly.alarms.rule import episodes
+from factory_anomaly.artifact import CARD_FILE, read_manifest
+from factory_anomaly.training.data import Dataset
+from factory_anomaly.training.episodes import calibrate_episode_rule, reading_period
+from tests.training.test_cli import cli
+
+DAY = 86_400
+
+
+def _autocorrelated_scores(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Positive scores with persistence (an AR(1) in log space), like a model's scores of normal data."""
+    noise = rng.normal(size=rows)
+    log_score = np.empty(rows)
+    log_score[0] = noise[0]
+    for t in range(1, rows):
+        log_score[t] = 0.7 * log_score[t - 1] + np.sqrt(1 - 0.7**2) * noise[t]
+    return np.exp(0.5 * log_score)
+
+
+@pytest.mark.parametrize(("k", "n"), [(1, 1), (3, 10)])
+def test_the_level_keeps_its_promise_per_day_on_fresh_scores(k: int, n: int) -> None:
+    rng = np.random.default_rng(k)
+    rule, facts = calibrate_episode_rule(_autocorrelated_scores(rng, DAY), 1.0, 4.0, k, n, 60.0)
+    assert rule is not None and facts["calibrated"] and facts["days_covered"] == pytest.approx(1.0)
+    fresh_days = 15
+    found = len(episodes(_autocorrelated_scores(rng, fresh_days * DAY), rule))
+    # 60 expected; Gumbel extrapolation from one day is approximate: within a factor of two
+    assert 0.5 * 4.0 * fresh_days <= found <= 2.0 * 4.0 * fresh_days
+
+
+def test_too_few_readings_give_no_rule_and_say_why() -> None:
+    rule, facts = calibrate_episode_rule(np.ones(500) + np.arange(500) * 1e-3, 1.0, 1.0, 3, 10, 300.0)
+    assert rule is None and not facts["calibrated"] and "needs at least 2009" in facts["why"]
+
+
+def test_close_after_is_in_readings_and_at_least_the_window() -> None:
+    scores = _autocorrelated_scores(np.random.default_rng(5), 5000)
+    assert calibrate_episode_rule(scores, 60.0, 1.0, 3, 10, 300.0)[0].close_after == 10  # type: ignore[union-attr]
+    assert calibrate_episode_rule(scores, 1.0, 1.0, 3, 10, 300.0)[0].close_after == 300  # type: ignore[union-attr]
+
+
+def test_the_reading_period_comes_from_the_timestamps_unless_declared() -> None:
+    values = np.zeros((5, 2), dtype=np.float32)
+    stamps = np.datetime64("2026-01-01T00:00:00") + np.arange(5) * np.timedelta64(60, "s")
+    timed = Dataset(values, ("a", "b"), timestamps=stamps)
+    assert reading_period(timed, None) == (60.0, "timestamps")
+    assert reading_period(timed, 2.5) == (2.5, "declared")
+    assert reading_period(Dataset(values, ("a", "b")), None) == (1.0, "assumed")
+
+
+def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: Path) -> None:
+    manifest = read_manifest(trained_small)
+    alarms = manifest.alarms
+    assert alarms is not None and alarms.reading_period_s == 1.0 and alarms.target_episodes_per_day == 1.0
+    assert (alarms.k, alarms.n, alarms.close_after) == (3, 10, 300)
+    assert alarms.level > 0 and alarms.method == "gumbel_block_maxima"
+    facts = manifest.training["alarms"]
+    assert (
+        facts["calibrated"] and facts["reading_period_source"] == "assumed"
+    )  # the fixture has no timestamps
+    assert facts["episodes_per_day_ci95"][0] <= facts["episodes_per_day_on_normal_scores"]
+    card = (trained_small / CARD_FILE).read_text()
+    assert "## Alarm episodes (per asset)" in card and "3 of an asset's last 10 readings" in card
+    assert "assumed: the data has no timestamps" in card
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--alarm-target-per-day", "0", "alarm target must be > 0"), ("--alarm-k", "0", "--alarm-k"),
+     ("--reading-period-s", "-1", "reading period must be > 0")],
+)  # fmt: skip
+def test_the_cli_refuses_a_bad_alarm_option(
+    tmp_path: Path, small_plant, flag: str, value: str, message: str
+) -> None:
+    from factory_anomaly.plant.synthetic import write_run
+
+    paths = write_run(small_plant, small_plant.simulate(300, seed=1), tmp_path / "data", formats=("npz",))
+    result = cli("train", "--data", str(paths["npz"]), "--out", str(tmp_path / "m"), flag, value)
+    assert result.returncode == 2 and message in result.stderr
