@@ -104,6 +104,7 @@ class AssetAlarm:
         self.latest_ts: float | None = None
         self.shelved_until: float | None = None
         self.shelve_note: str | None = None
+        self.shelved_by: str | None = None
         self.readings = 0
         self._answers: OrderedDict[str, Observed] = OrderedDict()
 
@@ -162,15 +163,24 @@ class AssetAlarm:
             else:
                 self.quiet += 1
                 if self.quiet >= self.rule.close_after:
-                    closed = self._close(ts, "quiet")
+                    closed = self.close(ts, "quiet")
         return Observed(self.view(now), opened=opened, closed=closed)
 
-    def _close(self, ts: float, by: str) -> Episode:
+    def close(self, ts: float, by: str) -> Episode:
+        """Close the open episode at `ts` ("quiet", "shelved", or the caller's reason) and return it."""
         episode = self.episode
-        assert episode is not None
+        if episode is None:
+            raise LookupError(f"asset {self.asset!r} has no open episode")
         episode.closed, episode.closed_by = ts, by
         self.episode, self.quiet = None, 0
         return episode
+
+    def set_rule(self, rule: EpisodeRule) -> None:
+        """Apply a new rule (a new model version): the window starts afresh; an open episode stays open
+        and closes by the new rule's quiet count."""
+        self.rule = rule
+        self.window = KOfN(rule.n)
+        self.first_over = []
 
     # --- operators ------------------------------------------------------------------------------------
 
@@ -185,14 +195,14 @@ class AssetAlarm:
         no episode opens until then. Returns the episode it closed, if any."""
         if not until > now:
             raise ValueError("a shelve must end in the future")
-        closed = self._close(now, "shelved") if self.episode is not None else None
+        closed = self.close(now, "shelved") if self.episode is not None else None
         self.shelved_until, self.shelve_note = until, note
         self.window.clear()
         self.first_over = []
         return closed
 
     def unshelve(self) -> None:
-        self.shelved_until = self.shelve_note = None
+        self.shelved_until = self.shelve_note = self.shelved_by = None
 
     def _expire_shelve(self, now: float) -> None:
         if self.shelved_until is not None and now >= self.shelved_until:

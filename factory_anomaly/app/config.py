@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     """Calibration drift: the smallest realised / promised flag rate reported as drift, however
     significant a smaller excess is."""
 
+    asset_ttl_s: float = Field(default=7 * 86_400.0, gt=0)
+    """Alarm episodes (`serving.assets`): an asset with no reading for this long is forgotten (its open
+    episode closes as "evicted"), so `GET /v1/assets` stays bounded."""
+
+    max_tracked_assets: int = Field(default=10_000, ge=1)
+    """Alarm episodes: the most assets held at once; beyond it the longest-idle one is forgotten."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

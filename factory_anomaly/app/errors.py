@@ -72,6 +72,12 @@ class ErrorCode(StrEnum):
     INVALID_BINARY_LENGTH = "invalid_binary_length", 422, "an octet-stream body not a whole number of rows"
     EMPTY_BODY = "empty_body", 422, "an octet-stream body with no bytes"
     INVALID_VERSION = "invalid_version", 422, "a version name that cannot be a version directory"
+    INVALID_ASSET = "invalid_asset", 422, "an asset name not 1-128 characters of [A-Za-z0-9._:/-]"
+    ASSET_MISMATCH = "asset_mismatch", 422, "the body's `asset` differs from the X-Asset header"
+    INVALID_TS = "invalid_ts", 422, "a timestamp that is not RFC 3339 with a zone or Unix seconds"
+    INVALID_SHELVE = "invalid_shelve", 422, "a shelve without a positive `duration_s` (at most a year)"
+    ALARM_NOT_FOUND = "alarm_not_found", 404, "no alarm episode with that id"
+    ASSET_NOT_FOUND = "asset_not_found", 404, "no asset of that name has been seen (or it was evicted)"
     VALIDATION_ERROR = "validation_error", 422, "FastAPI's own request validation"
     INTERNAL_ERROR = "internal_error", 500, "a bug; logged with its traceback, the body says nothing more"
     MODEL_UNAVAILABLE = "model_unavailable", 503, "no model is loaded (the message says why)"
@@ -155,6 +161,12 @@ class InvalidInput(ServiceError):
     """422: the request is well-formed JSON or binary, but its content cannot be scored."""
 
     code = ErrorCode.INVALID_TYPE
+
+
+class NotFound(ServiceError):
+    """404 for a thing the request names that the service does not hold (an alarm, an asset)."""
+
+    code = ErrorCode.ALARM_NOT_FOUND
 
 
 class ReloadFailed(ServiceError):

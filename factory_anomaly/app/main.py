@@ -23,9 +23,10 @@ from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
 from factory_anomaly.app.observability.metrics import Metrics
 from factory_anomaly.app.observability.middleware import MetricsMiddleware, RequestContextMiddleware
-from factory_anomaly.app.routes import admin, explain, health, model, scoring
+from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
+from factory_anomaly.app.serving.assets import AssetBook
 from factory_anomaly.app.serving.pool import InferencePool
 from factory_anomaly.app.serving.service import ScoringService, micro_batcher
 
@@ -48,7 +49,8 @@ def create_app(
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
         app.state.batcher = batcher = micro_batcher(settings, pool, metrics)
-        app.state.service = ScoringService(settings, registry, pool, metrics, batcher)
+        app.state.assets = assets = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets)
+        app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
@@ -75,7 +77,7 @@ def create_app(
     # Added after RequestContextMiddleware, so outside it: it sees the final status of every request,
     # the catch-all 500 included.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    routers = [module.router for module in (scoring, explain, model, health, admin, metrics_route)]
+    routers = [module.router for module in (scoring, explain, alarms, model, health, admin, metrics_route)]
     for router in routers:
         app.include_router(router)
     metrics.init_routes(route for router in routers for route in router.routes)

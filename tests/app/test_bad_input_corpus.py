@@ -175,7 +175,7 @@ CASES: list[Case] = [
          scores_as=reading(1.5)),
     Case("id-with-colons", "POST", SCORE, JSON_BODY, values(ROW, ', "id": "line:3:press"'), 200, None,
          scores_as=reading(1.5)),
-    Case("unknown-field", "POST", SCORE, JSON_BODY, values(ROW, ', "ts": 1'), 422, "unknown_field"),
+    Case("unknown-field", "POST", SCORE, JSON_BODY, values(ROW, ', "time": 1'), 422, "unknown_field"),
     Case("field-case", "POST", SCORE, JSON_BODY, b'{"Values": [' + ", ".join(ROW).encode() + b"]}",
          422, "unknown_field"),
     Case("top-k-on-score", "POST", SCORE, JSON_BODY, values(ROW, ', "top_k": 3'), 422, "unknown_field"),

@@ -204,6 +204,13 @@ def test_the_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
             {"ids": None, "vectors": [[1, -0, 9007199254740993, 2**63, 1.5e-320, 5, 6, 1e38]]}
         ).encode(),
         b' \n{ "vectors" : [ [1,2,3,4,5,6,7,8] ] }\t',
+        orjson.dumps(
+            {
+                "vectors": x[:3].astype(np.float64).tolist(),
+                "asset": "line-3/press:[7]",
+                "ts": ["2026-11-26T06:12:00Z", 1795673521, "2026-11-26T07:12:02+01:00"],
+            }
+        ),  # fmt: skip
     ]
     for body in bodies:
         fast, full = _both(body, n=8, max_batch=100)
@@ -211,6 +218,7 @@ def test_the_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
         assert fast.x.dtype == np.float32 and fast.x.flags.c_contiguous
         assert fast.x.tobytes() == full.x.tobytes()  # bit for bit, signs of zero included
         assert fast.ids == full.ids
+        assert fast.ts == full.ts and fast.asset == full.asset
 
 
 @pytest.mark.parametrize(
@@ -243,6 +251,12 @@ def test_the_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
         b'{"vectors": [[1, 2, 3]]' + b"]" * 5,
         b'{"vectors": ' + b"[" * 5000 + b"]" * 5000 + b"}",
         json.dumps({"vectors": [[1, 2, 3]] * 11}).encode(),  # over max_batch
+        b'{"vectors": [[1, 2, 3]], "ts": ["yesterday"]}',
+        b'{"vectors": [[1, 2, 3]], "ts": [1, 2]}',
+        b'{"vectors": [[1, 2, 3]], "ts": [[1]]}',
+        b'{"vectors": [[1, 2, [3]]], "ts": ["2026-11-26T06:12:00Z["]}',  # a "[" in a string balances nothing
+        b'{"vectors": [[1, 2, 3]], "ts": 5}',
+        b'{"vectors": [[1, 2, 3]], "ts": [true]}',
     ],
 )
 def test_the_fast_path_leaves_every_bad_body_to_the_full_path(body: bytes) -> None:

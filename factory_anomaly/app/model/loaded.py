@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.app.errors import ExplainerUnavailable
 from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import EXPLAINER, Manifest
@@ -42,6 +43,7 @@ class Assessment:
     is_anomaly: np.ndarray
     top_sensors: dict[int, list[tuple[str, float]]]
     run_seconds: float = 0.0  # wall time of the onnxruntime run that produced the scores
+    sensor_error: np.ndarray | None = None  # float32 [N, n_sensors]: alarm episodes name their sensors
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,14 @@ class LoadedModel:
     @property
     def has_explainer(self) -> bool:
         return self.explainer is not None
+
+    @cached_property
+    def alarm_rule(self) -> EpisodeRule | None:
+        """The version's per-asset episode rule (None: a version from before alarm episodes)."""
+        spec = self.manifest.alarms
+        if spec is None:
+            return None
+        return EpisodeRule(k=spec.k, n=spec.n, level=spec.level, close_after=spec.close_after)
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x float32 [N, n_sensors] -> (score float32 [N], sensor_error float32 [N, n_sensors])."""
@@ -147,4 +157,4 @@ class LoadedModel:
                 errors = sensor_error[row]
                 order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]
                 top[row] = [(self.sensor_names[j], float(errors[j])) for j in order.tolist()]
-        return Assessment(scores, is_anomaly, top, run_seconds)
+        return Assessment(scores, is_anomaly, top, run_seconds, sensor_error)

@@ -168,4 +168,5 @@ def _row(assessment: Assessment, row: int) -> Assessment:
         is_anomaly=assessment.is_anomaly[row : row + 1],
         top_sensors={} if top is None else {0: top},
         run_seconds=assessment.run_seconds,
+        sensor_error=None if assessment.sensor_error is None else assessment.sensor_error[row : row + 1],
     )

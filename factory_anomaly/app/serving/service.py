@@ -10,17 +10,20 @@ costs more than the work (docs/benchmarks.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
+from factory_anomaly.alarms.lifecycle import Observed
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.model import Assessment, LoadedModel
 from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import log_anomalies
 from factory_anomaly.app.observability.metrics import SCORING_ROUTES, Metrics
+from factory_anomaly.app.serving.assets import AssetBook, AssetReadings
 from factory_anomaly.app.serving.batcher import MicroBatcher
 from factory_anomaly.app.serving.explaining import Explanation, explain_reading
 from factory_anomaly.app.serving.pool import InferencePool
+from factory_anomaly.app.wire.assets import binary_ts, request_asset
 from factory_anomaly.app.wire.parse import (
     Readings,
     parse_batch_binary,
@@ -33,32 +36,61 @@ SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": the
 
 
 @dataclass(frozen=True)
+class AssetHeaders:
+    """What a scoring request's headers say of its readings' asset and time (`wire.assets`)."""
+
+    asset: str | None = None  # X-Asset
+    ts_start: str | None = None  # X-Ts-Start (binary batches)
+    ts_step: str | None = None  # X-Ts-Step-S (binary batches)
+
+
+NO_ASSET = AssetHeaders()
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's readings, their assessment and, when they carry an asset, what each did to its alarm
+    (None: no asset, or a version without an episode rule)."""
+
+    readings: Readings
+    assessment: Assessment
+    asset: str | None = None
+    alarms: list[Observed] | None = None
+
+
+@dataclass(frozen=True)
 class ScoringService:
     settings: Settings
     registry: ModelRegistry
     pool: InferencePool
     metrics: Metrics
     batcher: MicroBatcher | None  # micro-batching of single readings, when MICROBATCH_MAX_BATCH > 1
+    assets: AssetBook
 
     def model(self) -> LoadedModel:
         """The model serving now (503 `model_unavailable` without one); a request keeps it to the end."""
         return self.registry.require()
 
-    async def score_one(self, model: LoadedModel, body: bytes) -> tuple[Readings, Assessment]:
+    async def score_one(self, model: LoadedModel, body: bytes, headers: AssetHeaders = NO_ASSET) -> Scored:
         """One JSON reading, micro-batched with other waiting readings when that is on."""
-        parse = partial(parse_single_json, body, model.sensor_names)
+        parse = partial(_with_asset, partial(parse_single_json, body, model.sensor_names), headers)
         inline = len(body) <= self.settings.inline_max_body_bytes
         if self.batcher is None:
             return await self._assess(model, parse, SCORE_ROUTE, inline)
-        readings = await self.pool.run(parse, inline=inline)
+        readings, asset = await self.pool.run(parse, inline=inline)
         assessment = await self.batcher.assess(model, readings.x)  # it observes each batched run
         log_anomalies(model, readings.ids, assessment)
-        return readings, assessment
+        return self._track(model, readings, assessment, asset)
 
-    async def score_batch(self, model: LoadedModel, body: bytes, binary: bool) -> tuple[Readings, Assessment]:
-        """A batch: JSON `{"vectors", "ids"}` or N x n little-endian float32 (`binary`)."""
+    async def score_batch(
+        self, model: LoadedModel, body: bytes, binary: bool, headers: AssetHeaders = NO_ASSET
+    ) -> Scored:
+        """A batch of one asset's readings in time order (or of no asset): JSON `{"vectors", "ids",
+        "asset", "ts"}` or N x n little-endian float32 (`binary`)."""
         parser = parse_batch_binary if binary else parse_batch_json
-        parse = partial(parser, body, model.sensor_names, self.settings.max_batch)
+        parse = partial(
+            _with_asset, partial(parser, body, model.sensor_names, self.settings.max_batch), headers
+        )
         return await self._assess(model, parse, BATCH_ROUTE, len(body) <= self.settings.inline_max_body_bytes)
 
     async def explain(self, model: LoadedModel, body: bytes) -> tuple[Readings, Explanation]:
@@ -71,29 +103,49 @@ class ScoringService:
         return readings, explanation
 
     async def _assess(
-        self, model: LoadedModel, parse: Callable[[], Readings], route: str, inline: bool
-    ) -> tuple[Readings, Assessment]:
-        readings, assessment = await self.pool.run(
-            partial(self._parse_and_assess, model, parse, route), inline=inline
-        )
-        log_anomalies(model, readings.ids, assessment)
-        return readings, assessment
+        self, model: LoadedModel, parse: Callable[[], tuple[Readings, str | None]], route: str, inline: bool
+    ) -> Scored:
+        scored = await self.pool.run(partial(self._parse_and_assess, model, parse, route), inline=inline)
+        log_anomalies(model, scored.readings.ids, scored.assessment)
+        return scored
 
     def _parse_and_assess(
-        self, model: LoadedModel, parse: Callable[[], Readings], route: str
-    ) -> tuple[Readings, Assessment]:
+        self, model: LoadedModel, parse: Callable[[], tuple[Readings, str | None]], route: str
+    ) -> Scored:
         """The request's CPU work, on the pool (parsing a large JSON batch takes milliseconds; the metrics'
-        per-reading drift and score ratios are numpy passes over the batch)."""
-        readings = parse()
+        per-reading drift and score ratios are numpy passes over the batch). Every check comes before the
+        first reading moves an alarm: nothing is half-applied."""
+        readings, asset = parse()
         assessment = model.assess(readings.x, self.settings.log_top_sensors)
         self.metrics.observe_scoring(route, model, readings.x, assessment)
-        return readings, assessment
+        return self._track(model, readings, assessment, asset)
+
+    def _track(
+        self, model: LoadedModel, readings: Readings, assessment: Assessment, asset: str | None
+    ) -> Scored:
+        """Count the readings of `asset` into its alarm (when the version has an episode rule)."""
+        rule = model.alarm_rule
+        if asset is None or rule is None:
+            return Scored(readings, assessment, asset)
+        ts = readings.ts or [None] * len(readings.ids)
+        batch = AssetReadings(asset, ts, readings.ids, assessment.scores, assessment.sensor_error,
+                              model.sensor_names)  # fmt: skip
+        return Scored(readings, assessment, asset, self.assets.observe(batch, rule))
 
     def _parse_and_explain(
         self, model: LoadedModel, parse: Callable[[], tuple[Readings, int]]
     ) -> tuple[Readings, Explanation]:
         readings, top_k = parse()
         return readings, explain_reading(model, readings.x, top_k, self.settings.log_top_sensors)
+
+
+def _with_asset(parse: Callable[[], Readings], headers: AssetHeaders) -> tuple[Readings, str | None]:
+    """Parse, then resolve the asset (header against body) and, for a binary batch, its timestamps."""
+    readings = parse()
+    asset = request_asset(headers.asset, readings.asset)
+    if readings.ts is None and (headers.ts_start is not None or headers.ts_step is not None):
+        readings = replace(readings, ts=binary_ts(headers.ts_start, headers.ts_step, len(readings.ids)))
+    return readings, asset
 
 
 def micro_batcher(settings: Settings, pool: InferencePool, metrics: Metrics) -> MicroBatcher | None:

@@ -29,14 +29,15 @@ import orjson
 import simdjson
 
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, MalformedRequest, PayloadTooLarge
+from factory_anomaly.app.wire.assets import parse_ts, parse_ts_list
 
 FLOAT32_LIMIT = 3.4028235e38
 """Largest magnitude accepted: float32's maximum as it is usually written (numbers up to it round to a
 finite float32)."""
 
-SINGLE_FIELDS = ("values", "id")
+SINGLE_FIELDS = ("values", "id", "asset", "ts")
 EXPLAIN_FIELDS = ("values", "top_k", "id")
-BATCH_FIELDS = ("vectors", "ids")
+BATCH_FIELDS = ("vectors", "ids", "asset", "ts")
 _BATCH_FIELD_SET = frozenset(BATCH_FIELDS)
 DEFAULT_TOP_K = 10
 """Sensors an explanation lists when the request does not say (all of them on a model with fewer)."""
@@ -47,10 +48,14 @@ _LONGEST_INT_DIGITS = 400  # longer integer literals are parsed as +-inf (out of
 
 @dataclass(frozen=True)
 class Readings:
-    """Validated readings: `x` float32 [N, n_sensors] C-contiguous, `ids` one per row (None = not given)."""
+    """Validated readings: `x` float32 [N, n_sensors] C-contiguous, `ids` one per row (None = not given),
+    `ts` one per row in Unix seconds (None = not given), `asset` the body's `"asset"` as given (checked
+    against the X-Asset header by `wire.assets.request_asset`)."""
 
     x: np.ndarray
     ids: list[str | None]
+    ts: list[float | None] | None = None
+    asset: Any = None
 
 
 class _NonFinite:
@@ -116,9 +121,10 @@ def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -
     _check_rows(len(vectors), max_batch)
     ids = _ids(obj.get("ids"), len(vectors))
     x = _to_array(vectors, len(sensor_names), lambda i: f"vectors[{i}]")
+    ts = parse_ts_list(obj.get("ts"), len(vectors))
     _refuse_unless_valid(syntax_error)
     refuse_duplicate_fields(body, obj)
-    return Readings(x, ids)
+    return Readings(x, ids, ts, obj.get("asset"))
 
 
 def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
@@ -154,6 +160,9 @@ def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
         x = np.frombuffer(vectors.as_buffer(of_type="d"), dtype=np.float64)
         given = doc["ids"] if "ids" in keys else None
         ids: Any = given.as_list() if isinstance(given, simdjson.Array) else given
+        given_ts = doc["ts"] if "ts" in keys else None
+        stamps: Any = given_ts.as_list() if isinstance(given_ts, simdjson.Array) else given_ts
+        asset: Any = doc["asset"] if "asset" in keys else None
     except (ValueError, TypeError, KeyError, RuntimeError, IndexError):  # simdjson's refusals
         return None
     if x.size != rows * n or not (x.max() <= FLOAT32_LIMIT and x.min() >= -FLOAT32_LIMIT):
@@ -162,14 +171,24 @@ def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
         type(ids) is not list or len(ids) != rows or any(type(ident) is not str for ident in ids)
     ):
         return None
-    # as_buffer flattens nested lists ([1, [2], 3] reads as 1, 2, 3), so count the brackets: without
-    # escapes, every "[" is the batch's, a row's, the ids' or one inside an id, and a nested list adds one.
-    # This holds because `ids` is the only field with strings besides the keys (BATCH_FIELDS): a new
-    # string field must be counted here too.
-    brackets = 1 + rows + (0 if ids is None else 1 + sum(ident.count("[") for ident in ids))
-    if body.count(b"[") != brackets:
+    if asset is not None and type(asset) is not str:
         return None
-    return Readings(x.reshape(rows, n).astype(np.float32), [None] * rows if ids is None else ids)
+    if stamps is not None and (
+        type(stamps) is not list or any(type(stamp) not in (str, int, float) for stamp in stamps)
+    ):
+        return None
+    # as_buffer flattens nested lists ([1, [2], 3] reads as 1, 2, 3), so count the brackets: without
+    # escapes, every "[" is the batch's, a row's, the ids' or the ts' list's, or one inside a string (an
+    # id, a ts, the asset), and a nested list adds one. Every string field (BATCH_FIELDS) is counted here.
+    strings = [*(ids or ()), *(s for s in stamps or () if type(s) is str), *([asset] if asset else [])]
+    lists = 1 + rows + (ids is not None) + (stamps is not None)
+    if body.count(b"[") != lists + sum(text.count("[") for text in strings):
+        return None
+    try:
+        ts = parse_ts_list(stamps, rows)
+    except InvalidInput:  # the full path names it
+        return None
+    return Readings(x.reshape(rows, n).astype(np.float32), [None] * rows if ids is None else ids, ts, asset)
 
 
 def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
@@ -229,11 +248,12 @@ def refuse_duplicate_fields(body: bytes, doc: dict[str, Any]) -> None:
 
 
 def _colons(value: Any) -> int:
-    """Colons inside a validated field's strings: `id`, or each of `ids` (readings are numbers)."""
+    """Colons inside a validated field's strings: `id`, `asset`, each of `ids` or `ts` (readings are
+    numbers)."""
     if type(value) is str:
         return value.count(":")
-    if type(value) is list and value and type(value[0]) is str:
-        return sum(ident.count(":") for ident in value)
+    if type(value) is list and value and type(value[0]) is not list:
+        return sum(item.count(":") for item in value if type(item) is str)
     return 0
 
 
@@ -292,12 +312,13 @@ def _object(doc: Any, fields: tuple[str, ...], required: str) -> dict[str, Any]:
 
 
 def _single(obj: dict[str, Any], n: int) -> Readings:
-    """The `values` and optional `id` of a one-reading body."""
+    """The `values` and optional `id`, `ts` and `asset` of a one-reading body."""
     ident = obj.get("id")
     if ident is not None and type(ident) is not str:
         raise InvalidInput(f"id must be a string, got {_kind(ident)}", code=ErrorCode.INVALID_TYPE)
     x = _to_array([obj["values"]], n, lambda _: "values")
-    return Readings(x, [ident])
+    stamp = obj.get("ts")
+    return Readings(x, [ident], None if stamp is None else [parse_ts(stamp, "ts")], obj.get("asset"))
 
 
 def _check_rows(rows: int, max_batch: int) -> None:

@@ -20,9 +20,22 @@ class _Strict(BaseModel):
 # --- requests (documentation only) ------------------------------------------------------------------------
 
 
+_ASSET_BODY = (
+    "Optional: the asset, which must equal the X-Asset header (the header is what a proxy routes on and "
+    "what turns on alarm episodes)."
+)
+_TS = "RFC 3339 with a zone (2026-11-26T06:12:00Z) or Unix seconds; absent: the arrival time."
+
+
 class ScoreRequest(_Strict):
     values: list[float] = Field(description="One reading: n_sensors numbers in the model's sensor order.")
-    id: str | None = Field(None, description="Optional id echoed in the response and the anomaly log.")
+    id: str | None = Field(
+        None,
+        description="Optional id echoed in the response and the anomaly log; with an asset, a reading whose "
+        "id the asset has seen recently is answered again without being counted twice.",
+    )
+    asset: str | None = Field(None, description=_ASSET_BODY)
+    ts: str | float | None = Field(None, description=f"When the reading was taken: {_TS}")
 
 
 class ExplainRequest(_Strict):
@@ -37,8 +50,23 @@ class ExplainRequest(_Strict):
 
 
 class BatchScoreRequest(_Strict):
-    vectors: list[list[float]] = Field(description="1..MAX_BATCH readings, each n_sensors numbers.")
+    vectors: list[list[float]] = Field(
+        description="1..MAX_BATCH readings, each n_sensors numbers; with an asset, in time order."
+    )
     ids: list[str] | None = Field(None, description="Optional: one id per vector, in the same order.")
+    asset: str | None = Field(None, description=_ASSET_BODY)
+    ts: list[str | float] | None = Field(None, description=f"Optional: one time per vector, {_TS}")
+
+
+class AckRequest(_Strict):
+    note: str = Field("", max_length=1000, description="What the operator is doing about it.")
+    by: str = Field("operator", min_length=1, max_length=128, description="Who acknowledges.")
+
+
+class ShelveRequest(_Strict):
+    duration_s: float = Field(gt=0, description="How long, in seconds (at most a year).")
+    note: str = Field("", max_length=1000, description="Why (e.g. maintenance).")
+    by: str = Field("operator", min_length=1, max_length=128, description="Who shelves.")
 
 
 class ReloadRequest(_Strict):
@@ -67,15 +95,76 @@ def openapi_body(
 # --- responses --------------------------------------------------------------------------------------------
 
 
+class AlarmSensor(BaseModel):
+    index: int = Field(description="Position in the model's sensor order (0-based).")
+    name: str
+    share: float = Field(description="Its share of the error over the episode's readings above the level.")
+
+
+class Alarm(BaseModel):
+    id: str | None = Field(description="The open episode's id; null when none is open.")
+    state: Literal["none", "pending", "open", "acknowledged", "closing", "shelved"]
+    since: float | None = Field(description="Unix seconds of the first reading above the level.")
+    readings: int = Field(description="Readings since the episode opened (pending: those above the level).")
+    peak_score: float | None
+    top_sensors: list[AlarmSensor]
+
+
 class ScoreResponse(BaseModel):
     id: str | None
     score: float | None = Field(
-        description="Mean squared standardised residual; null when not finite (readings near float32's "
-        "limits overflow inside the model), which counts as anomalous."
+        description="The model's score (docs: 'Score and threshold'); null when not finite (readings near "
+        "float32's limits overflow inside the model), which counts as anomalous."
     )
     threshold: float
     is_anomaly: bool = Field(description="score > threshold (or the score is not finite).")
     model_version: str
+    alarm: Alarm | None = Field(
+        None,
+        description="Only with an X-Asset: the asset's alarm after this reading (null when the version has "
+        "no episode rule).",
+    )
+    late: bool | None = Field(
+        None, description="Only when true: the reading is older than the asset's latest, so it moved nothing."
+    )
+
+
+class Acknowledgement(BaseModel):
+    at: float
+    by: str
+    note: str
+
+
+class Episode(BaseModel):
+    id: str
+    asset: str
+    opened: float = Field(description="Unix seconds of the reading that met the rule.")
+    since: float = Field(description="Unix seconds of the first reading above the level in that window.")
+    closed: float | None
+    closed_by: str | None = Field(description='"quiet", "shelved" or "evicted"; null while open.')
+    readings: int
+    peak_score: float | None
+    evidence: str = Field(description="The rule that opened it, in words.")
+    top_sensors: list[AlarmSensor]
+    acknowledgements: list[Acknowledgement]
+
+
+class EpisodeList(BaseModel):
+    alarms: list[Episode] = Field(description="Newest first.")
+
+
+class AssetState(BaseModel):
+    asset: str
+    state: Literal["none", "pending", "open", "acknowledged", "closing", "shelved"]
+    alarm_id: str | None
+    readings: int
+    last_reading_ts: float | None
+    shelved_until: float | None
+    shelve_note: str | None
+
+
+class AssetList(BaseModel):
+    assets: list[AssetState] = Field(description="Most recently active first.")
 
 
 class SensorExplanation(BaseModel):
@@ -109,11 +198,14 @@ class BatchResult(BaseModel):
     id: str | None
     score: float | None
     is_anomaly: bool
+    alarm: Alarm | None = Field(None, description="Only with an X-Asset, as in /v1/score.")
+    late: bool | None = Field(None, description="Only when true, as in /v1/score.")
 
 
 class BatchScoreResponse(BaseModel):
     model_version: str
     threshold: float
+    asset: str | None = Field(None, description="Only with an X-Asset.")
     results: list[BatchResult] = Field(description="One per vector, in request order.")
 
 

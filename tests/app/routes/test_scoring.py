@@ -112,7 +112,7 @@ BAD_REQUESTS: list[tuple[str, str, str | None, bytes, int, str, str]] = [
     ("values-not-list", ONE, JSON, b'{"values": 1.5}', 422, "invalid_type", "values must be a list"),
     ("missing-values", ONE, JSON, b'{"id": "a"}', 422, "missing_field", "'values'"),
     ("misspelt-field", ONE, JSON, b'{"value": [1.5]}', 422, "unknown_field", "'value'"),
-    ("extra-field", ONE, JSON, values_json(VALID_ROW)[:-1] + b', "ts": 1}', 422, "unknown_field", "'ts'"),
+    ("extra-field", ONE, JSON, values_json(VALID_ROW)[:-1] + b', "time": 1}', 422, "unknown_field", "'time'"),
     (
         "id-not-string",
         ONE,
@@ -487,4 +487,15 @@ def test_every_other_route_needs_an_api_key(live: LiveServer) -> None:
             assert response.status_code == 401, (method, path, response.text)
             assert response.json()["error"]["code"] == "missing_api_key"
             checked.append(f"{method.upper()} {path}")
-    assert sorted(checked) == ["GET /v1/model", "POST /v1/explain", "POST /v1/score", "POST /v1/score/batch"]
+    assert sorted(checked) == [
+        "GET /v1/alarms",
+        "GET /v1/alarms/{alarm_id}",
+        "GET /v1/assets",
+        "GET /v1/assets/{asset}",
+        "GET /v1/model",
+        "POST /v1/alarms/{alarm_id}/ack",
+        "POST /v1/assets/{asset}/shelve",
+        "POST /v1/explain",
+        "POST /v1/score",
+        "POST /v1/score/batch",
+    ]

@@ -1,0 +1,193 @@
+"""Every asset's alarm in this process: the per-asset lifecycles (`factory_anomaly.alarms`), their
+episodes, and the operators' actions on them.
+
+Why in the process: each reading moves its asset's state, so the state must sit where the reading is
+scored; a proxy hashing on X-Asset sends an asset's readings to one process (deploy/). Bounded: an asset
+idle for `ttl_s` is forgotten (its closed episodes stay in the history until they age out of it), and
+beyond `max_assets` the longest-idle one goes first. One lock guards it: an update is a few dictionary
+operations, far shorter than the scoring it follows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from factory_anomaly.alarms.lifecycle import AssetAlarm, Episode, Observed
+from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
+
+SHARES_PER_READING = 10  # sensors of a reading an episode's ranking accumulates
+MAX_SHELVE_S = 366 * 86_400.0
+
+
+@dataclass(frozen=True)
+class AssetReadings:
+    """One request's readings of one asset, scored: timestamps (None: arrival), scores, sensor errors."""
+
+    asset: str
+    ts: Sequence[float | None]
+    ids: Sequence[str | None]
+    scores: np.ndarray  # float32 [N]
+    sensor_error: np.ndarray | None  # float32 [N, n_sensors]
+    sensor_names: Sequence[str]
+
+
+class AssetBook:
+    def __init__(self, ttl_s: float, max_assets: int, history: int = 10_000) -> None:
+        self.ttl_s, self.max_assets = ttl_s, max_assets
+        self._assets: OrderedDict[str, AssetAlarm] = OrderedDict()  # least recently active first
+        self._active: dict[str, float] = {}  # asset -> wall time of its last reading
+        self._closed: deque[Episode] = deque(maxlen=history)
+        self._lock = threading.Lock()
+
+    # --- readings -------------------------------------------------------------------------------------
+
+    def observe(self, readings: AssetReadings, rule: EpisodeRule, now: float | None = None) -> list[Observed]:
+        """Count a request's readings of one asset in order; one `Observed` per reading."""
+        now = time.time() if now is None else now
+        shares = _shares(readings, rule.level)
+        with self._lock:
+            alarm = self._alarm(readings.asset, rule, now)
+            out = []
+            for i, score in enumerate(readings.scores.tolist()):
+                ts = readings.ts[i]
+                seen = alarm.observe(
+                    now if ts is None else ts, score, shares.get(i, ()), readings.ids[i], now
+                )
+                if seen.closed is not None:
+                    self._closed.append(seen.closed)
+                out.append(seen)
+            self._evict(now)
+        return out
+
+    def _alarm(self, asset: str, rule: EpisodeRule, now: float) -> AssetAlarm:
+        alarm = self._assets.get(asset)
+        if alarm is None:
+            alarm = self._assets[asset] = AssetAlarm(asset, rule)
+        elif alarm.rule != rule:  # a reload brought a new rule: the evidence starts afresh under it
+            alarm.set_rule(rule)
+        self._assets.move_to_end(asset)
+        self._active[asset] = now
+        return alarm
+
+    def _evict(self, now: float) -> None:
+        while self._assets:
+            oldest = next(iter(self._assets))
+            if len(self._assets) <= self.max_assets and now - self._active[oldest] < self.ttl_s:
+                break
+            alarm = self._assets.pop(oldest)
+            del self._active[oldest]
+            if alarm.episode is not None:  # forgotten with its asset: closed so it is not lost
+                self._closed.append(alarm.close(now, "evicted"))
+
+    # --- what operators see ---------------------------------------------------------------------------
+
+    def assets(self, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        with self._lock:
+            self._evict(now)
+            return [self._asset_view(alarm, now) for alarm in reversed(self._assets.values())]
+
+    def asset(self, asset: str, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self._lock:
+            return self._asset_view(self._find_asset(asset), now)
+
+    def _asset_view(self, alarm: AssetAlarm, now: float) -> dict[str, Any]:
+        return {
+            "asset": alarm.asset,
+            "state": alarm.state(now),
+            "alarm_id": alarm.episode.id if alarm.episode else None,
+            "readings": alarm.readings,
+            "last_reading_ts": alarm.latest_ts,
+            "shelved_until": alarm.shelved_until,
+            "shelve_note": alarm.shelve_note,
+        }
+
+    def alarms(
+        self, state: str = "open", asset: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Episodes, newest first: "open" (open, acknowledged or closing), "closed", or "all"."""
+        with self._lock:
+            found: list[Episode] = []
+            if state in ("open", "all"):
+                found += [a.episode for a in self._assets.values() if a.episode is not None]
+            if state in ("closed", "all"):
+                found += list(self._closed)
+        chosen = [
+            e for e in found if (asset is None or e.asset == asset) and (since is None or e.opened >= since)
+        ]
+        return [e.as_dict() for e in sorted(chosen, key=lambda e: e.opened, reverse=True)]
+
+    def alarm(self, alarm_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self._find_episode(alarm_id).as_dict()
+
+    # --- operators' actions ---------------------------------------------------------------------------
+
+    def acknowledge(self, alarm_id: str, note: str, by: str, now: float | None = None) -> dict[str, Any]:
+        """Record an acknowledgement of an episode, open or closed (acknowledging a cleared alarm is part
+        of the lifecycle too)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            episode = self._find_episode(alarm_id)
+            episode.acknowledgements.append({"at": now, "by": by, "note": note})
+            return episode.as_dict()
+
+    def shelve(
+        self, asset: str, duration_s: float, note: str, by: str, now: float | None = None
+    ) -> dict[str, Any]:
+        """Shelve a known asset for `duration_s`: its open episode closes, none opens until then."""
+        now = time.time() if now is None else now
+        if not 0 < duration_s <= MAX_SHELVE_S:
+            raise InvalidInput(
+                f"duration_s must be > 0 and at most {MAX_SHELVE_S:.0f} (a year), got {duration_s}",
+                code=ErrorCode.INVALID_SHELVE,
+            )
+        with self._lock:
+            alarm = self._find_asset(asset)
+            closed = alarm.shelve(now + duration_s, note, now)
+            if closed is not None:
+                self._closed.append(closed)
+            alarm.shelved_by = by
+            return self._asset_view(alarm, now)
+
+    def _find_asset(self, asset: str) -> AssetAlarm:
+        alarm = self._assets.get(asset)
+        if alarm is None:
+            raise NotFound(f"no asset {asset!r} has sent readings here (or it was idle too long)",
+                           code=ErrorCode.ASSET_NOT_FOUND)  # fmt: skip
+        return alarm
+
+    def _find_episode(self, alarm_id: str) -> Episode:
+        for alarm in self._assets.values():
+            if alarm.episode is not None and alarm.episode.id == alarm_id:
+                return alarm.episode
+        for episode in self._closed:
+            if episode.id == alarm_id:
+                return episode
+        raise NotFound(f"no alarm episode {alarm_id!r}", code=ErrorCode.ALARM_NOT_FOUND)
+
+
+def _shares(readings: AssetReadings, level: float) -> dict[int, list[tuple[int, str, float]]]:
+    """For each reading above the level, its top sensors as (index, name, share of the reading's error)."""
+    errors = readings.sensor_error
+    if errors is None:
+        return {}
+    out: dict[int, list[tuple[int, str, float]]] = {}
+    scores = readings.scores.astype(np.float64)
+    for row in np.flatnonzero(~(scores <= level)).tolist():
+        e = np.nan_to_num(errors[row].astype(np.float64), nan=0.0, posinf=np.finfo(np.float64).max)
+        total = float(e.sum())
+        top = np.argsort(-e, kind="stable")[:SHARES_PER_READING]
+        out[row] = [
+            (int(j), readings.sensor_names[j], float(e[j] / total) if total > 0 else 0.0) for j in top
+        ]
+    return out

@@ -1,0 +1,185 @@
+"""Assets and alarm episodes over real HTTP (the session's uvicorn): readings with an X-Asset open,
+acknowledge, shelve and close episodes; late and repeated readings; every bad asset, timestamp and action
+body answered with its own 422/404 and nothing half-applied."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from factory_anomaly.artifact import Manifest
+from tests.app.conftest import anomalous
+from tests.app.routes.test_scoring import binary
+
+
+def _asset() -> str:
+    return f"line-3/press-{uuid.uuid4().hex[:8]}"
+
+
+def _batch(client: httpx.Client, asset: str, x: np.ndarray, **body: Any) -> dict[str, Any]:
+    answer = client.post("/v1/score/batch", json={"vectors": x.tolist(), **body}, headers={"X-Asset": asset})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _readings(client: httpx.Client, asset: str) -> int:
+    return int(client.get(f"/v1/assets/{asset}").json()["readings"])
+
+
+def test_without_an_asset_the_answer_is_as_it_always_was(client: httpx.Client, readings: np.ndarray) -> None:
+    one = client.post("/v1/score", json={"values": readings[0].tolist()}).json()
+    assert "alarm" not in one and "late" not in one
+    batch = client.post("/v1/score/batch", json={"vectors": readings[:3].tolist()}).json()
+    assert "asset" not in batch and all("alarm" not in r for r in batch["results"])
+
+
+def test_an_episode_opens_names_its_sensors_and_is_listed(
+    client: httpx.Client, readings: np.ndarray, manifest: Manifest
+) -> None:
+    asset = _asset()
+    normal = _batch(client, asset, readings[:5])
+    assert normal["asset"] == asset and [r["alarm"]["state"] for r in normal["results"]] == ["none"] * 5
+    bad = np.repeat(anomalous(manifest)[None, :], 3, axis=0)
+    results = _batch(client, asset, bad)["results"]
+    assert [r["alarm"]["state"] for r in results] == ["pending", "pending", "open"]
+    alarm = results[-1]["alarm"]
+    assert (
+        alarm["id"] and alarm["readings"] == 1 and alarm["peak_score"] == pytest.approx(results[-1]["score"])
+    )
+    assert {s["index"] for s in alarm["top_sensors"][:3]} == {3, 17, 29}  # the sensors pushed out of range
+
+    listed = client.get("/v1/alarms", params={"state": "open", "asset": asset}).json()["alarms"]
+    assert [e["id"] for e in listed] == [alarm["id"]]
+    episode = client.get(f"/v1/alarms/{alarm['id']}").json()
+    assert (
+        episode["asset"] == asset and episode["closed"] is None and "3 of 10 readings" in episode["evidence"]
+    )
+    assets = {a["asset"]: a for a in client.get("/v1/assets").json()["assets"]}
+    assert assets[asset]["state"] == "open" and assets[asset]["alarm_id"] == alarm["id"]
+    assert assets[asset]["readings"] == 8
+
+
+def test_acknowledge_then_shelve(client: httpx.Client, readings: np.ndarray, manifest: Manifest) -> None:
+    asset = _asset()
+    alarm = _batch(client, asset, np.repeat(anomalous(manifest)[None, :], 3, axis=0))["results"][-1]["alarm"]
+    acked = client.post(f"/v1/alarms/{alarm['id']}/ack", json={"note": "checking the pump", "by": "ana"})
+    assert acked.status_code == 200 and acked.json()["acknowledgements"][0]["by"] == "ana"
+    after = _batch(client, asset, readings[:1])["results"][0]["alarm"]
+    assert after["state"] == "acknowledged" and after["id"] == alarm["id"]
+
+    shelved = client.post(f"/v1/assets/{asset}/shelve", json={"duration_s": 3600, "note": "maintenance"})
+    assert shelved.status_code == 200 and shelved.json()["state"] == "shelved"
+    closed = client.get(f"/v1/alarms/{alarm['id']}").json()
+    assert closed["closed_by"] == "shelved" and closed["acknowledgements"][0]["note"] == "checking the pump"
+    again = _batch(client, asset, np.repeat(anomalous(manifest)[None, :], 3, axis=0))["results"]
+    assert [r["alarm"]["state"] for r in again] == ["shelved"] * 3 and all(r["is_anomaly"] for r in again)
+    assert client.get("/v1/alarms", params={"state": "open", "asset": asset}).json()["alarms"] == []
+    assert [
+        e["id"] for e in client.get("/v1/alarms", params={"state": "closed", "asset": asset}).json()["alarms"]
+    ] == [alarm["id"]]
+
+
+def test_late_and_repeated_readings_move_nothing(
+    client: httpx.Client, readings: np.ndarray, manifest: Manifest
+) -> None:
+    asset = _asset()
+    head = {"X-Asset": asset}
+    first = client.post(
+        "/v1/score",
+        json={"values": readings[0].tolist(), "ts": "2026-11-26T06:12:00Z", "id": "r1"},
+        headers=head,
+    )
+    assert first.status_code == 200 and "late" not in first.json()
+    late = client.post(
+        "/v1/score", json={"values": anomalous(manifest).tolist(), "ts": 1_700_000_000}, headers=head
+    ).json()
+    assert late["late"] is True and late["is_anomaly"] and late["alarm"]["state"] == "none"
+    retry = client.post(
+        "/v1/score",
+        json={"values": readings[0].tolist(), "ts": "2026-11-26T06:12:00Z", "id": "r1"},
+        headers=head,
+    ).json()
+    assert retry["alarm"] == first.json()["alarm"]
+    assert _readings(client, asset) == 1  # the late one and the retry counted nowhere
+
+
+def test_binary_batches_take_their_times_from_the_headers(client: httpx.Client, manifest: Manifest) -> None:
+    asset = _asset()
+    x = np.repeat(anomalous(manifest)[None, :], 3, axis=0)
+    headers = {"X-Asset": asset, "X-Ts-Start": "2026-11-26T06:12:00+00:00", "X-Ts-Step-S": "60",
+               "Content-Type": "application/octet-stream"}  # fmt: skip
+    answer = client.post("/v1/score/batch", content=binary(x), headers=headers).json()
+    alarm = answer["results"][-1]["alarm"]
+    assert alarm["state"] == "open" and alarm["since"] == 1_795_673_520.0  # 06:12:00, the first of the three
+    assert client.get(f"/v1/assets/{asset}").json()["last_reading_ts"] == 1_795_673_520.0 + 120
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "code"),
+    [({"X-Asset": "press 7"}, {}, "invalid_asset"), ({"X-Asset": "p" * 129}, {}, "invalid_asset"),
+     ({"X-Asset": "press-7"}, {"asset": "press-8"}, "asset_mismatch"),
+     ({}, {"asset": "press-7"}, "asset_mismatch"),
+     ({"X-Asset": "press-7"}, {"ts": "yesterday"}, "invalid_ts"),
+     ({"X-Asset": "press-7"}, {"ts": "2026-11-26T06:12:00"}, "invalid_ts"),
+     ({"X-Asset": "press-7"}, {"ts": 1.7e12}, "invalid_ts"),
+     ({"X-Asset": "press-7"}, {"ts": True}, "invalid_ts")],
+)  # fmt: skip
+def test_a_bad_asset_or_time_is_a_422_naming_it(
+    client: httpx.Client, readings: np.ndarray, headers: dict[str, str], body: dict[str, Any], code: str
+) -> None:
+    answer = client.post("/v1/score", json={"values": readings[0].tolist(), **body}, headers=headers)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == code, answer.text
+
+
+def test_nothing_is_half_applied(client: httpx.Client, readings: np.ndarray) -> None:
+    asset = _asset()
+    _batch(client, asset, readings[:2])
+    bad = client.post("/v1/score/batch", json={"vectors": readings[:3].tolist(), "ts": [1.0, 2.0, "x"]},
+                      headers={"X-Asset": asset})  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_ts"
+    headers = {"X-Asset": asset, "X-Ts-Step-S": "1", "Content-Type": "application/octet-stream"}
+    step_only = client.post("/v1/score/batch", content=binary(readings[:2]), headers=headers)
+    assert step_only.status_code == 422 and step_only.json()["error"]["code"] == "invalid_ts"
+    assert _readings(client, asset) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [("get", "/v1/alarms/no-such-episode", None, 404, "alarm_not_found"),
+     ("post", "/v1/alarms/no-such-episode/ack", {}, 404, "alarm_not_found"),
+     ("get", "/v1/assets/never-seen", None, 404, "asset_not_found"),
+     ("post", "/v1/assets/never-seen/shelve", {"duration_s": 60}, 404, "asset_not_found"),
+     ("get", "/v1/alarms?state=bogus", None, 422, "invalid_type"),
+     ("get", "/v1/alarms?since=last-week", None, 422, "invalid_ts")],
+)  # fmt: skip
+def test_unknown_things_and_bad_queries(
+    client: httpx.Client, method: str, path: str, body: Any, status: int, code: str
+) -> None:
+    answer = client.request(method.upper(), path, json=body)
+    assert answer.status_code == status and answer.json()["error"]["code"] == code, answer.text
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [({}, "missing_field"), ({"duration_s": "60"}, "invalid_shelve"), ({"duration_s": 0}, "invalid_shelve"),
+     ({"duration_s": 1e9}, "invalid_shelve"), ({"duration_s": 60, "why": "x"}, "unknown_field"),
+     ({"duration_s": 60, "by": ""}, "invalid_type")],
+)  # fmt: skip
+def test_a_bad_shelve_body_is_refused_and_changes_nothing(
+    client: httpx.Client, readings: np.ndarray, body: dict[str, Any], code: str
+) -> None:
+    asset = _asset()
+    _batch(client, asset, readings[:1])
+    answer = client.post(f"/v1/assets/{asset}/shelve", json=body)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == code, answer.text
+    assert client.get(f"/v1/assets/{asset}").json()["state"] == "none"
+
+
+def test_the_alarm_routes_need_the_api_key(live: Any) -> None:
+    with live.client() as anonymous:
+        for path in ("/v1/assets", "/v1/alarms"):
+            assert anonymous.get(path).status_code == 401
