@@ -1,0 +1,109 @@
+"""Alarm episodes judged on labelled recordings (`make quality`, issue 15 §3): the version's episode rule
+(`manifest.alarms`) replayed over one asset's scores in time order.
+
+  caught     a labelled fault episode during which an alarm episode is open (opened before it and still
+             open counts: the operator is already looking)
+  delay      readings from the fault's first reading to the first one with an alarm open (0 if open)
+  false      an alarm episode that overlaps no labelled fault, per asset-day at the reading period
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from factory_anomaly.alarms.rule import EpisodeRule, episodes
+from factory_anomaly.training.metrics import poisson_interval
+
+DAY_S = 86_400.0
+
+
+def rule_of(manifest: dict[str, Any]) -> tuple[EpisodeRule, float] | None:
+    """The manifest's episode rule and reading period, or None for a version without one."""
+    spec = manifest.get("alarms")
+    if not spec:
+        return None
+    rule = EpisodeRule(k=spec["k"], n=spec["n"], level=spec["level"], close_after=spec["close_after"])
+    return rule, float(spec["reading_period_s"])
+
+
+def fault_episodes(labels: np.ndarray, kinds: np.ndarray | None) -> list[tuple[int, int, str]]:
+    """Contiguous runs of labelled rows: (start, stop, kind); a change of kind starts a new one."""
+    labels = np.asarray(labels).astype(bool)
+    kinds = np.where(labels, "fault", "none") if kinds is None else np.asarray(kinds).astype(str)
+    found: list[tuple[int, int, str]] = []
+    start = None
+    for t in range(labels.size + 1):
+        inside = t < labels.size and labels[t]
+        if start is not None and (not inside or kinds[t] != kinds[start]):
+            found.append((start, t, str(kinds[start])))
+            start = None
+        if inside and start is None:
+            start = t
+    return found
+
+
+def judge_episodes(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    kinds: np.ndarray | None,
+    rule: EpisodeRule,
+    period_s: float,
+    fresh: list[np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Episode recall and delay per fault kind on a labelled run; false episodes per asset-day on it (those
+    touching no fault) and, when given, on fresh normal runs (each an asset of its own)."""
+    alarms = episodes(scores, rule)
+    open_at = np.zeros(scores.size, dtype=bool)
+    for a, b in alarms:
+        open_at[a:b] = True
+    faults = fault_episodes(labels, kinds)
+    by_kind: dict[str, dict[str, list[float]]] = {}
+    for start, stop, kind in faults:
+        hit = np.flatnonzero(open_at[start:stop])
+        entry = by_kind.setdefault(kind, {"caught": [], "delay": []})
+        entry["caught"].append(float(hit.size > 0))
+        if hit.size:
+            entry["delay"].append(float(hit[0]))
+    labelled = np.asarray(labels).astype(bool)
+    false_on_test = sum(1 for a, b in alarms if not labelled[a:b].any())
+    report: dict[str, Any] = {
+        "rule": {
+            "k": rule.k,
+            "n": rule.n,
+            "level": rule.level,
+            "close_after": rule.close_after,
+            "reading_period_s": period_s,
+        },  # fmt: skip
+        "alarm_episodes": len(alarms),
+        "fault_episodes": len(faults),
+        "recall": float(np.mean([c for e in by_kind.values() for c in e["caught"]])) if faults else None,
+        "by_kind": {kind: _kind_row(e) for kind, e in sorted(by_kind.items())},
+        "false_on_test": _per_day(false_on_test, scores.size, period_s),
+    }
+    if fresh:
+        count = sum(len(episodes(run, rule)) for run in fresh)
+        report["false_on_fresh"] = _per_day(count, sum(run.size for run in fresh), period_s)
+    return report
+
+
+def _kind_row(entry: dict[str, list[float]]) -> dict[str, Any]:
+    delays = entry["delay"]
+    return {
+        "episodes": len(entry["caught"]),
+        "recall": float(np.mean(entry["caught"])),
+        "delay_median": float(np.median(delays)) if delays else None,
+        "delay_p90": float(np.percentile(delays, 90)) if delays else None,
+    }
+
+
+def _per_day(count: int, rows: int, period_s: float) -> dict[str, Any]:
+    days = rows * period_s / DAY_S
+    low, high = poisson_interval(count)
+    return {
+        "episodes": count,
+        "days": days,
+        "per_day": count / days,
+        "per_day_ci95": [low / days, high / days],
+    }
