@@ -1,10 +1,13 @@
 """Alarm episodes judged on labelled recordings (`make quality`, issue 15 §3): the version's episode rule
 (`manifest.alarms`) replayed over one asset's scores in time order.
 
-  caught     a labelled fault episode during which an alarm episode is open (opened before it and still
-             open counts: the operator is already looking)
-  delay      readings from the fault's first reading to the first one with an alarm open (0 if open)
+  caught     a labelled fault episode during which an alarm episode opens (issue 15's definition: one
+             already open when the fault starts does not count, so a fault-dense test run or an alarm
+             that never closes cannot inflate it)
+  delay      readings from the fault's first reading to the one that opened the alarm
   false      an alarm episode that overlaps no labelled fault, per asset-day at the reading period
+  alarm time the share of normal readings during which an alarm is open (an episode that never closes
+             has no false episodes and an alarm time near 1)
 """
 
 from __future__ import annotations
@@ -58,14 +61,15 @@ def judge_episodes(
     open_at = np.zeros(scores.size, dtype=bool)
     for a, b in alarms:
         open_at[a:b] = True
+    openings = np.array([a for a, _ in alarms], dtype=np.int64)
     faults = fault_episodes(labels, kinds)
     by_kind: dict[str, dict[str, list[float]]] = {}
     for start, stop, kind in faults:
-        hit = np.flatnonzero(open_at[start:stop])
+        hit = openings[(openings >= start) & (openings < stop)]
         entry = by_kind.setdefault(kind, {"caught": [], "delay": []})
         entry["caught"].append(float(hit.size > 0))
         if hit.size:
-            entry["delay"].append(float(hit[0]))
+            entry["delay"].append(float(hit[0] - start))
     labelled = np.asarray(labels).astype(bool)
     false_on_test = sum(1 for a, b in alarms if not labelled[a:b].any())
     report: dict[str, Any] = {
@@ -81,10 +85,13 @@ def judge_episodes(
         "recall": float(np.mean([c for e in by_kind.values() for c in e["caught"]])) if faults else None,
         "by_kind": {kind: _kind_row(e) for kind, e in sorted(by_kind.items())},
         "false_on_test": _per_day(false_on_test, scores.size, period_s),
+        "alarm_time_on_normal": float(open_at[~labelled].mean()) if (~labelled).any() else None,
     }
     if fresh:
-        count = sum(len(episodes(run, rule)) for run in fresh)
-        report["false_on_fresh"] = _per_day(count, sum(run.size for run in fresh), period_s)
+        found = [episodes(run, rule) for run in fresh]
+        rows = sum(run.size for run in fresh)
+        report["false_on_fresh"] = _per_day(sum(len(f) for f in found), rows, period_s)
+        report["alarm_time_on_fresh"] = sum(b - a for f in found for a, b in f) / rows
     return report
 
 

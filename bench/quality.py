@@ -579,16 +579,17 @@ def _episode_table(results: dict[str, Any]) -> list[str]:
             )
             false = e.get("false_on_fresh", e["false_on_test"])
             where = "fresh runs" if "false_on_fresh" in e else "test run"
+            alarm_time = e.get("alarm_time_on_fresh", e["alarm_time_on_normal"])
             ci = false["per_day_ci95"]
             rows.append([
                 s["set"], name, f"{e['rule']['k']} of {e['rule']['n']}", fmt(e["recall"], ".2f"), kinds,
                 f"{false['per_day']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
-                f"({false['episodes']} in {false['days']:.2f} days, {where})",
+                f"({false['episodes']} in {false['days']:.2f} days, {where})", fmt(alarm_time, ".3f"),
             ])  # fmt: skip
     if not rows:
         return []
     header = ["set", "detector", "rule", "episode recall", "by kind: recall (episodes, p90 delay)",
-              "false episodes per asset-day [95 %]"]  # fmt: skip
+              "false episodes per asset-day [95 %]", "alarm time on normal rows"]  # fmt: skip
     return ["### Alarm episodes per asset (target 1 false episode per asset-day)", "",
             markdown_table(header, rows, left=2), ""]  # fmt: skip
 

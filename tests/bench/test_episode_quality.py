@@ -32,11 +32,21 @@ def test_recall_delay_and_false_episodes() -> None:
     assert report["by_kind"]["stuck"]["recall"] == 0.0 and report["by_kind"]["stuck"]["delay_p90"] is None
     assert report["recall"] == 0.5 and report["alarm_episodes"] == 2
     assert report["false_on_test"]["episodes"] == 1
+    # normal rows with an alarm open: 60-62 (the drift one closing) and 151-154 (the false one)
+    assert report["alarm_time_on_normal"] == pytest.approx(7 / 180)
     fresh = report["false_on_fresh"]
     assert fresh["episodes"] == 0 and fresh["days"] == pytest.approx(1.0) and fresh["per_day_ci95"][1] > 3
 
 
-def test_a_version_without_a_rule_has_no_episodes() -> None:
+def test_a_fault_inside_an_alarm_already_open_is_not_caught() -> None:
+    rule = EpisodeRule(k=1, n=1, level=1.0, close_after=50)
+    scores = np.zeros(100)
+    scores[10] = 5.0  # opens an alarm that stays open to reading 60
+    labels = np.zeros(100, dtype=np.int8)
+    labels[30:35] = 1
+    scores[30:35] = 5.0
+    report = judge_episodes(scores, labels, None, rule, 1.0)
+    assert report["recall"] == 0.0 and report["alarm_time_on_normal"] > 0.4
     assert rule_of({"alarms": None}) is None
     spec = {"k": 3, "n": 10, "level": 2.0, "close_after": 60, "reading_period_s": 60.0}
     rule, period = rule_of({"alarms": spec})  # type: ignore[misc]

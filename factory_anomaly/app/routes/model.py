@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from factory_anomaly.app.routes.deps import ModelDep, require_api_key
 from factory_anomaly.app.serving.drift import DriftStatus
 from factory_anomaly.app.wire.schemas import (
+    AlarmRule,
     CalibrationDrift,
     HeadlineMetrics,
     ModelInfo,
@@ -111,4 +112,15 @@ async def model_info(model: ModelDep) -> ModelInfo:
         metrics=headline_metrics(manifest),
         explainer=model.has_explainer,
         calibration_drift=calibration_drift(model.calibration.status(time.time())),
+        alarms=alarm_rule(manifest),
     )
+
+
+def alarm_rule(manifest: Manifest) -> AlarmRule | None:
+    """The version's episode rule with what training measured of it."""
+    if manifest.alarms is None:
+        return None
+    facts = manifest.training.get("alarms", {})
+    keys = ("episodes_per_day_on_normal_scores", "episodes_per_day_ci95", "days_covered")
+    measured = {k: facts[k] for k in keys if k in facts}
+    return AlarmRule(**manifest.alarms.to_dict(), **measured)

@@ -276,6 +276,21 @@ class CalibrationDrift(BaseModel):
     message: str = Field(description="What the state means here, in words, with the numbers.")
 
 
+class AlarmRule(BaseModel):
+    k: int = Field(description="An episode opens when k of an asset's last n readings score above `level`.")
+    n: int
+    level: float
+    close_after: int = Field(description="Readings without one above the level before an episode closes.")
+    reading_period_s: float = Field(description="The reading period the target holds at.")
+    target_episodes_per_day: float = Field(description="False episodes per asset-day on normal data.")
+    method: str
+    episodes_per_day_on_normal_scores: float | None = Field(
+        None, description="What the rule gave on the out-of-fold normal scores it was fitted on."
+    )
+    episodes_per_day_ci95: list[float] | None = None
+    days_covered: float | None = Field(None, description="Days of normal readings the level was fitted on.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -292,6 +307,9 @@ class ModelInfo(BaseModel):
     calibration_drift: CalibrationDrift = Field(
         description="Whether this version's flag rate still keeps the false-alarm rate its threshold was "
         "calibrated for (threshold.target_fpr), over a trailing window since it was loaded."
+    )
+    alarms: AlarmRule | None = Field(
+        None, description="The per-asset episode rule (null: a version from before alarm episodes)."
     )
 
 

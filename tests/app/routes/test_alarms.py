@@ -183,3 +183,14 @@ def test_the_alarm_routes_need_the_api_key(live: Any) -> None:
     with live.client() as anonymous:
         for path in ("/v1/assets", "/v1/alarms"):
             assert anonymous.get(path).status_code == 401
+
+
+def test_the_model_info_names_the_episode_rule(client: httpx.Client, manifest: Manifest) -> None:
+    alarms = client.get("/v1/model").json()["alarms"]
+    assert manifest.alarms is not None
+    assert (alarms["k"], alarms["n"], alarms["level"]) == (
+        manifest.alarms.k,
+        manifest.alarms.n,
+        manifest.alarms.level,
+    )
+    assert alarms["target_episodes_per_day"] == 1.0 and alarms["days_covered"] > 0
