@@ -56,7 +56,11 @@ FROM gpu-base AS gpu
 COPY --from=gpu-build /opt/anomaly /opt/anomaly
 COPY --from=build /models /models
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cuda
+    ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cuda \
+    ANOMALY_ALARM_DB=/data/alarms.sqlite3
+# the alarm journal's directory, owned by the service's user (a named volume mounted there inherits it)
+RUN mkdir -p /data && chown 10001 /data
+VOLUME /data
 WORKDIR /opt/anomaly
 USER 10001
 EXPOSE 8000
@@ -85,7 +89,13 @@ CMD ["--url", "http://api:8000", "--rate", "5", "--anomaly-rate", "0.05"]
 # --- CPU runtime: the default target ---------------------------------------------------------------------------
 FROM serving-base AS runtime
 COPY --from=build /models /models
-ENV ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cpu
+ENV ANOMALY_MODEL_STORE=/models ANOMALY_MODEL_NAME=factory-ae ANOMALY_PROVIDER=cpu \
+    ANOMALY_ALARM_DB=/data/alarms.sqlite3
+# the alarm journal's directory, owned by the service's user (a named volume mounted there inherits it)
+USER root
+RUN mkdir -p /data && chown 10001 /data
+USER 10001
+VOLUME /data
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/opt/anomaly/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]

@@ -54,6 +54,16 @@ class Episode:
             self._shares[index] = self._shares.get(index, 0.0) + share
             self._names[index] = name
 
+    def sensor_sums(self) -> list[tuple[int, str, float]]:
+        """Every sensor's summed share (for the journal), largest first."""
+        ranked = sorted(self._shares.items(), key=lambda item: (-item[1], item[0]))
+        return [(i, self._names[i], v) for i, v in ranked]
+
+    def restore_sensors(self, sums: Sequence[Sequence[Any]]) -> None:
+        """Back from `sensor_sums` (the journal)."""
+        self._shares = {int(i): float(v) for i, _, v in sums}
+        self._names = {int(i): str(name) for i, name, _ in sums}
+
     def top_sensors(self, k: int = TOP_SENSORS) -> list[dict[str, Any]]:
         """The sensors that carried most of the error over the episode's readings above the level, each
         with its share of the total."""
@@ -94,10 +104,11 @@ class Observed:
 class AssetAlarm:
     """The alarm state of one asset under `rule`."""
 
-    def __init__(self, asset: str, rule: EpisodeRule) -> None:
+    def __init__(self, asset: str, rule: EpisodeRule | None) -> None:
+        """`rule` None: restored from a journal before any model is known; the first reading sets it."""
         self.asset = asset
         self.rule = rule
-        self.window = KOfN(rule.n)
+        self.window = KOfN(rule.n if rule else 1)
         self.episode: Episode | None = None
         self.quiet = 0  # readings since the last one over the level, while an episode is open
         self.first_over: list[float] = []  # timestamps of the window's readings over the level
@@ -141,17 +152,20 @@ class AssetAlarm:
         self._expire_shelve(now)
         if self.shelved_until is not None:
             return Observed(self.view(now))
-        over = not score <= self.rule.level  # NaN counts as over
+        rule = self.rule
+        if rule is None:
+            raise RuntimeError(f"asset {self.asset!r} has no episode rule yet")
+        over = not score <= rule.level  # NaN counts as over
         count = self.window.push(over)
         if over:
             self.first_over.append(ts)
         self.first_over = self.first_over[-count:] if count else []
         opened = closed = None
         episode = self.episode
-        if episode is None and count >= self.rule.k:
+        if episode is None and count >= rule.k:
             episode = self.episode = Episode(
                 id=uuid.uuid4().hex, asset=self.asset, opened=ts, since=self.first_over[0],
-                evidence=self.rule.describe(),
+                evidence=rule.describe(),
             )  # fmt: skip
             opened, self.quiet = episode, 0
         if episode is not None:
@@ -162,7 +176,7 @@ class AssetAlarm:
                 self.quiet = 0
             else:
                 self.quiet += 1
-                if self.quiet >= self.rule.close_after:
+                if self.quiet >= rule.close_after:
                     closed = self.close(ts, "quiet")
         return Observed(self.view(now), opened=opened, closed=closed)
 
@@ -215,7 +229,7 @@ class AssetAlarm:
         if self.shelved_until is not None:
             return SHELVED
         if self.episode is not None:
-            if self.quiet >= self.rule.n:
+            if self.rule is not None and self.quiet >= self.rule.n:
                 return CLOSING
             return ACKNOWLEDGED if self.episode.acknowledgements else OPEN
         return PENDING if self.window.count else NONE

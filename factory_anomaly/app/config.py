@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     """Alarm episodes (`serving.assets`): an asset with no reading for this long is forgotten (its open
     episode closes as "evicted"), so `GET /v1/assets` stays bounded."""
 
+    alarm_db: Path | None = Path("alarms.sqlite3")
+    """The alarm journal (`serving.journal`): an SQLite file holding episodes, acknowledgements and
+    shelves across restarts; an empty value keeps them in memory only (lost at a restart)."""
+
     max_tracked_assets: int = Field(default=10_000, ge=1)
     """Alarm episodes: the most assets held at once; beyond it the longest-idle one is forgotten."""
 
@@ -128,7 +132,7 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "alarm_db", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

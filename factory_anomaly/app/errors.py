@@ -82,6 +82,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error", 500, "a bug; logged with its traceback, the body says nothing more"
     MODEL_UNAVAILABLE = "model_unavailable", 503, "no model is loaded (the message says why)"
     OVERLOADED = "overloaded", 503, "the micro-batching queue is full (Retry-After: 1)"
+    JOURNAL_UNAVAILABLE = "journal_unavailable", 503, "/readyz while the alarm journal cannot be written"
     HTTP_ERROR = "http_error", 400, "any other HTTP error of the framework (its own status)"
     # Load failures after verification (`model.loader.ModelLoadError`): 409 from a reload, 503 from /readyz.
     PROVIDER_UNAVAILABLE = "provider_unavailable", 409, "the asked-for execution provider is not available"

@@ -27,6 +27,7 @@ from factory_anomaly.app.routes import admin, alarms, explain, health, model, sc
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
 from factory_anomaly.app.serving.assets import AssetBook
+from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
 from factory_anomaly.app.serving.pool import InferencePool
 from factory_anomaly.app.serving.service import ScoringService, micro_batcher
 
@@ -49,7 +50,7 @@ def create_app(
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
         app.state.batcher = batcher = micro_batcher(settings, pool, metrics)
-        app.state.assets = assets = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets)
+        app.state.assets = assets = open_asset_book(settings)
         app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
@@ -62,6 +63,7 @@ def create_app(
             if batcher is not None:
                 await batcher.close()
             await asyncio.to_thread(pool.close)  # in-flight inferences finish first
+            assets.close()
             log.info("stopped")
 
     app = FastAPI(
@@ -82,6 +84,24 @@ def create_app(
         app.include_router(router)
     metrics.init_routes(route for router in routers for route in router.routes)
     return app
+
+
+def open_asset_book(settings: Settings) -> AssetBook:
+    """The asset book, with its journal restored when ALARM_DB names one. A journal that cannot be opened
+    does not stop the process: alarms are kept in memory and /readyz answers 503 saying why."""
+    if settings.alarm_db is None:
+        return AssetBook(settings.asset_ttl_s, settings.max_tracked_assets)
+    try:
+        journal = AlarmJournal(settings.alarm_db)
+    except JournalError as exc:
+        log.error("alarm journal unavailable", extra={"error": str(exc)})
+        book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets)
+        book.journal_error = str(exc)
+        return book
+    book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets, journal=journal)
+    restored = book.restore()
+    log.info("alarm journal restored", extra={"path": str(settings.alarm_db), "open_episodes": restored})
+    return book
 
 
 app = create_app()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -113,6 +114,8 @@ def publish_without_explainer(model_dir: Path, source_version: str, new_version:
 
 
 def settings_for(store: Path, **overrides: Any) -> Settings:
+    """Settings serving `store`; each app gets a journal of its own unless the test names one."""
+    overrides.setdefault("alarm_db", Path(tempfile.mkdtemp(prefix="journal-")) / "alarms.sqlite3")
     return Settings(model_store=store, model_name=MODEL_NAME, **overrides)
 
 
@@ -247,6 +250,7 @@ def server_env(store: Path, **extra: str) -> dict[str, str]:
         "ANOMALY_API_KEYS": f"other-key,{API_KEY}",
         "ANOMALY_ADMIN_TOKEN": ADMIN_TOKEN,
         "ANOMALY_MAX_BODY_BYTES": str(4 << 20),
+        "ANOMALY_ALARM_DB": str(Path(tempfile.mkdtemp(prefix="journal-")) / "alarms.sqlite3"),
     } | extra
 
 

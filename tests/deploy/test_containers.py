@@ -146,6 +146,12 @@ def test_compose_wires_the_stack() -> None:
     api, gpu = services["api"], services["api-gpu"]
     assert any(volume.endswith(":/models:ro") for volume in api["volumes"])
     assert api["environment"]["ANOMALY_MODEL_STORE"] == "/models"
+    # the alarm journal on a named volume, at the path the image's ANOMALY_ALARM_DB names
+    for service in (api, gpu):
+        assert any(
+            str(volume).startswith("alarm-journal") and ":/data" in str(volume)
+            for volume in service["volumes"]
+        )
     assert gpu["profiles"] == ["gpu"] and gpu["environment"]["ANOMALY_PROVIDER"] == "cuda"
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]

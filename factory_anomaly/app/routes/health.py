@@ -5,9 +5,11 @@ Both are open (no API key): orchestrators probe them.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
 
-from factory_anomaly.app.errors import ServiceError
+from fastapi import APIRouter, Request
+
+from factory_anomaly.app.errors import ErrorCode, ServiceError
 from factory_anomaly.app.routes.deps import RegistryDep
 from factory_anomaly.app.wire.schemas import Health, LoadErrorInfo, Ready, error_responses
 
@@ -22,10 +24,17 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    responses=error_responses({503: "no model; `code` is the load error's"}),
+    responses=error_responses(
+        {503: "no model (`code` is the load error's), or the alarm journal cannot be written"}
+    ),
     summary="Readiness: 200 only while a verified, warmed-up model is serving",
 )
-async def readyz(registry: RegistryDep) -> Ready:
+async def readyz(registry: RegistryDep, request: Request) -> Ready:
+    journal_problem = await asyncio.to_thread(request.app.state.assets.check_journal)
+    if journal_problem is not None:
+        raise ServiceError(
+            f"the alarm journal cannot be written: {journal_problem}", code=ErrorCode.JOURNAL_UNAVAILABLE
+        )
     failure = registry.last_error
     if registry.model is None and failure is not None:
         raise ServiceError(f"no model is loaded: {failure.message}", code=failure.code, status=503)

@@ -5,15 +5,17 @@ Why in the process: each reading moves its asset's state, so the state must sit 
 scored; a proxy hashing on X-Asset sends an asset's readings to one process (deploy/). Bounded: an asset
 idle for `ttl_s` is forgotten (its closed episodes stay in the history until they age out of it), and
 beyond `max_assets` the longest-idle one goes first. One lock guards it: an update is a few dictionary
-operations, far shorter than the scoring it follows.
+operations, far shorter than the scoring it follows. With a journal (`serving.journal`), every episode
+event is written through, and `restore` brings them back after a restart.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,9 @@ import numpy as np
 from factory_anomaly.alarms.lifecycle import AssetAlarm, Episode, Observed
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
+from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
+
+log = logging.getLogger("app.assets")
 
 SHARES_PER_READING = 10  # sensors of a reading an episode's ranking accumulates
 MAX_SHELVE_S = 366 * 86_400.0
@@ -40,12 +45,66 @@ class AssetReadings:
 
 
 class AssetBook:
-    def __init__(self, ttl_s: float, max_assets: int, history: int = 10_000) -> None:
+    def __init__(
+        self, ttl_s: float, max_assets: int, history: int = 10_000, journal: AlarmJournal | None = None
+    ) -> None:
         self.ttl_s, self.max_assets = ttl_s, max_assets
         self._assets: OrderedDict[str, AssetAlarm] = OrderedDict()  # least recently active first
         self._active: dict[str, float] = {}  # asset -> wall time of its last reading
         self._closed: deque[Episode] = deque(maxlen=history)
         self._lock = threading.Lock()
+        self.journal = journal
+        self.journal_error: str | None = None  # the last failed write; /readyz reports it
+
+    def restore(self, now: float | None = None) -> int:
+        """Load the journal's open episodes, running shelves and recent closed episodes (at start-up,
+        before any reading). The assets' evidence windows start empty. Returns the open episodes."""
+        if self.journal is None:
+            return 0
+        now = time.time() if now is None else now
+        with self._lock:
+            self._closed.extend(self.journal.closed_episodes(self._closed.maxlen or 0))
+            opened = self.journal.open_episodes()
+            for episode in opened:
+                self._restored(episode.asset, now).episode = episode
+            for asset, until, note, by in self.journal.shelves(now):
+                alarm = self._restored(asset, now)
+                alarm.shelved_until, alarm.shelve_note, alarm.shelved_by = until, note, by
+        return len(opened)
+
+    def _restored(self, asset: str, now: float) -> AssetAlarm:
+        alarm = self._assets.get(asset)
+        if alarm is None:
+            alarm = self._assets[asset] = AssetAlarm(asset, None)
+            self._active[asset] = now
+        return alarm
+
+    def check_journal(self) -> str | None:
+        """None while the journal (if any) can be written; else why not (readiness)."""
+        if self.journal is None:
+            return self.journal_error
+        with self._lock:
+            self._write(self.journal.check_writable)
+            return self.journal_error
+
+    def close(self) -> None:
+        if self.journal is not None:
+            with self._lock:
+                self.journal.close()
+
+    def _write(self, save: Callable[..., None], *args: Any) -> None:
+        """One journal write; a failure is recorded (readiness turns 503) and logged, never raised into
+        the scoring of a reading: the reading is answered, the alarm state is kept in memory."""
+        if self.journal is None:
+            return
+        try:
+            save(*args)
+        except JournalError as exc:
+            if self.journal_error is None:
+                log.error("alarm journal write failed", extra={"error": str(exc)})
+            self.journal_error = str(exc)
+        else:
+            self.journal_error = None
 
     # --- readings -------------------------------------------------------------------------------------
 
@@ -61,8 +120,12 @@ class AssetBook:
                 seen = alarm.observe(
                     now if ts is None else ts, score, shares.get(i, ()), readings.ids[i], now
                 )
+                if seen.opened is not None and self.journal is not None:
+                    self._write(self.journal.save_episode, seen.opened)
                 if seen.closed is not None:
                     self._closed.append(seen.closed)
+                    if self.journal is not None:
+                        self._write(self.journal.save_episode, seen.closed)
                 out.append(seen)
             self._evict(now)
         return out
@@ -85,7 +148,10 @@ class AssetBook:
             alarm = self._assets.pop(oldest)
             del self._active[oldest]
             if alarm.episode is not None:  # forgotten with its asset: closed so it is not lost
-                self._closed.append(alarm.close(now, "evicted"))
+                closed = alarm.close(now, "evicted")
+                self._closed.append(closed)
+                if self.journal is not None:
+                    self._write(self.journal.save_episode, closed)
 
     # --- what operators see ---------------------------------------------------------------------------
 
@@ -138,7 +204,10 @@ class AssetBook:
         now = time.time() if now is None else now
         with self._lock:
             episode = self._find_episode(alarm_id)
-            episode.acknowledgements.append({"at": now, "by": by, "note": note})
+            ack = {"at": now, "by": by, "note": note}
+            episode.acknowledgements.append(ack)
+            if self.journal is not None:
+                self._write(self.journal.save_acknowledgement, episode, ack)
             return episode.as_dict()
 
     def shelve(
@@ -154,9 +223,13 @@ class AssetBook:
         with self._lock:
             alarm = self._find_asset(asset)
             closed = alarm.shelve(now + duration_s, note, now)
+            alarm.shelved_by = by
             if closed is not None:
                 self._closed.append(closed)
-            alarm.shelved_by = by
+            if self.journal is not None:
+                if closed is not None:
+                    self._write(self.journal.save_episode, closed)
+                self._write(self.journal.save_shelve, asset, now + duration_s, note, by, now)
             return self._asset_view(alarm, now)
 
     def _find_asset(self, asset: str) -> AssetAlarm:
