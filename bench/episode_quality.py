@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from factory_anomaly.alarms.rule import EpisodeRule, episodes
+from factory_anomaly.alarms.stuck import stuck_over
 from factory_anomaly.training.metrics import poisson_interval
 
 DAY_S = 86_400.0
@@ -29,6 +30,15 @@ def rule_of(manifest: dict[str, Any]) -> tuple[EpisodeRule, float] | None:
         return None
     rule = EpisodeRule(k=spec["k"], n=spec["n"], level=spec["level"], close_after=spec["close_after"])
     return rule, float(spec["reading_period_s"])
+
+
+def stuck_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | None:
+    """bool [N]: the readings of a series the version's stuck channel counts as evidence (None: none)."""
+    limits = (manifest.get("alarms") or {}).get("stuck_limits")
+    if limits is None:
+        return None
+    low, high = np.asarray(manifest["sensor_low"]), np.asarray(manifest["sensor_high"])
+    return stuck_over(x, low, high, np.asarray(limits))
 
 
 def fault_episodes(labels: np.ndarray, kinds: np.ndarray | None) -> list[tuple[int, int, str]]:
@@ -54,10 +64,13 @@ def judge_episodes(
     rule: EpisodeRule,
     period_s: float,
     fresh: list[np.ndarray] | None = None,
+    evidence: np.ndarray | None = None,
+    fresh_evidence: list[np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """Episode recall and delay per fault kind on a labelled run; false episodes per asset-day on it (those
-    touching no fault) and, when given, on fresh normal runs (each an asset of its own)."""
-    alarms = episodes(scores, rule)
+    touching no fault) and, when given, on fresh normal runs (each an asset of its own). `evidence` (and
+    one per fresh run): readings another channel counts as over the level (`stuck_evidence`)."""
+    alarms = episodes(scores, rule, evidence)
     open_at = np.zeros(scores.size, dtype=bool)
     for a, b in alarms:
         open_at[a:b] = True
@@ -88,7 +101,8 @@ def judge_episodes(
         "alarm_time_on_normal": float(open_at[~labelled].mean()) if (~labelled).any() else None,
     }
     if fresh:
-        found = [episodes(run, rule) for run in fresh]
+        extra = fresh_evidence or [None] * len(fresh)
+        found = [episodes(run, rule, more) for run, more in zip(fresh, extra, strict=True)]
         rows = sum(run.size for run in fresh)
         report["false_on_fresh"] = _per_day(sum(len(f) for f in found), rows, period_s)
         report["alarm_time_on_fresh"] = sum(b - a for f in found for a, b in f) / rows

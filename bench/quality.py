@@ -50,7 +50,7 @@ from bench.common import (
     results_head,
     write_results,
 )
-from bench.episode_quality import judge_episodes, rule_of
+from bench.episode_quality import judge_episodes, rule_of, stuck_evidence
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
 from factory_anomaly.training.crossfit import default_folds
@@ -398,7 +398,9 @@ def _episodes(qs: QualitySet, run: Trained, scores: np.ndarray) -> dict[str, Any
         return None
     rule, period = found
     fresh = [run.score(f) for f in qs.fresh] if qs.kind == PLANT and qs.fresh else None
-    report = judge_episodes(scores, qs.labels, qs.fault_kinds, rule, period, fresh)
+    fresh_evidence = [stuck_evidence(run.manifest, f) for f in qs.fresh] if fresh else None
+    report = judge_episodes(scores, qs.labels, qs.fault_kinds, rule, period, fresh,
+                            stuck_evidence(run.manifest, qs.test), fresh_evidence)  # fmt: skip
     kinds = ", ".join(f"{k[:6]} {v['recall']:.2f}" for k, v in report["by_kind"].items())
     false = report.get("false_on_fresh", report["false_on_test"])
     print(f"   {'':12s} episodes: recall {fmt(report['recall'], '.2f')} ({kinds}); "

@@ -128,16 +128,19 @@ class AssetAlarm:
         shares: Sequence[tuple[int, str, float]] = (),
         reading_id: str | None = None,
         now: float | None = None,
+        stuck: Sequence[tuple[int, str, int]] = (),
     ) -> Observed:
         """Count one scored reading (score: the model's score, NaN counts as over the level; shares: the
-        reading's top sensors as (index, name, share of its error)) and say where the alarm stands."""
+        reading's top sensors as (index, name, share of its error); stuck: (index, name, run) of sensors
+        frozen beyond their limit, `stuck.py`, which make the reading count as over the level too) and
+        say where the alarm stands."""
         if reading_id is not None and reading_id in self._answers:
             self._answers.move_to_end(reading_id)
             return _repeat(self._answers[reading_id])
         if self.latest_ts is not None and ts < self.latest_ts:
             result = Observed(self.view(now if now is not None else ts), late=True)
         else:
-            result = self._count(ts, score, shares, now if now is not None else ts)
+            result = self._count(ts, score, shares, now if now is not None else ts, stuck)
         if reading_id is not None:
             self._answers[reading_id] = result
             if len(self._answers) > REMEMBERED_IDS:
@@ -145,7 +148,12 @@ class AssetAlarm:
         return result
 
     def _count(
-        self, ts: float, score: float, shares: Sequence[tuple[int, str, float]], now: float
+        self,
+        ts: float,
+        score: float,
+        shares: Sequence[tuple[int, str, float]],
+        now: float,
+        stuck: Sequence[tuple[int, str, int]] = (),
     ) -> Observed:
         self.latest_ts = ts
         self.readings += 1
@@ -155,7 +163,7 @@ class AssetAlarm:
         rule = self.rule
         if rule is None:
             raise RuntimeError(f"asset {self.asset!r} has no episode rule yet")
-        over = not score <= rule.level  # NaN counts as over
+        over = not score <= rule.level or bool(stuck)  # NaN counts as over
         count = self.window.push(over)
         if over:
             self.first_over.append(ts)
@@ -165,7 +173,7 @@ class AssetAlarm:
         if episode is None and count >= rule.k:
             episode = self.episode = Episode(
                 id=uuid.uuid4().hex, asset=self.asset, opened=ts, since=self.first_over[0],
-                evidence=rule.describe(),
+                evidence=_stuck_words(stuck) if stuck else rule.describe(),
             )  # fmt: skip
             opened, self.quiet = episode, 0
         if episode is not None:
@@ -173,6 +181,7 @@ class AssetAlarm:
             if over:
                 episode.peak_score = max(episode.peak_score, score) if score == score else float("nan")
                 episode.note_sensors(shares)
+                episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck])
                 self.quiet = 0
             else:
                 self.quiet += 1
@@ -195,6 +204,10 @@ class AssetAlarm:
         self.rule = rule
         self.window = KOfN(rule.n)
         self.first_over = []
+
+    def has_answered(self, reading_id: str) -> bool:
+        """Whether a reading with this id was counted recently (a retry is answered, not counted)."""
+        return reading_id in self._answers
 
     # --- operators ------------------------------------------------------------------------------------
 
@@ -245,6 +258,12 @@ class AssetAlarm:
             "peak_score": episode.peak_score if episode else None,
             "top_sensors": episode.top_sensors() if episode else [],
         }
+
+
+def _stuck_words(stuck: Sequence[tuple[int, str, int]]) -> str:
+    names = ", ".join(f"{name} for {run} readings" for _, name, run in stuck[:3])
+    more = f" and {len(stuck) - 3} more" if len(stuck) > 3 else ""
+    return f"reading unchanged: {names}{more}"
 
 
 def _repeat(first: Observed) -> Observed:

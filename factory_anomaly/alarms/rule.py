@@ -78,10 +78,15 @@ def kth_largest_in_window(scores: np.ndarray, k: int, n: int) -> np.ndarray:
     return -np.partition(-windows, k - 1, axis=1)[:, k - 1]
 
 
-def episodes(scores: np.ndarray, rule: EpisodeRule) -> list[tuple[int, int]]:
+def episodes(
+    scores: np.ndarray, rule: EpisodeRule, evidence: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Replay `rule` over one asset's scores in time order: (opening reading, closing reading) of each
-    episode, the closing index exclusive (len(scores) for one still open at the end)."""
-    over = np.asarray(scores, dtype=np.float64) > rule.level
+    episode, the closing index exclusive (len(scores) for one still open at the end). `evidence`: bool
+    [N], readings that count as over the level whatever their score (another channel, e.g. `stuck`)."""
+    over = ~(np.asarray(scores, dtype=np.float64) <= rule.level)
+    if evidence is not None:
+        over |= np.asarray(evidence, dtype=bool)
     counts = window_counts(over, rule.n)
     found: list[tuple[int, int]] = []
     start = -1

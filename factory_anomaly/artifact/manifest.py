@@ -106,6 +106,9 @@ class AlarmSpec:
     reading_period_s: Number
     target_episodes_per_day: Number
     method: StrictStr  # how the level was estimated, e.g. "gumbel_block_maxima"
+    # per sensor: readings unchanged (away from sensor_low/high) beyond this count as evidence too
+    # (`factory_anomaly.alarms.stuck`); 0 = off for that sensor; None = no stuck channel
+    stuck_limits: tuple[StrictInt, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(_ADAPTERS[AlarmSpec].dump_python(self))

@@ -82,10 +82,13 @@ def check_consistency(manifest: Manifest) -> None:
     if threshold.n_calibration <= 0:
         raise _inconsistent(f"threshold.n_calibration must be > 0, got {threshold.n_calibration}")
     if manifest.alarms is not None:
-        _check_alarms(manifest.alarms)
+        _check_alarms(manifest.alarms, n)
 
 
-def _check_alarms(alarms: AlarmSpec) -> None:
+def _check_alarms(alarms: AlarmSpec, n: int) -> None:
+    limits = alarms.stuck_limits
+    if limits is not None and (len(limits) != n or min(limits) < 0):
+        raise _inconsistent(f"alarms.stuck_limits must be {n} counts >= 0, got {len(limits)} entries")
     if not 1 <= alarms.k <= alarms.n:
         raise _inconsistent(f"alarms needs 1 <= k <= n, got k={alarms.k}, n={alarms.n}")
     if alarms.close_after < alarms.n:

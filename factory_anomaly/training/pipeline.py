@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.alarms.stuck import stuck_limits
 from factory_anomaly.artifact import TRAINING_LOG_FILE, AlarmSpec, sha256_file
 from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.baseline import PCABaseline
@@ -110,6 +111,10 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         config.alarm_close_after_s,
     )  # fmt: skip
     alarm_facts["reading_period_source"] = period_source
+    sensor_low, sensor_high = splits.train.min(axis=0), splits.train.max(axis=0)
+    limits = stuck_limits(_normal_rows(data)[0], sensor_low, sensor_high) if alarm_rule else None
+    if limits is not None:
+        alarm_facts["stuck_sensors"] = int(np.count_nonzero(limits))
 
     pca, pca_scores = fitted.pca
     pca_threshold = calibrate(pca_scores, fitted.target_fpr)
@@ -146,8 +151,8 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
     return TrainResult(
         scorer=scorer,
         sensor_names=tuple(data.sensor_names),
-        sensor_low=splits.train.min(axis=0).astype(np.float64),
-        sensor_high=splits.train.max(axis=0).astype(np.float64),
+        sensor_low=sensor_low.astype(np.float64),
+        sensor_high=sensor_high.astype(np.float64),
         threshold=threshold,
         baseline=pca,
         baseline_threshold=pca_threshold,
@@ -157,7 +162,15 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         summary=summary,
         explainer=explainer,
         alarm_rule=alarm_rule,
+        stuck_limits=limits,
     )
+
+
+def _stuck_limits(spec: AlarmSpec | None) -> np.ndarray | None:
+    """The published version's stuck limits, carried into a new version of it."""
+    if spec is None or spec.stuck_limits is None:
+        return None
+    return np.asarray(spec.stuck_limits, dtype=np.int64)
 
 
 def _episode_rule(spec: AlarmSpec | None) -> EpisodeRule | None:
@@ -513,6 +526,7 @@ def refit_explainer(
         summary=summary,
         explainer=explainer,
         alarm_rule=_episode_rule(trained.manifest.alarms),
+        stuck_limits=_stuck_limits(trained.manifest.alarms),
     )
 
 

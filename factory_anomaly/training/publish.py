@@ -213,4 +213,5 @@ def _alarm_spec(result: TrainResult) -> AlarmSpec | None:
         reading_period_s=float(facts["reading_period_s"]),
         target_episodes_per_day=float(facts["target_episodes_per_day"]),
         method=str(facts["method"]),
+        stuck_limits=None if result.stuck_limits is None else tuple(int(v) for v in result.stuck_limits),
     )

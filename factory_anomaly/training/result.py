@@ -35,3 +35,4 @@ class TrainResult:
     summary: dict[str, Any]  # config, splits, data fingerprint, timings, held-out metrics
     explainer: SensorAttentionExplainer | None = None  # eval mode; scorer frozen inside
     alarm_rule: EpisodeRule | None = None  # None: too few normal readings to calibrate one
+    stuck_limits: np.ndarray | None = None  # int [n] (`alarms.stuck`); None: no stuck channel

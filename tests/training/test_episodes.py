@@ -64,6 +64,8 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     assert alarms is not None and alarms.reading_period_s == 1.0 and alarms.target_episodes_per_day == 1.0
     assert (alarms.k, alarms.n, alarms.close_after) == (3, 10, 300)
     assert alarms.level > 0 and alarms.method == "gumbel_block_maxima"
+    assert alarms.stuck_limits is not None and len(alarms.stuck_limits) == manifest.n_sensors
+    assert 0 < manifest.training["alarms"]["stuck_sensors"] == sum(1 for v in alarms.stuck_limits if v > 0)
     facts = manifest.training["alarms"]
     assert (
         facts["calibrated"] and facts["reading_period_source"] == "assumed"

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.alarms.stuck import StuckLimits
 from factory_anomaly.app.errors import ExplainerUnavailable
 from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import EXPLAINER, Manifest
@@ -83,6 +84,16 @@ class LoadedModel:
     @property
     def has_explainer(self) -> bool:
         return self.explainer is not None
+
+    @cached_property
+    def stuck_limits(self) -> StuckLimits | None:
+        """The version's stuck-sensor limits with the floor and ceiling they hold between (None: no
+        stuck channel)."""
+        spec = self.manifest.alarms
+        if spec is None or spec.stuck_limits is None:
+            return None
+        m = self.manifest
+        return StuckLimits(np.asarray(m.sensor_low), np.asarray(m.sensor_high), np.asarray(spec.stuck_limits))
 
     @cached_property
     def alarm_rule(self) -> EpisodeRule | None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from factory_anomaly.alarms.lifecycle import AssetAlarm, Episode, Observed
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.alarms.stuck import StuckLimits, StuckTracker
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
 from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
 
@@ -42,6 +43,7 @@ class AssetReadings:
     scores: np.ndarray  # float32 [N]
     sensor_error: np.ndarray | None  # float32 [N, n_sensors]
     sensor_names: Sequence[str]
+    x: np.ndarray | None = None  # float32 [N, n_sensors], the readings (the stuck channel needs them)
 
 
 class AssetBook:
@@ -52,6 +54,7 @@ class AssetBook:
         self._assets: OrderedDict[str, AssetAlarm] = OrderedDict()  # least recently active first
         self._active: dict[str, float] = {}  # asset -> wall time of its last reading
         self._closed: deque[Episode] = deque(maxlen=history)
+        self._stuck: dict[str, StuckTracker] = {}
         self._lock = threading.Lock()
         self.journal = journal
         self.journal_error: str | None = None  # the last failed write; /readyz reports it
@@ -108,17 +111,32 @@ class AssetBook:
 
     # --- readings -------------------------------------------------------------------------------------
 
-    def observe(self, readings: AssetReadings, rule: EpisodeRule, now: float | None = None) -> list[Observed]:
-        """Count a request's readings of one asset in order; one `Observed` per reading."""
+    def observe(
+        self,
+        readings: AssetReadings,
+        rule: EpisodeRule,
+        now: float | None = None,
+        stuck: StuckLimits | None = None,
+    ) -> list[Observed]:
+        """Count a request's readings of one asset in order; one `Observed` per reading. `stuck`: the
+        version's stuck channel, applied to `readings.x`."""
         now = time.time() if now is None else now
         shares = _shares(readings, rule.level)
         with self._lock:
             alarm = self._alarm(readings.asset, rule, now)
+            tracker = self._tracker(readings.asset, stuck)
             out = []
             for i, score in enumerate(readings.scores.tolist()):
                 ts = readings.ts[i]
+                frozen: list[tuple[int, str, int]] = []
+                if (
+                    tracker is not None
+                    and readings.x is not None
+                    and not _is_late(alarm, ts, readings.ids[i])
+                ):
+                    frozen = [(j, readings.sensor_names[j], run) for j, run in tracker.push(readings.x[i])]
                 seen = alarm.observe(
-                    now if ts is None else ts, score, shares.get(i, ()), readings.ids[i], now
+                    now if ts is None else ts, score, shares.get(i, ()), readings.ids[i], now, frozen
                 )
                 if seen.opened is not None and self.journal is not None:
                     self._write(self.journal.save_episode, seen.opened)
@@ -129,6 +147,16 @@ class AssetBook:
                 out.append(seen)
             self._evict(now)
         return out
+
+    def _tracker(self, asset: str, stuck: StuckLimits | None) -> StuckTracker | None:
+        """The asset's repeat runs under the version's limits (afresh when a reload changes them)."""
+        if stuck is None:
+            self._stuck.pop(asset, None)
+            return None
+        tracker = self._stuck.get(asset)
+        if tracker is None or tracker.spec is not stuck:
+            tracker = self._stuck[asset] = StuckTracker(stuck)
+        return tracker
 
     def _alarm(self, asset: str, rule: EpisodeRule, now: float) -> AssetAlarm:
         alarm = self._assets.get(asset)
@@ -147,6 +175,7 @@ class AssetBook:
                 break
             alarm = self._assets.pop(oldest)
             del self._active[oldest]
+            self._stuck.pop(oldest, None)
             if alarm.episode is not None:  # forgotten with its asset: closed so it is not lost
                 closed = alarm.close(now, "evicted")
                 self._closed.append(closed)
@@ -247,6 +276,13 @@ class AssetBook:
             if episode.id == alarm_id:
                 return episode
         raise NotFound(f"no alarm episode {alarm_id!r}", code=ErrorCode.ALARM_NOT_FOUND)
+
+
+def _is_late(alarm: AssetAlarm, ts: float | None, reading_id: str | None) -> bool:
+    """A reading the alarm will not count (late, or a retry): it must not move the repeat runs either."""
+    if reading_id is not None and alarm.has_answered(reading_id):
+        return True
+    return ts is not None and alarm.latest_ts is not None and ts < alarm.latest_ts
 
 
 def _shares(readings: AssetReadings, level: float) -> dict[int, list[tuple[int, str, float]]]:

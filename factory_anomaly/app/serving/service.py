@@ -129,8 +129,8 @@ class ScoringService:
             return Scored(readings, assessment, asset)
         ts = readings.ts or [None] * len(readings.ids)
         batch = AssetReadings(asset, ts, readings.ids, assessment.scores, assessment.sensor_error,
-                              model.sensor_names)  # fmt: skip
-        return Scored(readings, assessment, asset, self.assets.observe(batch, rule))
+                              model.sensor_names, readings.x)  # fmt: skip
+        return Scored(readings, assessment, asset, self.assets.observe(batch, rule, stuck=model.stuck_limits))
 
     def _parse_and_explain(
         self, model: LoadedModel, parse: Callable[[], tuple[Readings, int]]

@@ -194,3 +194,21 @@ def test_the_model_info_names_the_episode_rule(client: httpx.Client, manifest: M
         manifest.alarms.level,
     )
     assert alarms["target_episodes_per_day"] == 1.0 and alarms["days_covered"] > 0
+
+
+def test_a_frozen_sensor_opens_an_episode_over_http(
+    client: httpx.Client, small_plant: Any, manifest: Manifest
+) -> None:
+    assert manifest.alarms is not None and manifest.alarms.stuck_limits is not None
+    limits = np.asarray(manifest.alarms.stuck_limits)
+    x = small_plant.simulate(400, seed=21, anomaly_rate=0.0).values.astype(np.float32)
+    low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
+    candidates = [j for j in np.flatnonzero((limits > 0) & (limits < 100)) if low[j] < x[50, j] < high[j]]
+    sensor = int(candidates[0])
+    x[50:, sensor] = x[50, sensor]
+    asset = _asset()
+    results = _batch(client, asset, x)["results"]
+    opened = next(r["alarm"] for r in results if r["alarm"]["state"] == "open")
+    episode = client.get(f"/v1/alarms/{opened['id']}").json()
+    assert episode["evidence"].startswith(f"reading unchanged: {manifest.sensor_names[sensor]}")
+    assert episode["top_sensors"][0]["index"] == sensor
