@@ -46,11 +46,13 @@ from bench.common import (
     drift_by_day,
     fmt,
     heading,
+    judge_episodes,
     markdown_table,
     results_head,
+    rule_of,
+    stuck_evidence,
     write_results,
 )
-from bench.episode_quality import judge_episodes, rule_of, stuck_evidence
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
 from factory_anomaly.training.crossfit import default_folds

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.episode_quality import fault_episodes, judge_episodes, rule_of
+from bench.common import fault_episodes, judge_episodes, rule_of
 from factory_anomaly.alarms.rule import EpisodeRule
 
 
