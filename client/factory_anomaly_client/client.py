@@ -39,6 +39,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -94,6 +95,8 @@ class ScoreResult:
     threshold: float
     is_anomaly: bool
     model_version: str
+    alarm: dict[str, Any] | None = None  # with an asset: its alarm after this reading (the service's JSON)
+    late: bool = False  # with an asset: the reading was older than the asset's latest and moved nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,8 @@ class BatchItem:
     id: str | None
     score: float | None
     is_anomaly: bool
+    alarm: dict[str, Any] | None = None
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,7 @@ class _Call:
     retried_errors: tuple[type[Exception], ...] = _RETRIED_ERRORS
     authorization: str | None = None  # overrides the API key (admin calls)
     timeout_s: float | None = None  # overrides the client's
+    asset: str | None = None  # X-Asset
 
 
 def _plain(value: Any) -> Any:
@@ -261,11 +267,28 @@ def _vector(values: Sequence[float] | np.ndarray) -> Any:
     return list(values)
 
 
-def _score_call(values: Sequence[float] | np.ndarray, id: str | None) -> _Call:
+def _score_call(
+    values: Sequence[float] | np.ndarray, id: str | None, asset: str | None = None, ts: Any = None
+) -> _Call:
+    """With an asset, a reading moves the asset's alarm: it is given an id when it has none, so a retry
+    after a lost answer is recognised by the service and not counted twice."""
     doc: dict[str, Any] = {"values": _vector(values)}
+    if asset is not None and id is None:
+        id = uuid.uuid4().hex
     if id is not None:
         doc["id"] = id
-    return _Call("POST", "/v1/score", _dumps(doc), JSON_TYPE)
+    if ts is not None:
+        doc["ts"] = _timestamp(ts)
+    return _Call("POST", "/v1/score", _dumps(doc), JSON_TYPE, asset=asset)
+
+
+def _timestamp(ts: Any) -> Any:
+    """A reading's time for the wire: a datetime with a zone as RFC 3339, numbers as Unix seconds."""
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise ValueError("ts needs a time zone (a naive datetime is ambiguous)")
+        return ts.isoformat()
+    return ts
 
 
 def _binary_rows(vectors: Any) -> bytes:
@@ -295,18 +318,28 @@ def _json_rows(vectors: Any) -> Any:
     return rows
 
 
-def _batch_call(vectors: Any, ids: Sequence[str] | None, binary: bool) -> _Call:
-    if binary and ids is None:
+def _batch_call(
+    vectors: Any, ids: Sequence[str] | None, binary: bool, asset: str | None = None, ts: Any = None
+) -> _Call:
+    """With an asset and no ids, a binary batch is retried only when it was never sent (its readings
+    carry no ids the service could recognise); ts, one per row, needs JSON."""
+    if binary and ids is None and ts is None:
         try:
-            return _Call("POST", "/v1/score/batch", _binary_rows(vectors), OCTET_STREAM)
+            content = _binary_rows(vectors)
         except ValueError as exc:
             if "inhomogeneous" in str(exc):  # numpy's complaint about ragged rows
                 raise ValueError("vectors must be 2-D: the rows have different lengths") from None
             raise
+        retried = _RETRIED_ERRORS if asset is None else _NOT_SENT_ERRORS
+        return _Call("POST", "/v1/score/batch", content, OCTET_STREAM, retried_errors=retried, asset=asset)
     doc: dict[str, Any] = {"vectors": _json_rows(vectors)}
+    if ids is None and asset is not None:
+        ids = [uuid.uuid4().hex for _ in range(len(doc["vectors"]))]
     if ids is not None:
         doc["ids"] = list(ids)
-    return _Call("POST", "/v1/score/batch", _dumps(doc), JSON_TYPE)
+    if ts is not None:
+        doc["ts"] = [_timestamp(t) for t in ts]
+    return _Call("POST", "/v1/score/batch", _dumps(doc), JSON_TYPE, asset=asset)
 
 
 def _reload_call(version: str | None, admin_token: str, timeout_s: float) -> _Call:
@@ -327,11 +360,15 @@ _READY_CALL = _Call("GET", "/readyz", answers=frozenset({200, 503}), retry_unava
 
 
 def _parse_score(doc: Any) -> ScoreResult:
-    return ScoreResult(doc["id"], doc["score"], doc["threshold"], doc["is_anomaly"], doc["model_version"])
+    return ScoreResult(doc["id"], doc["score"], doc["threshold"], doc["is_anomaly"], doc["model_version"],
+                       doc.get("alarm"), bool(doc.get("late", False)))  # fmt: skip
 
 
 def _parse_batch(doc: Any) -> BatchResult:
-    results = [BatchItem(r["id"], r["score"], r["is_anomaly"]) for r in doc["results"]]
+    results = [
+        BatchItem(r["id"], r["score"], r["is_anomaly"], r.get("alarm"), bool(r.get("late", False)))
+        for r in doc["results"]
+    ]
     return BatchResult(doc["model_version"], doc["threshold"], results)
 
 
@@ -382,6 +419,8 @@ class _Base:
         headers = {"X-Request-ID": request_id}
         if call.content_type is not None:
             headers["Content-Type"] = call.content_type
+        if call.asset is not None:
+            headers["X-Asset"] = call.asset
         if call.authorization is not None:
             headers["Authorization"] = call.authorization
         return headers
@@ -458,20 +497,36 @@ class AnomalyClient(_Base):
             time.sleep(outcome)
             attempt += 1
 
-    def score(self, values: Sequence[float] | np.ndarray, id: str | None = None) -> ScoreResult:
-        """Score one reading: `n_sensors` numbers in the model's sensor order (see `model()`)."""
-        response, request_id = self._send(_score_call(values, id))
+    def score(
+        self,
+        values: Sequence[float] | np.ndarray,
+        id: str | None = None,
+        *,
+        asset: str | None = None,
+        ts: Any = None,
+    ) -> ScoreResult:
+        """Score one reading: `n_sensors` numbers in the model's sensor order (see `model()`). With
+        `asset` (sent as X-Asset) the reading moves that machine's alarm and the result carries it; `ts`:
+        when it was taken (a datetime with a zone, or Unix seconds)."""
+        response, request_id = self._send(_score_call(values, id, asset, ts))
         try:
             return _parse_score(_document(response, request_id))
         except (KeyError, TypeError) as exc:
             raise _shape_error(response, request_id, exc) from None
 
     def score_batch(
-        self, vectors: Any, ids: Sequence[str] | None = None, *, binary: bool = True
+        self,
+        vectors: Any,
+        ids: Sequence[str] | None = None,
+        *,
+        binary: bool = True,
+        asset: str | None = None,
+        ts: Sequence[Any] | None = None,
     ) -> BatchResult:
         """Score `vectors`, 2-D [rows, n_sensors] (an array or a list of rows). Binary float32 on the wire
-        unless `ids` are given or `binary=False` (then JSON). ValueError when `vectors` is not 2-D."""
-        response, request_id = self._send(_batch_call(vectors, ids, binary))
+        unless `ids` or `ts` are given or `binary=False` (then JSON). ValueError when `vectors` is not 2-D.
+        With `asset`, the rows are one machine's readings in time order (see `score`)."""
+        response, request_id = self._send(_batch_call(vectors, ids, binary, asset, ts))
         try:
             return _parse_batch(_document(response, request_id))
         except (KeyError, TypeError) as exc:
@@ -549,19 +604,32 @@ class AsyncAnomalyClient(_Base):
             await asyncio.sleep(outcome)
             attempt += 1
 
-    async def score(self, values: Sequence[float] | np.ndarray, id: str | None = None) -> ScoreResult:
+    async def score(
+        self,
+        values: Sequence[float] | np.ndarray,
+        id: str | None = None,
+        *,
+        asset: str | None = None,
+        ts: Any = None,
+    ) -> ScoreResult:
         """See `AnomalyClient.score`."""
-        response, request_id = await self._send(_score_call(values, id))
+        response, request_id = await self._send(_score_call(values, id, asset, ts))
         try:
             return _parse_score(_document(response, request_id))
         except (KeyError, TypeError) as exc:
             raise _shape_error(response, request_id, exc) from None
 
     async def score_batch(
-        self, vectors: Any, ids: Sequence[str] | None = None, *, binary: bool = True
+        self,
+        vectors: Any,
+        ids: Sequence[str] | None = None,
+        *,
+        binary: bool = True,
+        asset: str | None = None,
+        ts: Sequence[Any] | None = None,
     ) -> BatchResult:
         """See `AnomalyClient.score_batch`."""
-        response, request_id = await self._send(_batch_call(vectors, ids, binary))
+        response, request_id = await self._send(_batch_call(vectors, ids, binary, asset, ts))
         try:
             return _parse_batch(_document(response, request_id))
         except (KeyError, TypeError) as exc:

@@ -645,3 +645,50 @@ async def test_async_service_without_a_model(store: Path, tmp_path: Path, readin
                 await client.score(readings[0])
     assert (caught.value.status, caught.value.code, caught.value.attempts) == (503, "model_unavailable", 4)
     assert "version_missing" in caught.value.message
+
+
+def test_readings_of_an_asset_carry_its_alarm(anomaly: AnomalyClient, manifest: Manifest) -> None:
+    """Against the real service: the asset travels as X-Asset, the answers carry the alarm, and a reading
+    retried with the same id (what the client does after a lost answer) is not counted twice."""
+    import datetime as dt
+    import uuid
+
+    asset = f"client/press-{uuid.uuid4().hex[:8]}"
+    x = np.repeat(anomalous(manifest)[None, :], 3, axis=0)
+    start = dt.datetime(2026, 11, 26, 6, 12, tzinfo=dt.UTC)
+    batch = anomaly.score_batch(x, asset=asset, ts=[start + dt.timedelta(seconds=i) for i in range(3)])
+    assert [item.alarm["state"] for item in batch.results] == ["pending", "pending", "open"]  # type: ignore[index]
+    assert all(len(item.id or "") == 32 for item in batch.results)  # ids given, so retries are safe
+    one = anomaly.score(x[0], id="r-1", asset=asset, ts=start + dt.timedelta(seconds=5))
+    again = anomaly.score(x[0], id="r-1", asset=asset, ts=start + dt.timedelta(seconds=5))
+    assert one.alarm == again.alarm and not one.late
+    late = anomaly.score(x[0], asset=asset, ts=start)
+    assert late.late and late.alarm is not None
+    plain = anomaly.score(x[0])
+    assert plain.alarm is None and not plain.late
+
+
+def test_an_assets_readings_on_the_wire(stub: Stub, readings: np.ndarray) -> None:
+    stub.app.answer(Answer(200, BATCH_BODY))
+    with fast_client(stub.url) as client:
+        client.score_batch(readings[:3], asset="press-7")
+        client.score_batch(readings[:3], asset="press-7", ts=[1.0, 2.0, 3.0])
+        stub.app.script = [Answer(200, SCORE_BODY)]
+        client.score(readings[0], asset="press-7")
+        with pytest.raises(ValueError, match="time zone"):
+            import datetime as dt
+
+            client.score(readings[0], asset="press-7", ts=dt.datetime(2026, 11, 26))
+    binary, timed, single = stub.app.received
+    assert all(r.headers["x-asset"] == "press-7" for r in (binary, timed, single))
+    assert binary.headers["content-type"] == "application/octet-stream"  # no ids: retried only unsent
+    assert orjson.loads(timed.body)["ts"] == [1.0, 2.0, 3.0] and len(orjson.loads(timed.body)["ids"]) == 3
+    assert len(orjson.loads(single.body)["id"]) == 32  # an id of its own, so a retry is not counted twice
+
+
+def test_a_binary_batch_of_an_asset_is_not_resent_after_a_timeout(stub: Stub, readings: np.ndarray) -> None:
+    """Its rows carry no ids: the service could not tell a resent batch from new readings."""
+    stub.app.answer(Answer(200, BATCH_BODY, delay_s=2.0), Answer(200, BATCH_BODY))
+    with fast_client(stub.url, timeout_s=0.2) as client, pytest.raises(ConnectionFailedError):
+        client.score_batch(readings[:3], asset="press-7")
+    assert len(stub.app.received) == 1
