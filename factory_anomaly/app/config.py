@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     """The alarm journal (`serving.journal`): an SQLite file holding episodes, acknowledgements and
     shelves across restarts; an empty value keeps them in memory only (lost at a restart)."""
 
+    max_assets: int = Field(default=100, ge=1)
+    """Metrics: assets with a series of their own; readings of the others count under `asset="other"`
+    (the cardinality bound, docs/metrics.md)."""
+
     max_tracked_assets: int = Field(default=10_000, ge=1)
     """Alarm episodes: the most assets held at once; beyond it the longest-idle one is forgotten."""
 

@@ -42,7 +42,7 @@ def create_app(
     side (tests) do not share counters or collide on names."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    metrics = Metrics(metrics_registry or CollectorRegistry(), settings.model_name)
+    metrics = Metrics(metrics_registry or CollectorRegistry(), settings.model_name, settings.max_assets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +51,7 @@ def create_app(
         app.state.registry, app.state.pool = registry, pool
         app.state.batcher = batcher = micro_batcher(settings, pool, metrics)
         app.state.assets = assets = open_asset_book(settings)
+        metrics.open_alarms.book = assets
         app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:

@@ -55,6 +55,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from factory_anomaly.alarms.lifecycle import Observed
 from factory_anomaly.app.errors import ErrorCode
 from factory_anomaly.app.serving.drift import DRIFT
 from factory_anomaly.artifact import ArtifactCode
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
     from factory_anomaly.app.model import Assessment, LoadedModel
+    from factory_anomaly.app.serving.assets import AssetBook
 
 NAMESPACE = "anomaly"
 
@@ -104,6 +106,9 @@ DRIFT_BUCKETS_RATIO = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 it (exposed as le="0.0")."""
 
 UNMATCHED_ROUTE = "<unmatched>"
+OTHER_ASSET = "other"
+"""The `asset` label of every asset beyond ANOMALY_MAX_ASSETS (docs/metrics.md: cardinality)."""
+OPEN_STATES = ("open", "acknowledged", "closing")
 """The `route` label of a request that matched no route (a 404 or a slash redirect): raw paths never
 become label values, so a scanner cannot create series."""
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -229,13 +234,45 @@ class CalibrationCollector(Collector):
         return [ratio_family, drift_family]
 
 
+class OpenAlarmsCollector(Collector):
+    """`anomaly_alarms_open{asset, state}`: open episodes per asset and state (open, acknowledged,
+    closing), read from the asset book at each scrape; an asset with none has no series."""
+
+    def __init__(self, metrics: Metrics, registry: CollectorRegistry) -> None:
+        self._metrics = metrics
+        self.book: AssetBook | None = None  # set by the app's lifespan
+        registry.register(self)
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            f"{NAMESPACE}_alarms_open",
+            "Open alarm episodes by asset and state (open, acknowledged, closing).",
+            labels=("asset", "state"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        counts: dict[tuple[str, str], int] = {}
+        if self.book is not None:
+            for view in self.book.assets():
+                if view["state"] in OPEN_STATES:
+                    key = (self._metrics.asset_label(view["asset"]), view["state"])
+                    counts[key] = counts.get(key, 0) + 1
+        for (label, state), count in sorted(counts.items()):
+            family.add_metric([label, state], count)
+        return [family]
+
+
 class Metrics:
     """The service's metrics on one registry, and the few calls that record them.
 
     Thread-safe: the scoring routes record from the inference threads, the middleware from the event loop.
     """
 
-    def __init__(self, registry: CollectorRegistry, model_name: str) -> None:
+    def __init__(self, registry: CollectorRegistry, model_name: str, max_assets: int = 100) -> None:
         if values.ValueClass is not values.MutexValue:
             raise MultiprocessModeRefused(
                 "PROMETHEUS_MULTIPROC_DIR is set, but this service runs one process per container and "
@@ -325,6 +362,40 @@ class Metrics:
             DRIFT_BUCKETS_RATIO,
             reg,
         )
+        # alarm episodes per asset: `asset` is bounded by `max_assets` (the first seen keep their own name,
+        # later ones share OTHER_ASSET); `sensor` by the model's sensors; `closed_by` by the lifecycle
+        self.max_assets = max_assets
+        self._asset_labels: set[str] = set()
+        self._asset_lock = threading.Lock()
+        self.asset_readings = Counter(
+            "asset_readings_total",
+            "Readings scored with an X-Asset, by asset.",
+            ("asset",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.episodes_opened = Counter(
+            "alarm_episodes_opened_total",
+            "Alarm episodes opened, by asset (a counter, so an episode shorter than a scrape still counts).",
+            ("asset",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.episodes_closed = Counter(
+            "alarm_episodes_closed_total",
+            "Alarm episodes closed, by asset and by what closed them (quiet, shelved, evicted).",
+            ("asset", "closed_by"),
+            namespace=ns,
+            registry=reg,
+        )
+        self.episode_top_sensor = Counter(
+            "alarm_episode_top_sensor_total",
+            "Alarm episodes by the sensor that led them when they opened.",
+            ("sensor",),
+            namespace=ns,
+            registry=reg,
+        )
+        self.open_alarms = OpenAlarmsCollector(self, reg)
         self.model_info = Gauge(
             "model_info",
             "1 for the model version serving now (one series at a time).",
@@ -441,6 +512,31 @@ class Metrics:
         ratio = np.where(np.isfinite(ratio), np.minimum(ratio, SCORE_RATIO_CAP), SCORE_RATIO_CAP)
         self.score_ratio.observe_many((self.model_name,), ratio)
         self.drift.observe_many((self.model_name,), model.out_of_range_share(x))
+
+    def asset_label(self, asset: str) -> str:
+        """The asset's label value: its name for the first `max_assets` assets seen, else OTHER_ASSET."""
+        with self._asset_lock:
+            if asset in self._asset_labels:
+                return asset
+            if len(self._asset_labels) < self.max_assets:
+                self._asset_labels.add(asset)
+                return asset
+        return OTHER_ASSET
+
+    def observe_assets(self, asset: str, observed: Sequence[Observed]) -> None:
+        """One request's readings of an asset and the episodes they opened and closed."""
+        label = self.asset_label(asset)
+        counted = sum(1 for seen in observed if not (seen.late or seen.repeated))
+        if counted:
+            self.asset_readings.labels(label).inc(counted)
+        for seen in observed:
+            if seen.opened is not None:
+                self.episodes_opened.labels(label).inc()
+                top = seen.opened.top_sensors(1)
+                if top:
+                    self.episode_top_sensor.labels(top[0]["name"]).inc()
+            if seen.closed is not None:
+                self.episodes_closed.labels(label, seen.closed.closed_by or "quiet").inc()
 
     def observe_explain(self, seconds: float) -> None:
         self._inference["explain"].observe(seconds)

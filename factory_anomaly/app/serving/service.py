@@ -130,7 +130,9 @@ class ScoringService:
         ts = readings.ts or [None] * len(readings.ids)
         batch = AssetReadings(asset, ts, readings.ids, assessment.scores, assessment.sensor_error,
                               model.sensor_names, readings.x)  # fmt: skip
-        return Scored(readings, assessment, asset, self.assets.observe(batch, rule, stuck=model.stuck_limits))
+        observed = self.assets.observe(batch, rule, stuck=model.stuck_limits)
+        self.metrics.observe_assets(asset, observed)
+        return Scored(readings, assessment, asset, observed)
 
     def _parse_and_explain(
         self, model: LoadedModel, parse: Callable[[], tuple[Readings, int]]

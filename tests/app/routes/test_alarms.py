@@ -212,3 +212,53 @@ def test_a_frozen_sensor_opens_an_episode_over_http(
     episode = client.get(f"/v1/alarms/{opened['id']}").json()
     assert episode["evidence"].startswith(f"reading unchanged: {manifest.sensor_names[sensor]}")
     assert episode["top_sensors"][0]["index"] == sensor
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_episodes_are_counted_in_the_metrics(
+    live: Any, client: httpx.Client, readings: np.ndarray, manifest: Manifest
+) -> None:
+    asset = _asset()
+    x = np.concatenate([readings[:2], np.repeat(anomalous(manifest)[None, :], 3, axis=0)])
+    _batch(client, asset, x)
+    _batch(client, asset, x[:1], ts=[0.0])  # late: answered, not counted
+    with live.client() as scraper:
+        samples = _samples(scraper.get("/metrics").text)
+    assert samples[("anomaly_asset_readings_total", (("asset", asset),))] == 5
+    assert samples[("anomaly_alarm_episodes_opened_total", (("asset", asset),))] == 1
+    assert samples[("anomaly_alarms_open", (("asset", asset), ("state", "open")))] == 1
+    top = {dict(labels)["sensor"] for (name, labels), v in samples.items()
+           if name == "anomaly_alarm_episode_top_sensor_total" and v > 0}  # fmt: skip
+    assert top & {manifest.sensor_names[i] for i in (3, 17, 29)}
+
+
+def test_assets_beyond_the_cap_share_one_series(store: Any, readings: np.ndarray) -> None:
+    import anyio
+
+    from tests.app.conftest import serving, settings_for
+
+    async def run() -> str:
+        async with serving(settings_for(store, max_assets=2)) as c:
+            for asset in ("a-1", "a-2", "a-3", "a-4"):
+                answer = await c.post(
+                    "/v1/score", json={"values": readings[0].tolist()}, headers={"X-Asset": asset}
+                )
+                assert answer.status_code == 200
+            return (await c.get("/metrics")).text
+
+    samples = _samples(anyio.run(run))
+    by_asset = {
+        dict(labels)["asset"]: v
+        for (name, labels), v in samples.items()
+        if name == "anomaly_asset_readings_total"
+    }
+    assert by_asset == {"a-1": 1, "a-2": 1, "other": 2}
