@@ -3,6 +3,7 @@
     python -m factory_anomaly.plant.simulate --url http://127.0.0.1:8000 [--rate 5] [--anomaly-rate 0.05]
         [--outlier-rate 0.01] [--batch 1] [--count N | --duration S] [--seed 0]
         [--sensors 1000 --plant-seed 0 | --plant plant.json] [--api-key KEY] [--report-every 10] [--wait 120]
+        [--assets N --asset-prefix line-1/machine-]
 
 numpy and the service's own Python client (`factory_anomaly_client`: httpx, numpy, orjson; no torch, no
 pandas): the simulator container runs it on the serving image's virtual environment, with the client package
@@ -15,6 +16,11 @@ with a few sensors far out of range on top) and sent in time order: one reading 
 (`--batch 1`), or `--batch` readings per binary `POST /v1/score/batch`. Each request is sent once (the
 client's retries are off): a failure is counted in the summary by its HTTP status, or by the client's code
 (`connection_failed`, `timeout`, `invalid_response`) when there is none, and the stream keeps its pace.
+
+With `--assets N`, the plant runs as N machines (`<prefix>1` … `<prefix>N`), each its own stream of runs
+(its own seeds, its own fault episodes); requests go to them in turn, each carrying its machine in
+`X-Asset`, so the service keeps an alarm per machine and the operator dashboard has assets to show. The
+summary then also counts the alarm episodes the answers opened.
 
 It waits for `/readyz`, checks that the model serving has the plant's sensors (`GET /v1/model`, when the key
 allows), then paces requests to `--rate` readings per second. Every `--report-every` seconds one status line
@@ -56,6 +62,8 @@ class Summary:
     flagged_normal: int = 0  # false alarms
     errors: dict[str, int] = field(default_factory=dict)  # error_kind(...) -> requests
     seconds: float = 0.0
+    assets: int = 0  # machines streamed with X-Asset (0: none)
+    alarms_opened: int = 0  # distinct alarm episodes the answers named (with --assets)
 
     def count_error(self, key: str) -> None:
         self.errors[key] = self.errors.get(key, 0) + 1
@@ -66,6 +74,7 @@ class Summary:
             f"sent {self.sent} ({rate:.1f}/s), faulty {self.faulty}, flagged {self.flagged} "
             f"({self.flagged_faulty} faulty, {self.flagged_normal} normal), "
             f"errors {sum(self.errors.values())}"
+            + (f", {self.assets} machines, {self.alarms_opened} alarm episodes" if self.assets else "")
         )
 
 
@@ -147,12 +156,21 @@ def check_sensors(client: AnomalyClient, plant: Plant) -> None:
         )
 
 
-def send(client: AnomalyClient, rows: list[np.ndarray]) -> list[bool]:
-    """The API's is_anomaly per row: one row as JSON `POST /v1/score`, more as one binary float32
-    `POST /v1/score/batch`. A failed request raises the client's `ServiceError`."""
+def send(
+    client: AnomalyClient, rows: list[np.ndarray], asset: str | None = None
+) -> list[tuple[bool, str | None]]:
+    """The API's is_anomaly and alarm id per row: one row as JSON `POST /v1/score`, more as one binary
+    float32 `POST /v1/score/batch`; with `asset`, sent as that machine's. A failed request raises the
+    client's `ServiceError`."""
     if len(rows) == 1:
-        return [client.score(rows[0]).is_anomaly]
-    return [item.is_anomaly for item in client.score_batch(np.vstack(rows)).results]
+        result = client.score(rows[0], asset=asset)
+        return [(result.is_anomaly, _alarm_id(result.alarm))]
+    batch = client.score_batch(np.vstack(rows), asset=asset)
+    return [(item.is_anomaly, _alarm_id(item.alarm)) for item in batch.results]
+
+
+def _alarm_id(alarm: dict[str, Any] | None) -> str | None:
+    return None if alarm is None else alarm.get("id")
 
 
 def run(args: argparse.Namespace) -> Summary:
@@ -165,19 +183,28 @@ def run(args: argparse.Namespace) -> Summary:
         try:
             wait_ready(client, args.wait)
             check_sensors(client, plant)
-            stream = readings(plant, args.chunk, args.anomaly_rate, args.outlier_rate, args.seed)
+            machines: list[str | None] = [f"{args.asset_prefix}{i + 1}" for i in range(args.assets)] or [None]
+            streams = [
+                readings(plant, args.chunk, args.anomaly_rate, args.outlier_rate, args.seed + 1000 * i)
+                for i in range(len(machines))
+            ]
+            summary.assets = args.assets
+            alarm_ids: set[str] = set()
+            turn = 0
             started = next_report = next_send = time.monotonic()
             while args.count is None or summary.sent < args.count:
                 if args.duration is not None and time.monotonic() - started >= args.duration:
                     break
                 size = args.batch if args.count is None else min(args.batch, args.count - summary.sent)
+                asset, stream = machines[turn % len(machines)], streams[turn % len(machines)]
+                turn += 1
                 batch = [next(stream) for _ in range(size)]
                 delay = next_send - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 next_send = max(next_send + interval_s, time.monotonic() - 1.0)  # no burst after a stall
                 try:
-                    flags = send(client, [values for values, _ in batch])
+                    answers = send(client, [values for values, _ in batch], asset)
                 except ConnectionFailedError as exc:
                     summary.count_error(error_kind(exc))
                     time.sleep(RETRY_AFTER_S)
@@ -185,7 +212,10 @@ def run(args: argparse.Namespace) -> Summary:
                 except ServiceError as exc:
                     summary.count_error(error_kind(exc))
                     continue
-                for (_, label), flag in zip(batch, flags, strict=True):
+                for (_, label), (flag, alarm_id) in zip(batch, answers, strict=True):
+                    if alarm_id is not None:
+                        alarm_ids.add(alarm_id)
+                        summary.alarms_opened = len(alarm_ids)
                     summary.sent += 1
                     summary.faulty += label
                     summary.flagged += flag
@@ -238,11 +268,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--report-every", type=float, default=10.0, help="seconds between status lines (0: none)"
     )
+    parser.add_argument("--assets", type=int, default=0, help="machines, each sent with X-Asset (0: none)")
+    parser.add_argument("--asset-prefix", default="line-1/machine-", help="machine names: prefix + 1..N")
     args = parser.parse_args(argv)
     if not 0.0 <= args.anomaly_rate < 0.5:
         parser.error(f"--anomaly-rate must be in [0, 0.5), got {args.anomaly_rate}")
     if not 0.0 <= args.outlier_rate <= 1.0:
         parser.error(f"--outlier-rate must be in [0, 1], got {args.outlier_rate}")
+    if args.assets < 0:
+        parser.error(f"--assets must be >= 0, got {args.assets}")
     if args.plant is not None and not args.plant.is_file():
         parser.error(f"--plant {args.plant}: no such file")
     return args

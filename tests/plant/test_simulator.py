@@ -127,3 +127,18 @@ def test_it_imports_no_training_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_machines_stream_with_their_asset_and_alarms(server: LiveServer, plant_json: Path) -> None:
+    out = simulate(
+        server, f"--plant={plant_json}", "--rate=2000", "--count=600", "--batch=20", "--anomaly-rate=0.3",
+        "--outlier-rate=0.05", "--seed=7", "--assets=3", "--asset-prefix=sim-line/m-",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["sent"] == 600 and summary["assets"] == 3 and summary["errors"] == {}
+    assert summary["alarms_opened"] >= 1  # outliers on 5 % of readings: some machine's alarm opens
+    assets = httpx.get(f"{server.url}/v1/assets", headers={"X-API-Key": API_KEY}).json()["assets"]
+    readings = {a["asset"]: a["readings"] for a in assets if a["asset"].startswith("sim-line/")}
+    assert readings == {"sim-line/m-1": 200, "sim-line/m-2": 200, "sim-line/m-3": 200}
+    assert "3 machines" in out.stderr
