@@ -45,6 +45,7 @@ class Episode:
     peak_score: float = 0.0
     closed: float | None = None
     closed_by: str | None = None  # "quiet" or "shelved"
+    lead_sensor: str | None = None  # the top sensor when it opened, fixed (alert labels must not flap)
     acknowledgements: list[dict[str, Any]] = field(default_factory=list)
     _shares: dict[int, float] = field(default_factory=dict)  # sensor index -> summed error share
     _names: dict[int, str] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class Episode:
             "readings": self.readings,
             "peak_score": self.peak_score,
             "evidence": self.evidence,
+            "lead_sensor": self.lead_sensor,
             "top_sensors": self.top_sensors(),
             "acknowledgements": list(self.acknowledgements),
         }
@@ -182,6 +184,9 @@ class AssetAlarm:
                 episode.peak_score = max(episode.peak_score, score) if score == score else float("nan")
                 episode.note_sensors(shares)
                 episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck])
+                if episode.lead_sensor is None:
+                    top = episode.top_sensors(1)
+                    episode.lead_sensor = top[0]["name"] if top else None
                 self.quiet = 0
             else:
                 self.quiet += 1

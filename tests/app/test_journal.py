@@ -43,6 +43,7 @@ def test_a_book_comes_back_from_its_journal(tmp_path: Path) -> None:
     assert again.restore(now=20.0) == 1
     episode = again.alarm(opened.id)
     assert episode["closed"] is None and episode["acknowledgements"][0]["note"] == "on it"
+    assert episode["lead_sensor"] == "a"  # fixed at opening, kept across the restart
     assert episode["top_sensors"][0] == {"index": 0, "name": "a", "share": 0.75}
     assert again.alarm(closed.id)["closed_by"] == "quiet"
     states = {a["asset"]: a["state"] for a in again.assets(now=20.0)}
@@ -51,6 +52,19 @@ def test_a_book_comes_back_from_its_journal(tmp_path: Path) -> None:
     seen = again.observe(_readings("press-7", [0.0, 0.0, 0.0], start=30.0), RULE, now=30.0)
     assert seen[-1].closed is not None and seen[-1].closed.id == opened.id
     again.close()
+
+
+def test_a_journal_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "alarms.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+    db.execute("INSERT INTO episodes VALUES ('e1', 'press-7', 1.0, 1.0, 'x', 3, 2.0, NULL, NULL, '[]')")
+    db.commit()
+    db.close()
+    journal = AlarmJournal(path)
+    (episode,) = journal.open_episodes()
+    assert episode.id == "e1" and episode.lead_sensor is None
+    assert int(journal._db.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS)
 
 
 def test_a_journal_from_a_newer_service_is_refused(tmp_path: Path) -> None:

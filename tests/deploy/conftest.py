@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -111,6 +112,16 @@ def exposed_labels() -> dict[str, set[str]]:
     stand_in.manifest = SimpleNamespace(n_sensors=3)
     stand_in.calibration = DriftDetector(0.01)
     metrics.model_loaded(stand_in)
+    # an asset with an open alarm episode, so the per-asset series exist too
+    from factory_anomaly.alarms.rule import EpisodeRule
+    from factory_anomaly.app.serving.assets import AssetBook, AssetReadings
+
+    book = AssetBook(3600.0, 10)
+    errors = np.ones((2, 3), np.float32)
+    readings = AssetReadings("press-7", [1.0, 2.0], [None, None], np.full(2, 5.0, np.float32), errors,
+                             ("a", "b", "c"))  # fmt: skip
+    metrics.observe_assets("press-7", book.observe(readings, EpisodeRule(2, 2, 1.0, 2)))
+    metrics.open_alarms.book = book
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
         for sample in family.samples:

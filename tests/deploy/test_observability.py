@@ -55,6 +55,7 @@ N_BATCH_NORMAL, N_BATCH_ANOMALOUS = 60, 10
 N_SLOW = 6  # /v1/score requests whose body arrives in two parts 60 ms apart: above the 25 ms SLO
 N_BROKEN = 20
 N_EXPLAIN = 3
+ALARM_ASSET = "line-3/press-7"  # the anomalous single readings are this machine's
 
 EXPECTED_INSTANCE = {
     "AnomalyApiNotReady": "broken",
@@ -64,6 +65,7 @@ EXPECTED_INSTANCE = {
     "AnomalyInputDrift": "good",
     "AnomalyModelReloadFailed": "good",
     "AnomalyCalibrationDrift": "good",
+    "AnomalyAlarmUnacknowledged": "good",
     "AnomalyApiDown": "broken",  # checked last, once broken is stopped
 }
 DRIFT_WINDOW_S, DRIFT_BUCKET_S = 30, 10
@@ -186,10 +188,11 @@ def drive(observed: Observed, normal: np.ndarray, bad: np.ndarray) -> None:
             answer = client.post("/v1/score", json={"values": row.tolist()})
             assert answer.status_code == 200, answer.text
             flags.append(answer.json()["is_anomaly"])
-        for row in bad[:N_SINGLE_ANOMALOUS]:
-            answer = client.post("/v1/score", json={"values": row.tolist()})
+        for row in bad[:N_SINGLE_ANOMALOUS]:  # one machine's readings: its alarm episode opens
+            answer = client.post("/v1/score", json={"values": row.tolist()}, headers={"X-Asset": ALARM_ASSET})
             assert answer.status_code == 200 and answer.json()["is_anomaly"] is True, answer.text
             flags.append(True)
+        assert answer.json()["alarm"]["state"] == "open", answer.text
         batch = np.vstack(
             [normal[N_SINGLE_NORMAL : N_SINGLE_NORMAL + N_BATCH_NORMAL], bad[-N_BATCH_ANOMALOUS:]]
         )

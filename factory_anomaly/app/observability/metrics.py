@@ -235,8 +235,9 @@ class CalibrationCollector(Collector):
 
 
 class OpenAlarmsCollector(Collector):
-    """`anomaly_alarms_open{asset, state}`: open episodes per asset and state (open, acknowledged,
-    closing), read from the asset book at each scrape; an asset with none has no series."""
+    """`anomaly_alarms_open{asset, state, sensor}`: open episodes per asset, state (open, acknowledged,
+    closing) and the sensor that led the episode when it opened (fixed for its life, so an alert on it
+    does not flap), read from the asset book at each scrape; an asset with none has no series."""
 
     def __init__(self, metrics: Metrics, registry: CollectorRegistry) -> None:
         self._metrics = metrics
@@ -246,8 +247,9 @@ class OpenAlarmsCollector(Collector):
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(
             f"{NAMESPACE}_alarms_open",
-            "Open alarm episodes by asset and state (open, acknowledged, closing).",
-            labels=("asset", "state"),
+            "Open alarm episodes by asset, state (open, acknowledged, closing) and the sensor that led the "
+            "episode when it opened.",
+            labels=("asset", "state", "sensor"),
         )
 
     def describe(self) -> Iterable[Metric]:
@@ -255,14 +257,14 @@ class OpenAlarmsCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         family = self._family()
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str, str], int] = {}
         if self.book is not None:
             for view in self.book.assets():
                 if view["state"] in OPEN_STATES:
-                    key = (self._metrics.asset_label(view["asset"]), view["state"])
+                    key = (self._metrics.asset_label(view["asset"]), view["state"], view["lead_sensor"] or "")
                     counts[key] = counts.get(key, 0) + 1
-        for (label, state), count in sorted(counts.items()):
-            family.add_metric([label, state], count)
+        for (label, state, sensor), count in sorted(counts.items()):
+            family.add_metric([label, state, sensor], count)
         return [family]
 
 

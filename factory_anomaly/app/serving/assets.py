@@ -200,6 +200,7 @@ class AssetBook:
             "asset": alarm.asset,
             "state": alarm.state(now),
             "alarm_id": alarm.episode.id if alarm.episode else None,
+            "lead_sensor": alarm.episode.lead_sensor if alarm.episode else None,
             "readings": alarm.readings,
             "last_reading_ts": alarm.latest_ts,
             "shelved_until": alarm.shelved_until,

@@ -38,6 +38,8 @@ MIGRATIONS: tuple[str, ...] = (
         asset TEXT PRIMARY KEY, until REAL NOT NULL, note TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL
     );
     """,
+    # 2: the sensor that led an episode when it opened (alert labels)
+    "ALTER TABLE episodes ADD COLUMN lead_sensor TEXT",
 )
 
 
@@ -81,13 +83,14 @@ class AlarmJournal:
         with self._transaction():
             self._db.execute(
                 "INSERT INTO episodes (id, asset, opened, since, evidence, readings, peak_score, closed, "
-                "closed_by, top_sensors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "closed_by, top_sensors, lead_sensor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE "
                 "SET readings = excluded.readings, peak_score = excluded.peak_score, "
                 "closed = excluded.closed, closed_by = excluded.closed_by, "
                 "top_sensors = excluded.top_sensors",
                 (episode.id, episode.asset, episode.opened, episode.since, episode.evidence, episode.readings,
                  _finite(episode.peak_score), episode.closed, episode.closed_by,
-                 json.dumps(episode.sensor_sums())),
+                 json.dumps(episode.sensor_sums()), episode.lead_sensor),
             )  # fmt: skip
 
     def save_acknowledgement(self, episode: Episode, ack: dict[str, Any]) -> None:
@@ -124,15 +127,15 @@ class AlarmJournal:
 
     def _episodes(self, where: str, args: tuple[Any, ...]) -> list[Episode]:
         rows = self._db.execute(
-            "SELECT id, asset, opened, since, evidence, readings, peak_score, closed, closed_by, top_sensors "
-            f"FROM episodes {where}",
+            "SELECT id, asset, opened, since, evidence, readings, peak_score, closed, closed_by, "
+            f"top_sensors, lead_sensor FROM episodes {where}",
             args,
         ).fetchall()
         out = []
-        for ident, asset, opened, since, evidence, readings, peak, closed, closed_by, sensors in rows:
+        for ident, asset, opened, since, evidence, readings, peak, closed, closed_by, sensors, lead in rows:
             episode = Episode(id=ident, asset=asset, opened=opened, since=since, evidence=evidence,
                               readings=readings, peak_score=float("nan") if peak is None else peak,
-                              closed=closed, closed_by=closed_by)  # fmt: skip
+                              closed=closed, closed_by=closed_by, lead_sensor=lead)  # fmt: skip
             episode.restore_sensors(json.loads(sensors))
             acks = self._db.execute(
                 "SELECT at, by, note FROM acknowledgements WHERE episode_id = ? ORDER BY rowid", (ident,)

@@ -145,6 +145,7 @@ class Episode(BaseModel):
     readings: int
     peak_score: float | None
     evidence: str = Field(description="The rule that opened it, in words.")
+    lead_sensor: str | None = Field(None, description="The top sensor when it opened (fixed).")
     top_sensors: list[AlarmSensor]
     acknowledgements: list[Acknowledgement]
 
@@ -157,6 +158,7 @@ class AssetState(BaseModel):
     asset: str
     state: Literal["none", "pending", "open", "acknowledged", "closing", "shelved"]
     alarm_id: str | None
+    lead_sensor: str | None = None
     readings: int
     last_reading_ts: float | None
     shelved_until: float | None
