@@ -616,8 +616,7 @@ def rule_of(manifest: dict[str, Any]) -> tuple[EpisodeRule, float] | None:
     spec = manifest.get("alarms")
     if not spec:
         return None
-    rule = EpisodeRule(k=spec["k"], n=spec["n"], level=spec["level"], close_after=spec["close_after"])
-    return rule, float(spec["reading_period_s"])
+    return EpisodeRule.of(spec), float(spec["reading_period_s"])
 
 
 def stuck_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | None:

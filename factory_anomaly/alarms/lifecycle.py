@@ -69,11 +69,17 @@ class Episode:
         """The sensors that carried most of the error over the episode's readings above the level, each
         with its share of the total."""
         total = sum(self._shares.values())
-        ranked = sorted(self._shares.items(), key=lambda item: (-item[1], item[0]))[:k]
         return [
-            {"index": i, "name": self._names[i], "share": round(v / total, 4) if total > 0 else 0.0}
-            for i, v in ranked
+            {"index": i, "name": name, "share": round(v / total, 4) if total > 0 else 0.0}
+            for i, name, v in self.sensor_sums()[:k]
         ]
+
+    def acknowledge(self, at: float, by: str, note: str) -> dict[str, Any]:
+        """Record an acknowledgement (open or closed: acknowledging a cleared alarm is part of the
+        lifecycle too) and return it."""
+        ack = {"at": at, "by": by, "note": note}
+        self.acknowledgements.append(ack)
+        return ack
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,7 +145,7 @@ class AssetAlarm:
         if reading_id is not None and reading_id in self._answers:
             self._answers.move_to_end(reading_id)
             return _repeat(self._answers[reading_id])
-        if self.latest_ts is not None and ts < self.latest_ts:
+        if not self.will_count(ts, None):
             result = Observed(self.view(now if now is not None else ts), late=True)
         else:
             result = self._count(ts, score, shares, now if now is not None else ts, stuck)
@@ -210,9 +216,12 @@ class AssetAlarm:
         self.window = KOfN(rule.n)
         self.first_over = []
 
-    def has_answered(self, reading_id: str) -> bool:
-        """Whether a reading with this id was counted recently (a retry is answered, not counted)."""
-        return reading_id in self._answers
+    def will_count(self, ts: float, reading_id: str | None) -> bool:
+        """Whether `observe` would count this reading: not a retry of one it answered recently, and not
+        older than the asset's latest (other per-reading state, e.g. repeat runs, follows the same rule)."""
+        if reading_id is not None and reading_id in self._answers:
+            return False
+        return self.latest_ts is None or ts >= self.latest_ts
 
     # --- operators ------------------------------------------------------------------------------------
 
@@ -220,7 +229,7 @@ class AssetAlarm:
         """Record an acknowledgement of the open episode (the caller finds closed ones in the journal)."""
         if self.episode is None:
             raise LookupError(f"asset {self.asset!r} has no open episode")
-        self.episode.acknowledgements.append({"at": now, "by": by, "note": note})
+        self.episode.acknowledge(now, by, note)
 
     def shelve(self, until: float, note: str, now: float) -> Episode | None:
         """Shelve the asset until `until`: its open episode closes (by "shelved"), the window empties and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,12 @@ class EpisodeRule:
         if self.close_after < self.n:
             # so that a closed episode leaves no reading over the level in the window behind it
             raise ValueError(f"close_after must be >= n, got close_after={self.close_after}, n={self.n}")
+
+    @classmethod
+    def of(cls, spec: Any) -> EpisodeRule:
+        """The rule a manifest's `alarms` section (or anything with k, n, level, close_after) holds."""
+        fields = spec if isinstance(spec, dict) else vars(spec)
+        return cls(int(fields["k"]), int(fields["n"]), float(fields["level"]), int(fields["close_after"]))
 
     def describe(self) -> str:
         """The evidence in an operator's words."""

@@ -9,9 +9,8 @@ over blocks of b readings are fitted by a Gumbel law (method of moments, on the 
 positive and their tail is closer to exponential there), and max-stability carries the fit from blocks
 to days: the maximum over m blocks is Gumbel with location μ + β·log m. The level L then satisfies
 P(a day's maximum ≤ L) = exp(−target), i.e. about `target` exceedances a day. Normal scores here are the
-out-of-fold scores in time order, so the windows see the persistence normal operation really has
-(measured on the plant: clustered flags make k of n fire orders of magnitude more often than independent
-flags would).
+out-of-fold scores in time order, so the windows see the persistence normal operation really has (why
+that matters, measured: docs/training.md, "Alarm episodes").
 """
 
 from __future__ import annotations

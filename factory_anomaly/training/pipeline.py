@@ -173,13 +173,6 @@ def _stuck_limits(spec: AlarmSpec | None) -> np.ndarray | None:
     return np.asarray(spec.stuck_limits, dtype=np.int64)
 
 
-def _episode_rule(spec: AlarmSpec | None) -> EpisodeRule | None:
-    """The published version's episode rule, carried into a new version of it."""
-    if spec is None:
-        return None
-    return EpisodeRule(k=spec.k, n=spec.n, level=spec.level, close_after=spec.close_after)
-
-
 @dataclass
 class _Fitted:
     """The shipped scorer with the held-out normal scores its threshold is calibrated on."""
@@ -525,7 +518,7 @@ def refit_explainer(
         calibration_scores=calibration_scores,
         summary=summary,
         explainer=explainer,
-        alarm_rule=_episode_rule(trained.manifest.alarms),
+        alarm_rule=None if trained.manifest.alarms is None else EpisodeRule.of(trained.manifest.alarms),
         stuck_limits=_stuck_limits(trained.manifest.alarms),
     )
 

@@ -53,3 +53,11 @@ def test_a_rule_that_cannot_work_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         EpisodeRule(k, n, level, close_after)
+
+
+def test_a_rule_comes_from_a_manifest_section_or_its_json() -> None:
+    from factory_anomaly.artifact import AlarmSpec
+
+    spec = AlarmSpec(k=3, n=10, level=2.5, close_after=20, reading_period_s=1.0, target_episodes_per_day=1.0,
+                     method="gumbel_block_maxima")  # fmt: skip
+    assert EpisodeRule.of(spec) == EpisodeRule.of(spec.to_dict()) == EpisodeRule(3, 10, 2.5, 20)

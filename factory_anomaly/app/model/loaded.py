@@ -99,9 +99,7 @@ class LoadedModel:
     def alarm_rule(self) -> EpisodeRule | None:
         """The version's per-asset episode rule (None: a version from before alarm episodes)."""
         spec = self.manifest.alarms
-        if spec is None:
-            return None
-        return EpisodeRule(k=spec.k, n=spec.n, level=spec.level, close_after=spec.close_after)
+        return None if spec is None else EpisodeRule.of(spec)
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x float32 [N, n_sensors] -> (score float32 [N], sensor_error float32 [N, n_sensors])."""

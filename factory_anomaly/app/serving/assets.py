@@ -95,6 +95,11 @@ class AssetBook:
             with self._lock:
                 self.journal.close()
 
+    def _save(self, episode: Episode) -> None:
+        """Write an episode's row (as it stands) to the journal, if there is one."""
+        if self.journal is not None:
+            self._write(self.journal.save_episode, episode)
+
     def _write(self, save: Callable[..., None], *args: Any) -> None:
         """One journal write; a failure is recorded (readiness turns 503) and logged, never raised into
         the scoring of a reading: the reading is answered, the alarm state is kept in memory."""
@@ -127,23 +132,17 @@ class AssetBook:
             tracker = self._tracker(readings.asset, stuck)
             out = []
             for i, score in enumerate(readings.scores.tolist()):
-                ts = readings.ts[i]
+                ts, ident = readings.ts[i], readings.ids[i]
+                ts = now if ts is None else ts
                 frozen: list[tuple[int, str, int]] = []
-                if (
-                    tracker is not None
-                    and readings.x is not None
-                    and not _is_late(alarm, ts, readings.ids[i])
-                ):
+                if tracker is not None and readings.x is not None and alarm.will_count(ts, ident):
                     frozen = [(j, readings.sensor_names[j], run) for j, run in tracker.push(readings.x[i])]
-                seen = alarm.observe(
-                    now if ts is None else ts, score, shares.get(i, ()), readings.ids[i], now, frozen
-                )
-                if seen.opened is not None and self.journal is not None:
-                    self._write(self.journal.save_episode, seen.opened)
+                seen = alarm.observe(ts, score, shares.get(i, ()), ident, now, frozen)
+                if seen.opened is not None:
+                    self._save(seen.opened)
                 if seen.closed is not None:
                     self._closed.append(seen.closed)
-                    if self.journal is not None:
-                        self._write(self.journal.save_episode, seen.closed)
+                    self._save(seen.closed)
                 out.append(seen)
             self._evict(now)
         return out
@@ -179,8 +178,7 @@ class AssetBook:
             if alarm.episode is not None:  # forgotten with its asset: closed so it is not lost
                 closed = alarm.close(now, "evicted")
                 self._closed.append(closed)
-                if self.journal is not None:
-                    self._write(self.journal.save_episode, closed)
+                self._save(closed)
 
     # --- what operators see ---------------------------------------------------------------------------
 
@@ -234,8 +232,7 @@ class AssetBook:
         now = time.time() if now is None else now
         with self._lock:
             episode = self._find_episode(alarm_id)
-            ack = {"at": now, "by": by, "note": note}
-            episode.acknowledgements.append(ack)
+            ack = episode.acknowledge(now, by, note)
             if self.journal is not None:
                 self._write(self.journal.save_acknowledgement, episode, ack)
             return episode.as_dict()
@@ -256,9 +253,8 @@ class AssetBook:
             alarm.shelved_by = by
             if closed is not None:
                 self._closed.append(closed)
+                self._save(closed)
             if self.journal is not None:
-                if closed is not None:
-                    self._write(self.journal.save_episode, closed)
                 self._write(self.journal.save_shelve, asset, now + duration_s, note, by, now)
             return self._asset_view(alarm, now)
 
@@ -277,13 +273,6 @@ class AssetBook:
             if episode.id == alarm_id:
                 return episode
         raise NotFound(f"no alarm episode {alarm_id!r}", code=ErrorCode.ALARM_NOT_FOUND)
-
-
-def _is_late(alarm: AssetAlarm, ts: float | None, reading_id: str | None) -> bool:
-    """A reading the alarm will not count (late, or a retry): it must not move the repeat runs either."""
-    if reading_id is not None and alarm.has_answered(reading_id):
-        return True
-    return ts is not None and alarm.latest_ts is not None and ts < alarm.latest_ts
 
 
 def _shares(readings: AssetReadings, level: float) -> dict[int, list[tuple[int, str, float]]]:
