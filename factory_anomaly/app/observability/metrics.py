@@ -235,37 +235,55 @@ class CalibrationCollector(Collector):
 
 
 class OpenAlarmsCollector(Collector):
-    """`anomaly_alarms_open{asset, state, sensor}`: open episodes per asset, state (open, acknowledged,
-    closing) and the sensor that led the episode when it opened (fixed for its life, so an alert on it
-    does not flap), read from the asset book at each scrape; an asset with none has no series."""
+    """Read from the asset book at each scrape. `anomaly_alarms_open{asset, state, sensor}`: open episodes
+    per asset, state (open, acknowledged, closing) and the sensor that led the episode when it opened
+    (fixed for its life, so an alert on it does not flap); an asset with none has no series.
+    `anomaly_asset_calibration_drift{asset}`: 1 while the asset's own flag rate has drifted above the
+    promise (`serving.assets`), else 0; one series per asset with a detector."""
 
     def __init__(self, metrics: Metrics, registry: CollectorRegistry) -> None:
         self._metrics = metrics
         self.book: AssetBook | None = None  # set by the app's lifespan
         registry.register(self)
 
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            f"{NAMESPACE}_alarms_open",
-            "Open alarm episodes by asset, state (open, acknowledged, closing) and the sensor that led the "
-            "episode when it opened.",
-            labels=("asset", "state", "sensor"),
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                f"{NAMESPACE}_alarms_open",
+                "Open alarm episodes by asset, state (open, acknowledged, closing) and the sensor that led "
+                "the episode when it opened.",
+                labels=("asset", "state", "sensor"),
+            ),
+            GaugeMetricFamily(
+                f"{NAMESPACE}_asset_calibration_drift",
+                "1 while the asset's flag rate over the calibration-drift window is significantly and "
+                "materially above the promise (GET /v1/assets says more), else 0.",
+                labels=("asset",),
+            ),
         )
 
     def describe(self) -> Iterable[Metric]:
-        return [self._family()]
+        return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        family = self._family()
+        open_family, drift_family = self._families()
         counts: dict[tuple[str, str, str], int] = {}
+        drifted: dict[str, float] = {}
         if self.book is not None:
             for view in self.book.assets():
+                label = self._metrics.asset_label(view["asset"])
                 if view["state"] in OPEN_STATES:
-                    key = (self._metrics.asset_label(view["asset"]), view["state"], view["lead_sensor"] or "")
+                    key = (label, view["state"], view["lead_sensor"] or "")
                     counts[key] = counts.get(key, 0) + 1
+                drift = view["calibration_drift"]
+                if drift is not None:
+                    value = 1.0 if drift["state"] == DRIFT else 0.0
+                    drifted[label] = max(drifted.get(label, 0.0), value)
         for (label, state, sensor), count in sorted(counts.items()):
-            family.add_metric([label, state, sensor], count)
-        return [family]
+            open_family.add_metric([label, state, sensor], count)
+        for label, value in sorted(drifted.items()):
+            drift_family.add_metric([label], value)
+        return [open_family, drift_family]
 
 
 class Metrics:

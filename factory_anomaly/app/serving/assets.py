@@ -7,6 +7,11 @@ idle for `ttl_s` is forgotten (its closed episodes stay in the history until the
 beyond `max_assets` the longest-idle one goes first. One lock guards it: an update is a few dictionary
 operations, far shorter than the scoring it follows. With a journal (`serving.journal`), every episode
 event is written through, and `restore` brings them back after a restart.
+
+Each asset also keeps its own calibration-drift detector (`serving.drift`, the rule of the serving model's
+one): "this machine no longer looks like its calibration", which the fleet's flag rate can hide when one
+machine of many has changed. Its buckets are a 24th of the window (an hour by default), so an asset holds
+25 small counters whatever its traffic.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from factory_anomaly.alarms.lifecycle import AssetAlarm, Episode, Observed
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import StuckLimits, StuckTracker
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
+from factory_anomaly.app.serving.drift import DriftDetector, DriftSettings
 from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
 
 log = logging.getLogger("app.assets")
 
 SHARES_PER_READING = 10  # sensors of a reading an episode's ranking accumulates
 MAX_SHELVE_S = 366 * 86_400.0
+ASSET_DRIFT_BUCKETS = 24  # buckets in an asset's calibration-drift window
 
 
 @dataclass(frozen=True)
@@ -44,17 +51,25 @@ class AssetReadings:
     sensor_error: np.ndarray | None  # float32 [N, n_sensors]
     sensor_names: Sequence[str]
     x: np.ndarray | None = None  # float32 [N, n_sensors], the readings (the stuck channel needs them)
+    flags: np.ndarray | None = None  # bool [N], above the model's threshold (the asset's drift counts them)
 
 
 class AssetBook:
     def __init__(
-        self, ttl_s: float, max_assets: int, history: int = 10_000, journal: AlarmJournal | None = None
+        self,
+        ttl_s: float,
+        max_assets: int,
+        history: int = 10_000,
+        journal: AlarmJournal | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.ttl_s, self.max_assets = ttl_s, max_assets
+        self.clock = clock  # wall time in seconds, for calls that pass no `now`
         self._assets: OrderedDict[str, AssetAlarm] = OrderedDict()  # least recently active first
         self._active: dict[str, float] = {}  # asset -> wall time of its last reading
         self._closed: deque[Episode] = deque(maxlen=history)
         self._stuck: dict[str, StuckTracker] = {}
+        self._drift: dict[str, tuple[DriftDetector, DriftDetector]] = {}  # asset -> (model's, asset's)
         self._lock = threading.Lock()
         self.journal = journal
         self.journal_error: str | None = None  # the last failed write; /readyz reports it
@@ -64,7 +79,7 @@ class AssetBook:
         before any reading). The assets' evidence windows start empty. Returns the open episodes."""
         if self.journal is None:
             return 0
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             self._closed.extend(self.journal.closed_episodes(self._closed.maxlen or 0))
             opened = self.journal.open_episodes()
@@ -122,14 +137,17 @@ class AssetBook:
         rule: EpisodeRule,
         now: float | None = None,
         stuck: StuckLimits | None = None,
+        calibration: DriftDetector | None = None,
     ) -> list[Observed]:
         """Count a request's readings of one asset in order; one `Observed` per reading. `stuck`: the
-        version's stuck channel, applied to `readings.x`."""
-        now = time.time() if now is None else now
+        version's stuck channel, applied to `readings.x`; `calibration`: the version's drift detector,
+        whose promise and rule the asset's own detector takes (afresh when a reload changes it)."""
+        now = self.clock() if now is None else now
         shares = _shares(readings, rule.level)
         with self._lock:
             alarm = self._alarm(readings.asset, rule, now)
             tracker = self._tracker(readings.asset, stuck)
+            drift = self._asset_drift(readings.asset, calibration)
             out = []
             for i, score in enumerate(readings.scores.tolist()):
                 ts, ident = readings.ts[i], readings.ids[i]
@@ -144,8 +162,34 @@ class AssetBook:
                     self._closed.append(seen.closed)
                     self._save(seen.closed)
                 out.append(seen)
+            if drift is not None and readings.flags is not None:
+                self._count_flags(drift, readings.flags, out, readings.ts, now)
             self._evict(now)
         return out
+
+    @staticmethod
+    def _count_flags(
+        drift: DriftDetector, flags: np.ndarray, seen: list[Observed], ts: Sequence[float | None], now: float
+    ) -> None:
+        """The request's counted readings (neither late nor repeated) and their flags, at the time of the
+        last of them."""
+        counted = [i for i, s in enumerate(seen) if not (s.late or s.repeated)]
+        if counted:
+            at = ts[counted[-1]]
+            drift.observe(int(flags[counted].sum()), len(counted), now if at is None else at)
+
+    def _asset_drift(self, asset: str, calibration: DriftDetector | None) -> DriftDetector | None:
+        if calibration is None:
+            self._drift.pop(asset, None)
+            return None
+        held = self._drift.get(asset)
+        if held is None or held[0] is not calibration:
+            window = calibration.settings.window_s
+            settings = DriftSettings(window_s=window, bucket_s=window / ASSET_DRIFT_BUCKETS,
+                                     alpha=calibration.settings.alpha,
+                                     min_ratio=calibration.settings.min_ratio)  # fmt: skip
+            held = self._drift[asset] = (calibration, DriftDetector(calibration.target_fpr, settings))
+        return held[1]
 
     def _tracker(self, asset: str, stuck: StuckLimits | None) -> StuckTracker | None:
         """The asset's repeat runs under the version's limits (afresh when a reload changes them)."""
@@ -175,6 +219,7 @@ class AssetBook:
             alarm = self._assets.pop(oldest)
             del self._active[oldest]
             self._stuck.pop(oldest, None)
+            self._drift.pop(oldest, None)
             if alarm.episode is not None:  # forgotten with its asset: closed so it is not lost
                 closed = alarm.close(now, "evicted")
                 self._closed.append(closed)
@@ -183,13 +228,13 @@ class AssetBook:
     # --- what operators see ---------------------------------------------------------------------------
 
     def assets(self, now: float | None = None) -> list[dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             self._evict(now)
             return [self._asset_view(alarm, now) for alarm in reversed(self._assets.values())]
 
     def asset(self, asset: str, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             return self._asset_view(self._find_asset(asset), now)
 
@@ -203,6 +248,25 @@ class AssetBook:
             "last_reading_ts": alarm.latest_ts,
             "shelved_until": alarm.shelved_until,
             "shelve_note": alarm.shelve_note,
+            "calibration_drift": self._drift_view(alarm.asset, now),
+        }
+
+    def _drift_view(self, asset: str, now: float) -> dict[str, Any] | None:
+        """The asset's calibration-drift status (None before it has sent a reading under a model)."""
+        held = self._drift.get(asset)
+        if held is None:
+            return None
+        status = held[1].status(now)
+        return {
+            "state": status.state,
+            "ratio": status.ratio,
+            "sustained_ratio": status.sustained_ratio,
+            "readings": status.readings,
+            "flags": status.flags,
+            "expected_flags": status.expected_flags,
+            "since": status.since,
+            "as_of": status.as_of,
+            "message": status.message,
         }
 
     def alarms(
@@ -229,7 +293,7 @@ class AssetBook:
     def acknowledge(self, alarm_id: str, note: str, by: str, now: float | None = None) -> dict[str, Any]:
         """Record an acknowledgement of an episode, open or closed (acknowledging a cleared alarm is part
         of the lifecycle too)."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             episode = self._find_episode(alarm_id)
             ack = episode.acknowledge(now, by, note)
@@ -241,7 +305,7 @@ class AssetBook:
         self, asset: str, duration_s: float, note: str, by: str, now: float | None = None
     ) -> dict[str, Any]:
         """Shelve a known asset for `duration_s`: its open episode closes, none opens until then."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         if not 0 < duration_s <= MAX_SHELVE_S:
             raise InvalidInput(
                 f"duration_s must be > 0 and at most {MAX_SHELVE_S:.0f} (a year), got {duration_s}",

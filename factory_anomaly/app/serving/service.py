@@ -129,8 +129,8 @@ class ScoringService:
             return Scored(readings, assessment, asset)
         ts = readings.ts or [None] * len(readings.ids)
         batch = AssetReadings(asset, ts, readings.ids, assessment.scores, assessment.sensor_error,
-                              model.sensor_names, readings.x)  # fmt: skip
-        observed = self.assets.observe(batch, rule, stuck=model.stuck_limits)
+                              model.sensor_names, readings.x, assessment.is_anomaly)  # fmt: skip
+        observed = self.assets.observe(batch, rule, stuck=model.stuck_limits, calibration=model.calibration)
         self.metrics.observe_assets(asset, observed)
         return Scored(readings, assessment, asset, observed)
 

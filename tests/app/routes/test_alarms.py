@@ -61,6 +61,8 @@ def test_an_episode_opens_names_its_sensors_and_is_listed(
     assets = {a["asset"]: a for a in client.get("/v1/assets").json()["assets"]}
     assert assets[asset]["state"] == "open" and assets[asset]["alarm_id"] == alarm["id"]
     assert assets[asset]["readings"] == 8
+    drift = assets[asset]["calibration_drift"]  # the asset's own: too few readings to check the promise
+    assert drift["state"] == "insufficient_data" and drift["readings"] == 0
 
 
 def test_acknowledge_then_shelve(client: httpx.Client, readings: np.ndarray, manifest: Manifest) -> None:
@@ -235,6 +237,7 @@ def test_episodes_are_counted_in_the_metrics(
         samples = _samples(scraper.get("/metrics").text)
     assert samples[("anomaly_asset_readings_total", (("asset", asset),))] == 5
     assert samples[("anomaly_alarm_episodes_opened_total", (("asset", asset),))] == 1
+    assert samples[("anomaly_asset_calibration_drift", (("asset", asset),))] == 0
     pushed = {manifest.sensor_names[i] for i in (3, 17, 29)}
     open_now = [
         dict(labels) for (name, labels), v in samples.items() if name == "anomaly_alarms_open" and v == 1
