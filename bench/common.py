@@ -350,6 +350,7 @@ class Route:
     content_type: str
     body: str  # "single" | "batch_json" | "batch_binary"
     rows: int  # readings per request
+    assets: int = 0  # > 0: each request carries X-Asset, the assets in turn (the alarm path)
 
 
 SCORE = Route("score", "ours /v1/score JSON x1", "/v1/score", JSON, "single", 1)
@@ -371,7 +372,9 @@ def wrk(
     `bodies` round-robin: requests, seconds, errors by kind, requests_per_s, readings_per_s and p50, p90,
     p99, max and mean latency in ms. Any socket error or non-2xx answer raises RuntimeError."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={WRK_TIMEOUT}"]
-    argv += ["-s", str(WRK_LUA), url, "--", route.path, route.content_type, *map(str, bodies)]
+    argv += ["-s", str(WRK_LUA), url, "--", route.path, route.content_type]
+    argv += [f"--assets={route.assets}"] if route.assets else []
+    argv += list(map(str, bodies))
     done = subprocess.run(argv, capture_output=True, text=True, preexec_fn=pinned_to(cpu), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_JSON ")]
     if not lines:

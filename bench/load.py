@@ -73,6 +73,7 @@ CEILING_BATCHES = (1, 8, 64, 512)
 CEILING_THREADS = (1, 2)
 CEILING_SECONDS = 0.6
 READING_ROWS = 4096
+ASSETS = 16  # assets the X-Asset runs cycle through (coprime with the bench's body counts)
 
 OURS = (
     SCORE,
@@ -93,7 +94,13 @@ OURS = (
         BATCH_ROWS,
     ),
     Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1),
-)
+    Route("score_asset", f"ours /v1/score JSON x1, X-Asset of {ASSETS}", "/v1/score", JSON, "single", 1,
+          ASSETS),
+    Route("batch_binary_asset", f"ours /v1/score/batch binary x{BATCH_ROWS}, X-Asset of {ASSETS}",
+          "/v1/score/batch", OCTET, "batch_binary", BATCH_ROWS, ASSETS),
+)  # fmt: skip
+# The alarm path (X-Asset) against the same route without it: its per-reading cost.
+PLAIN_OF = {"score_asset": "score", "batch_binary_asset": "batch_binary"}
 TYPICAL = (
     Route("typical_score", "typical /score JSON x1", "/score", JSON, "single", 1),
     Route(
@@ -194,6 +201,8 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
             cap = None if batch is None else ceil.get((intra_op_threads, batch))
             row["vs_ceiling"] = ratio(row["readings_per_s"], cap)
             row["vs_floor"] = ratio(row["requests_per_s"], floor and floor["requests_per_s"])
+            plain = by.get((PLAIN_OF.get(route.key, ""), c))
+            row["vs_plain"] = ratio(row["readings_per_s"], plain and plain["readings_per_s"])
 
 
 def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, Any]]:
@@ -229,6 +238,12 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     )
     name = f"JSON batch-{BATCH_ROWS} >= 25 k readings/s; best over connections (c={best_json['connections']})"
     add(name, best_json["readings_per_s"], 25_000.0, True, "readings/s")
+    for key, label in (("score_asset", "single JSON"), ("batch_binary_asset", f"binary batch-{BATCH_ROWS}")):
+        row = by.get((key, 8))
+        name = (
+            f"{label} with X-Asset (alarm path) >= 0.9x the same route without, readings/s at 8 connections"
+        )
+        add(name, row and row["vs_plain"], 0.9, True, "x")
     rss_mib = results["servers"]["ours"]["rss_after_warmup_mib"]
     add("RSS after warm-up <= 130 MB", rss_mib and rss_mib * MIB / 1e6, 130.0, False, "MB")
     add("start to ready <= 2 s", results["servers"]["ours"]["start_to_ready_s"], 2.0, False, "s")
@@ -239,11 +254,11 @@ def table(results: dict[str, Any]) -> str:
     """The results as Markdown tables: the runs, the in-process ceiling, the targets (what is printed)."""
     runs = markdown_table(
         ["run", "conns", "req/s", "readings/s", "p50 ms", "p99 ms", "RSS MiB"]
-        + ["ours/typical", "ours/ceiling", "ours/floor"],
+        + ["ours/typical", "ours/ceiling", "ours/floor", "asset/plain"],
         (
             [r["label"], r["connections"], f"{r['requests_per_s']:.0f}", f"{r['readings_per_s']:.0f}"]
             + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", fmt(r["rss_mib"], ".0f")]
-            + [fmt(r.get(key), ".2f") for key in ("vs_typical", "vs_ceiling", "vs_floor")]
+            + [fmt(r.get(key), ".2f") for key in ("vs_typical", "vs_ceiling", "vs_floor", "vs_plain")]
             for r in results["runs"]
         ),
     )
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     env_typical = env | {"TYPICAL_MODEL_DIR": str(model_dir)}
     intra_op_threads = 1  # app.config.Settings' default, which the server runs with
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    env = env | {"ANOMALY_ALARM_DB": str(workdir / "alarms.sqlite3")}  # the X-Asset runs' journal
     files = write_bodies(values, workdir)
 
     runs: list[dict[str, Any]] = []

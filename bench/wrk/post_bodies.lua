@@ -1,16 +1,29 @@
 -- wrk script for bench.load: POST pre-built bodies, round-robin, and print a JSON summary line.
--- Usage: wrk ... -s bench/wrk/post_bodies.lua <url> -- <path> <content-type> <body file>...
+-- Usage: wrk ... -s bench/wrk/post_bodies.lua <url> -- <path> <content-type> [--assets=N] <body file>...
 -- Each request is formatted once in init(), so the load generator does no per-request encoding.
+-- --assets=N: each body is sent once per asset (X-Asset: bench-1 .. bench-N, the assets in turn), so every
+-- asset receives the bodies in order and no asset sees the same reading twice in a row.
 local requests_ = {}
 local next_ = 0
 
 function init(args)
   local path, content_type = args[1], args[2]
-  for i = 3, #args do
+  local first, assets = 3, 0
+  if args[3] and args[3]:sub(1, 9) == "--assets=" then
+    assets, first = tonumber(args[3]:sub(10)), 4
+  end
+  for i = first, #args do
     local f = assert(io.open(args[i], "rb"))
     local body = f:read("*a")
     f:close()
-    requests_[#requests_ + 1] = wrk.format("POST", path, {["Content-Type"] = content_type}, body)
+    if assets > 0 then
+      for a = 1, assets do
+        local headers = {["Content-Type"] = content_type, ["X-Asset"] = "bench-" .. a}
+        requests_[#requests_ + 1] = wrk.format("POST", path, headers, body)
+      end
+    else
+      requests_[#requests_ + 1] = wrk.format("POST", path, {["Content-Type"] = content_type}, body)
+    end
   end
   assert(#requests_ > 0, "no body files given")
 end

@@ -4,10 +4,14 @@ read from a stand-in `wrk`, and the rule that benchmarks import nothing from one
 from __future__ import annotations
 
 import ast
+import http.server
 import importlib
 import json
 import os
+import shutil
 import stat
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +73,48 @@ def test_wrk_reads_the_summary_into_rates_and_milliseconds(fake_wrk: Path) -> No
     args = fake_wrk.read_text().split()
     assert args[:4] == ["-t1", "-c8", "-d2s", "--timeout=10s"]
     assert args[-4:] == [SCORE.path, SCORE.content_type, "a.body", "b.body"]
+
+
+def test_wrk_passes_the_asset_count_to_the_script(fake_wrk: Path) -> None:
+    route = replace(SCORE, key="score_asset", assets=16)
+    wrk("http://127.0.0.1:1", route, [Path("a.body")], 8, 1.0, None)
+    assert fake_wrk.read_text().split()[-4:] == [SCORE.path, SCORE.content_type, "--assets=16", "a.body"]
+
+
+def test_the_script_sends_each_body_to_every_asset_in_turn(tmp_path: Path) -> None:
+    """The real wrk and Lua script against a stdlib server that records what arrives."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make bench installs Debian's)")
+    seen: list[tuple[str | None, bytes]] = []
+
+    class Record(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers.get("X-Asset"), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies = [tmp_path / "a.body", tmp_path / "b.body"]
+    for path, data in zip(bodies, (b"first", b"second"), strict=True):
+        path.write_bytes(data)
+    try:
+        route = replace(SCORE, assets=3)
+        wrk(f"http://127.0.0.1:{server.server_address[1]}", route, bodies, 1, 1.0, None)
+    finally:
+        server.shutdown()
+    # wrk asks the script for one request before it starts sending, so the cycle starts one step in
+    by_asset = {a: [body for asset, body in seen if asset == a] for a in ("bench-1", "bench-2", "bench-3")}
+    assert {asset for asset, _ in seen} == set(by_asset)
+    for got in by_asset.values():  # each asset receives the bodies in order, never one twice in a row
+        assert len(got) >= 2 and all(a != b for a, b in zip(got, got[1:], strict=False))
 
 
 def test_wrk_fails_on_any_error_and_without_a_summary(
