@@ -12,8 +12,12 @@ The readings are scored by the version's own ONNX scorer graph (what serving run
 first 70 % calibrate, with `train`'s estimators and support rule; the last 30 % check the new thresholds
 out of sample, later in time, which is how they will be used.
 
-The new version holds every file of the previous one byte for byte, but for the manifest (new `threshold`
-and `training["threshold_details"]`, `training["calibration"]` with procedure "recalibrated", a
+The version's alarm episode rule (`manifest.alarms`) rests on the same scores, so its level is re-estimated
+too, on the same rows and by training's procedure (`training.episodes`), for the same k, n, reading period
+and target; where the rows are too few for that fit, the previous level is kept and the record says why.
+
+The new version holds every file of the previous one byte for byte, but for the manifest (new `threshold`,
+`alarms.level` and `training["threshold_details"]`, `training["calibration"]` with procedure "recalibrated", a
 `training["recalibration"]` record) and the model card (a "Recalibration" section appended). It is
 published through `publish.publish_built` like a trained version; the previous version stays in the store,
 so rolling back is a reload of it.
@@ -33,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from factory_anomaly.alarms.rule import EpisodeRule, episodes
 from factory_anomaly.artifact import (
     CARD_FILE,
     CURRENT_FILE,
     MANIFEST_FILE,
+    AlarmSpec,
     ArtifactCode,
     ArtifactError,
     Manifest,
@@ -51,6 +57,7 @@ from factory_anomaly.artifact import (
     write_manifest,
 )
 from factory_anomaly.training.data import CalibrationError, DataError, Dataset, align_sensors, load_dataset
+from factory_anomaly.training.episodes import DAY_S, calibrate_episode_rule
 from factory_anomaly.training.evaluate import ArtifactModel
 from factory_anomaly.training.metrics import binomial_interval
 from factory_anomaly.training.publish import publish_built
@@ -111,6 +118,7 @@ def recalibrate(
         raise DataError(f"{data.source}: cannot calibrate on these rows: {exc}") from exc
 
     old = previous.manifest
+    alarms, alarm_record = _episode_rule(old.alarms, fit_scores, check_scores)
     created = datetime.now(UTC).replace(microsecond=0)
     record: dict[str, Any] = {
         "at": iso_utc(created),
@@ -133,6 +141,8 @@ def recalibrate(
             "previous_threshold": _check_one(check_scores, old.threshold.value, old.threshold.target_fpr),
         },
     }
+    if alarm_record is not None:
+        record["alarms"] = alarm_record
     earlier = old.training.get("recalibration")
     if earlier is not None:  # the chain of recalibrations since training stays readable in the newest
         record["earlier"] = [
@@ -155,7 +165,9 @@ def recalibrate(
     }
     _log_outcome(old.threshold.value, threshold, record["check"]["levels"])
     try:
-        return publish_built(model_dir, lambda build: _build(build, previous, threshold, training, created))
+        return publish_built(
+            model_dir, lambda build: _build(build, previous, threshold, alarms, training, created)
+        )
     except ArtifactError as exc:
         if exc.code != ArtifactCode.VERSION_EXISTS:
             raise
@@ -284,8 +296,40 @@ def _time_range(data: Dataset, rows: np.ndarray) -> dict[str, Any]:
     return {"first_row": int(rows[0]), "last_row": int(rows[-1])}
 
 
+def _episode_rule(
+    spec: AlarmSpec | None, fit_scores: np.ndarray, check_scores: np.ndarray
+) -> tuple[AlarmSpec | None, dict[str, Any] | None]:
+    """The episode rule's level re-estimated on the calibration scores (same k, n, period and target), and
+    its record: both levels' false episodes on the check rows. The previous level stays where the rows are
+    too few for the fit."""
+    if spec is None:
+        return None, None
+    period, target = spec.reading_period_s, spec.target_episodes_per_day
+    close_after_s = spec.close_after * period
+    rule, facts = calibrate_episode_rule(fit_scores, period, target, spec.k, spec.n, close_after_s)
+    new = spec if rule is None else replace(spec, level=rule.level, close_after=rule.close_after)
+    days = check_scores.size * spec.reading_period_s / DAY_S
+
+    def on_check(level: float) -> dict[str, Any]:
+        found = len(episodes(check_scores, EpisodeRule.of(replace(spec, level=level))))
+        return {"level": level, "episodes": found, "per_day": found / days if days > 0 else None}
+
+    return new, {
+        "previous_level": spec.level,
+        "level": new.level,
+        "re_estimated": rule is not None,
+        "fit": facts,
+        "check": {"days": days, "new": on_check(new.level), "previous": on_check(spec.level)},
+    }
+
+
 def _build(
-    build: Path, previous: ArtifactModel, threshold: Threshold, training: dict[str, Any], created: datetime
+    build: Path,
+    previous: ArtifactModel,
+    threshold: Threshold,
+    alarms: AlarmSpec | None,
+    training: dict[str, Any],
+    created: datetime,
 ) -> Manifest:
     """Copy the previous version's files into `build`, append the card's section, write the manifest."""
     old = previous.manifest
@@ -307,6 +351,7 @@ def _build(
             target_fpr=float(threshold.target_fpr),
             n_calibration=int(threshold.n_calibration),
         ),
+        alarms=alarms,
         training=training,
     )
     card = build / CARD_FILE
@@ -353,11 +398,33 @@ def card_section(manifest: Manifest) -> str:
         "",
         f"The previous threshold flags {before['false_alarms']:,} of these rows "
         f"({before['false_alarm_rate']:.3g}, {before['ratio']:.3g}x its target {old['target_fpr']:g}).",
+        *_alarm_lines(r.get("alarms"), manifest.alarms),
         "",
         f'Roll back: `POST /v1/admin/reload` with `{{"version": "{r["previous_version"]}"}}`, and point '
         f'`{CURRENT_FILE}` back at it so that a restart keeps it (docs/training.md, "Recalibrating").',
     ]
     return "\n".join(lines)
+
+
+def _alarm_lines(record: dict[str, Any] | None, spec: AlarmSpec | None) -> list[str]:
+    """The card's lines on the episode rule's level (none for a version without a rule)."""
+    if record is None or spec is None:
+        return []
+    check, days = record["check"], record["check"]["days"]
+    rule = (
+        f"{spec.k} of {spec.n} readings, target {spec.target_episodes_per_day:g} false episodes per asset-day"
+    )
+    if record["re_estimated"]:
+        head = f"- Alarm episodes ({rule}): level {record['previous_level']:.4g} → **{record['level']:.4g}**."
+    else:
+        head = (f"- Alarm episodes ({rule}): level {record['level']:.4g} kept from the previous version: "
+                f"{record['fit']['why']}.")  # fmt: skip
+    return [
+        "",
+        head,
+        f"  On the check rows ({days:.3g} asset-days): {check['new']['episodes']} episodes at the level "
+        f"served, {check['previous']['episodes']} at the previous one.",
+    ]
 
 
 def _span(time_range: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ from tests.conftest import as_dataset
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 0.02  # the tiny model's target: 1 140 check rows expect 22.8 false alarms, so it is judged
 TINY = TrainConfig(
-    hidden=(16, 4), max_epochs=3, threads=1, progress=False, explainer=False, target_fpr=TARGET
-)  # seconds to train: what is checked here is the artifact around the model, not the model
+    hidden=(16, 4), max_epochs=3, threads=1, progress=False, explainer=False, target_fpr=TARGET,
+    alarm_k=2, alarm_n=5,  # an episode rule 2 000 rows can calibrate (the default 3 of 10 needs 2 009)
+)  # fmt: skip  # seconds to train: what is checked here is the artifact around the model, not the model
 
 
 def write_recording(
@@ -171,7 +173,18 @@ def test_recalibrating_on_shifted_data_moves_the_threshold_and_publishes_a_new_v
     for key in ("config", "architecture", "data", "splits", "epochs_run", "baseline_pca"):
         assert training[key] == before.training[key], key
 
+    # the episode rule rests on the same scores: its level is re-estimated too, the rest of it kept
+    assert before.alarms is not None and after.alarms is not None
+    assert after.alarms.level > before.alarms.level
+    assert after.alarms == replace(before.alarms, level=after.alarms.level)
+    alarms = record["alarms"]
+    assert alarms["re_estimated"] and alarms["previous_level"] == before.alarms.level
+    assert alarms["level"] == after.alarms.level and alarms["fit"]["calibrated"]
+    assert alarms["check"]["days"] == pytest.approx(check["rows"] * before.alarms.reading_period_s / 86_400)
+    assert alarms["check"]["previous"]["episodes"] >= alarms["check"]["new"]["episodes"]
+
     card = (new / "model_card.md").read_text()
+    assert f"level {before.alarms.level:.4g} → **{after.alarms.level:.4g}**" in card
     assert card.startswith((previous / "model_card.md").read_text().rstrip("\n"))
     section = card.split("## Recalibration", 1)[1]
     assert "bearing replaced on line 3" in section and previous.name in section
@@ -219,6 +232,12 @@ def test_accept_tightest_target_calibrates_for_what_the_rows_support(
     assert calibration["requested_target_fpr"] == 0.001
     assert calibration["tightest_supported_target_fpr"] == tightest_supported_target(350) == 1 / 350
     assert manifest.threshold.target_fpr == 0.003  # 1 / 350 rounded up to one digit, as `train` does
+    # 350 rows are too few to fit the episode rule's level: the previous one is kept, and the card says so
+    previous = read_manifest(model_dir / manifest.training["recalibration"]["previous_version"])
+    assert manifest.alarms == previous.alarms is not None
+    assert manifest.training["recalibration"]["alarms"]["re_estimated"] is False
+    card = (model_dir / manifest.version / "model_card.md").read_text()
+    assert "kept from the previous version: 350 normal readings; the fit needs at least 1004" in card
 
 
 def test_recalibrating_twice_keeps_the_chain(
