@@ -44,6 +44,7 @@ import onnxruntime as ort
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from factory_anomaly.alarms.jitter import JitterSpec, jitter_over
 from factory_anomaly.alarms.rule import EpisodeRule, episodes
 from factory_anomaly.alarms.stuck import stuck_over
 from factory_anomaly.app.serving.drift import DRIFT, DriftDetector, DriftSettings
@@ -622,13 +623,17 @@ def rule_of(manifest: dict[str, Any]) -> tuple[EpisodeRule, float] | None:
     return EpisodeRule.of(spec), float(spec["reading_period_s"])
 
 
-def stuck_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | None:
-    """bool [N]: the readings of a series the version's stuck channel counts as evidence (None: none)."""
-    limits = (manifest.get("alarms") or {}).get("stuck_limits")
-    if limits is None:
-        return None
+def channel_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | None:
+    """bool [N]: the readings of a series the version's evidence channels (stuck sensors, jitter) count
+    as over the level (None: the version has neither)."""
+    alarms = manifest.get("alarms") or {}
+    found: list[np.ndarray] = []
     low, high = np.asarray(manifest["sensor_low"]), np.asarray(manifest["sensor_high"])
-    return stuck_over(x, low, high, np.asarray(limits))
+    if alarms.get("stuck_limits") is not None:
+        found.append(stuck_over(x, low, high, np.asarray(alarms["stuck_limits"])))
+    if alarms.get("jitter") is not None:
+        found.append(jitter_over(x, JitterSpec.of(alarms["jitter"], low)))
+    return np.logical_or.reduce(found) if found else None
 
 
 def fault_episodes(labels: np.ndarray, kinds: np.ndarray | None) -> list[tuple[int, int, str]]:
@@ -659,7 +664,7 @@ def judge_episodes(
 ) -> dict[str, Any]:
     """Episode recall and delay per fault kind on a labelled run; false episodes per asset-day on it (those
     touching no fault) and, when given, on fresh normal runs (each an asset of its own). `evidence` (and
-    one per fresh run): readings another channel counts as over the level (`stuck_evidence`)."""
+    one per fresh run): readings another channel counts as over the level (`channel_evidence`)."""
     alarms = episodes(scores, rule, evidence)
     open_at = np.zeros(scores.size, dtype=bool)
     for a, b in alarms:

@@ -43,6 +43,7 @@ import pandas as pd
 from bench.common import (
     DAY_S,
     ROOT,
+    channel_evidence,
     drift_by_day,
     fmt,
     heading,
@@ -50,7 +51,6 @@ from bench.common import (
     markdown_table,
     results_head,
     rule_of,
-    stuck_evidence,
     write_results,
 )
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
@@ -400,9 +400,9 @@ def _episodes(qs: QualitySet, run: Trained, scores: np.ndarray) -> dict[str, Any
         return None
     rule, period = found
     fresh = [run.score(f) for f in qs.fresh] if qs.kind == PLANT and qs.fresh else None
-    fresh_evidence = [stuck_evidence(run.manifest, f) for f in qs.fresh] if fresh else None
+    fresh_evidence = [channel_evidence(run.manifest, f) for f in qs.fresh] if fresh else None
     report = judge_episodes(scores, qs.labels, qs.fault_kinds, rule, period, fresh,
-                            stuck_evidence(run.manifest, qs.test), fresh_evidence)  # fmt: skip
+                            channel_evidence(run.manifest, qs.test), fresh_evidence)  # fmt: skip
     kinds = ", ".join(f"{k[:6]} {v['recall']:.2f}" for k, v in report["by_kind"].items())
     false = report.get("false_on_fresh", report["false_on_test"])
     print(f"   {'':12s} episodes: recall {fmt(report['recall'], '.2f')} ({kinds}); "

@@ -137,18 +137,20 @@ class AssetAlarm:
         reading_id: str | None = None,
         now: float | None = None,
         stuck: Sequence[tuple[int, str, int]] = (),
+        jitter: Sequence[tuple[int, str, float]] = (),
     ) -> Observed:
         """Count one scored reading (score: the model's score, NaN counts as over the level; shares: the
         reading's top sensors as (index, name, share of its error); stuck: (index, name, run) of sensors
-        frozen beyond their limit, `stuck.py`, which make the reading count as over the level too) and
-        say where the alarm stands."""
+        frozen beyond their limit, `stuck.py`; jitter: (index, name, evidence) of sensors jittering beyond
+        the level, `jitter.py`; either makes the reading count as over the level too) and say where the
+        alarm stands."""
         if reading_id is not None and reading_id in self._answers:
             self._answers.move_to_end(reading_id)
             return _repeat(self._answers[reading_id])
         if not self.will_count(ts, None):
             result = Observed(self.view(now if now is not None else ts), late=True)
         else:
-            result = self._count(ts, score, shares, now if now is not None else ts, stuck)
+            result = self._count(ts, score, shares, now if now is not None else ts, stuck, jitter)
         if reading_id is not None:
             self._answers[reading_id] = result
             if len(self._answers) > REMEMBERED_IDS:
@@ -162,6 +164,7 @@ class AssetAlarm:
         shares: Sequence[tuple[int, str, float]],
         now: float,
         stuck: Sequence[tuple[int, str, int]] = (),
+        jitter: Sequence[tuple[int, str, float]] = (),
     ) -> Observed:
         self.latest_ts = ts
         self.readings += 1
@@ -171,7 +174,7 @@ class AssetAlarm:
         rule = self.rule
         if rule is None:
             raise RuntimeError(f"asset {self.asset!r} has no episode rule yet")
-        over = not score <= rule.level or bool(stuck)  # NaN counts as over
+        over = not score <= rule.level or bool(stuck) or bool(jitter)  # NaN counts as over
         count = self.window.push(over)
         if over:
             self.first_over.append(ts)
@@ -181,7 +184,7 @@ class AssetAlarm:
         if episode is None and count >= rule.k:
             episode = self.episode = Episode(
                 id=uuid.uuid4().hex, asset=self.asset, opened=ts, since=self.first_over[0],
-                evidence=_stuck_words(stuck) if stuck else rule.describe(),
+                evidence=_evidence_words(rule, score, stuck, jitter),
             )  # fmt: skip
             opened, self.quiet = episode, 0
         if episode is not None:
@@ -190,6 +193,7 @@ class AssetAlarm:
                 episode.peak_score = max(episode.peak_score, score) if score == score else float("nan")
                 episode.note_sensors(shares)
                 episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck])
+                episode.note_sensors([(i, name, 1.0 / len(jitter)) for i, name, _ in jitter])
                 if episode.lead_sensor is None:
                     top = episode.top_sensors(1)
                     episode.lead_sensor = top[0]["name"] if top else None
@@ -272,6 +276,23 @@ class AssetAlarm:
             "peak_score": episode.peak_score if episode else None,
             "top_sensors": episode.top_sensors() if episode else [],
         }
+
+
+def _evidence_words(
+    rule: EpisodeRule,
+    score: float,
+    stuck: Sequence[tuple[int, str, int]],
+    jitter: Sequence[tuple[int, str, float]],
+) -> str:
+    """What opened an episode, in an operator's words: the channel of the reading that met the rule (a
+    frozen sensor first, then jitter, else the score)."""
+    if stuck:
+        return _stuck_words(stuck)
+    if jitter and score <= rule.level:
+        names = ", ".join(name for _, name, _ in jitter[:3])
+        more = f" and {len(jitter) - 3} more" if len(jitter) > 3 else ""
+        return f"reading jitter far above normal: {names}{more}"
+    return rule.describe()
 
 
 def _stuck_words(stuck: Sequence[tuple[int, str, int]]) -> str:

@@ -93,6 +93,22 @@ class ThresholdSpec:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class JitterSection:
+    """The jitter channel (`factory_anomaly.alarms.jitter`): per sensor, the noise model
+    E[d²] = noise_floor + noise_slope·(x − sensor_low)² of its second difference d, and the start and mean
+    excess of its smoothed statistic's tail; `lam` the smoothing weight; `level` on a reading's evidence,
+    calibrated for `target_episodes_per_day`, the channel's share of the alarm target."""
+
+    lam: Number
+    level: Number
+    target_episodes_per_day: Number
+    noise_floor: tuple[Number, ...]
+    noise_slope: tuple[Number, ...]
+    tail_start: tuple[Number, ...]
+    tail_excess: tuple[Number, ...]
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class AlarmSpec:
     """The per-asset episode rule (`factory_anomaly.alarms.rule.EpisodeRule`) and what it was calibrated
     to: k of an asset's last n readings with score > level open an episode, close_after quiet ones close
@@ -109,6 +125,15 @@ class AlarmSpec:
     # per sensor: readings unchanged (away from sensor_low/high) beyond this count as evidence too
     # (`factory_anomaly.alarms.stuck`); 0 = off for that sensor; None = no stuck channel
     stuck_limits: tuple[StrictInt, ...] | None = None
+    # readings whose jitter exceeds its level count as evidence too; None = no jitter channel. Its share
+    # of `target_episodes_per_day` is its own; the score's rule was calibrated for the rest
+    jitter: JitterSection | None = None
+
+    @property
+    def rule_target_per_day(self) -> float:
+        """The false episodes per asset-day the score's rule (k of n over `level`) was calibrated for."""
+        share = 0.0 if self.jitter is None else self.jitter.target_episodes_per_day
+        return self.target_episodes_per_day - share
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(_ADAPTERS[AlarmSpec].dump_python(self))

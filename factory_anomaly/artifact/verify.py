@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import INPUT_DTYPE, MANIFEST_FILE, SCORER
-from factory_anomaly.artifact.manifest import AlarmSpec, GraphSpec, Manifest, read_manifest
+from factory_anomaly.artifact.manifest import AlarmSpec, GraphSpec, JitterSection, Manifest, read_manifest
 
 _CHUNK_BYTES = 1 << 20
 
@@ -97,6 +97,24 @@ def _check_alarms(alarms: AlarmSpec, n: int) -> None:
         value = getattr(alarms, name)
         if not (math.isfinite(value) and value > 0):
             raise _inconsistent(f"alarms.{name} must be finite and > 0, got {value}")
+    if alarms.jitter is not None:
+        _check_jitter(alarms.jitter, alarms.target_episodes_per_day, n)
+
+
+def _check_jitter(jitter: JitterSection, target: float, n: int) -> None:
+    if not 0 < jitter.lam <= 1:
+        raise _inconsistent(f"alarms.jitter.lam must lie in (0, 1], got {jitter.lam}")
+    if not (math.isfinite(jitter.level) and jitter.level >= 0):
+        raise _inconsistent(f"alarms.jitter.level must be finite and >= 0, got {jitter.level}")
+    if not 0 < jitter.target_episodes_per_day < target:
+        raise _inconsistent(
+            f"alarms.jitter.target_episodes_per_day must be > 0 and below the alarm target {target}, got "
+            f"{jitter.target_episodes_per_day}"
+        )
+    for name in ("noise_floor", "noise_slope", "tail_start", "tail_excess"):
+        values = getattr(jitter, name)
+        if len(values) != n or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise _inconsistent(f"alarms.jitter.{name} must be {n} finite values >= 0, got {len(values)}")
 
 
 def _check_graph(graph: GraphSpec, path: str, manifest: Manifest) -> None:

@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--alarm-n", type=_positive_int, help="episode rule: the window n (default 10)")
     train.add_argument(
+        "--no-alarm-jitter",
+        action="store_true",
+        help="no jitter channel: the score's episode rule gets the whole alarm target",
+    )
+    train.add_argument(
         "--reading-period-s",
         type=float,
         help="seconds between an asset's readings (default: the data's timestamps, else 1)",
@@ -255,6 +260,8 @@ def _train(args: argparse.Namespace) -> None:
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_explainer:
         config = replace(config, explainer=False)
+    if args.no_alarm_jitter:
+        config = replace(config, alarm_jitter=False)
     if args.accept_tightest_target:
         config = replace(config, accept_tightest_target=True)
     if args.hidden:

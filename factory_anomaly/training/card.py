@@ -241,16 +241,33 @@ def _alarm_lines(a: dict[str, Any]) -> list[str]:
     period = a["reading_period_s"]
     source = _PERIOD_SOURCE.get(a.get("reading_period_source", ""), "")
     low, high = a["episodes_per_day_ci95"]
+    rule_target = a.get("rule_target_episodes_per_day", a["target_episodes_per_day"])
     return [
         *head,
-        f"- An episode opens when {a['k']} of an asset's last {a['n']} readings score above "
-        f"{a['level']:.4g}, and closes after {a['close_after']} readings without one.",
-        f"- Calibrated ({a['method']}) for {a['target_episodes_per_day']:g} false episodes per asset-day at "
-        f"one reading every {period:g} s ({source}); the {a['days_covered']:.2g} days of normal scores it "
-        f"was fitted on are extrapolated {a['extrapolation']:.2g}×.",
-        f"- On those scores the rule opens {a['episodes_on_normal_scores']} episodes: "
+        f"- The promise: {a['target_episodes_per_day']:g} false episodes per asset-day at one reading every "
+        f"{period:g} s ({source}), shared by the evidence below (each episode needs one of them).",
+        f"- An episode opens when {a['k']} of an asset's last {a['n']} readings are over the level: a score "
+        f"above {a['level']:.4g}, or the evidence of a channel below; it closes after {a['close_after']} "
+        "readings without one.",
+        f"- The score's level is calibrated ({a['method']}) for {rule_target:g} of them; the "
+        f"{a['days_covered']:.2g} days of normal scores it was fitted on are extrapolated "
+        f"{a['extrapolation']:.2g}×. On those scores it opens {a['episodes_on_normal_scores']} episodes: "
         f"{a['episodes_per_day_on_normal_scores']:.3g} a day (95 % interval [{low:.3g}, {high:.3g}]).",
+        *_jitter_lines(a.get("jitter")),
         "",
+    ]
+
+
+def _jitter_lines(j: dict[str, Any] | None) -> list[str]:
+    """The jitter channel's line: its level and share, or why there is none."""
+    if j is None:
+        return []
+    if not j.get("calibrated"):
+        return [f"- No jitter channel: {j.get('why', 'not calibrated')}."]
+    return [
+        f"- Jitter (a sensor's reading-to-reading jitter far above what its level explains): level "
+        f"{j['level']:.4g} e-folds, calibrated for {j['target_episodes_per_day']:g} of the false episodes on "
+        f"{j['days_covered']:.2g} days of normal readings ({j['active_sensors']} sensors judged)."
     ]
 
 

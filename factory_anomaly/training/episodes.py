@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from factory_anomaly.alarms.jitter import MIN_ROWS as JITTER_MIN_ROWS
+from factory_anomaly.alarms.jitter import JitterSpec, evidence, fit_jitter
 from factory_anomaly.alarms.rule import EpisodeRule, episodes, kth_largest_in_window
 from factory_anomaly.training.data import Dataset
 from factory_anomaly.training.metrics import poisson_interval
@@ -29,6 +31,10 @@ EULER_GAMMA = 0.5772156649015329
 MIN_BLOCKS = 20  # block maxima the Gumbel fit needs
 BLOCK_WINDOWS = 10  # a block spans at least this many windows of n readings
 METHOD = "gumbel_block_maxima"
+JITTER_SHARE = 0.5
+"""The share of the false-episode target per asset-day the jitter channel is calibrated to; the score's
+rule gets the rest, so that the two together keep the target (each episode needs one of them)."""
+JITTER_BLOCK = 100  # readings per block of the jitter evidence's maxima, at least
 
 
 def reading_period(data: Dataset, declared: float | None) -> tuple[float, str]:
@@ -42,6 +48,25 @@ def reading_period(data: Dataset, declared: float | None) -> tuple[float, str]:
         if median > 0:
             return median, "timestamps"
     return 1.0, "assumed"
+
+
+def _gumbel_level(
+    statistic: np.ndarray, min_block: int, per_day: float, target_per_day: float, log_scale: bool
+) -> tuple[float, int, int, float, float] | None:
+    """The level a day's maximum of `statistic` exceeds about `target_per_day` times (Gumbel law of its
+    block maxima, method of moments; on the log where `log_scale`), with the block length, the number of
+    blocks and the law's location and scale; None when there are too few blocks (or, on the log scale, a
+    value that is not positive)."""
+    block = max(min_block, statistic.size // 100)
+    blocks = statistic.size // block
+    if blocks < MIN_BLOCKS or (log_scale and not np.all(statistic > 0)):
+        return None
+    maxima = statistic[: blocks * block].reshape(blocks, block).max(axis=1)
+    maxima = np.log(maxima) if log_scale else maxima
+    beta = float(np.std(maxima, ddof=1)) * math.sqrt(6.0) / math.pi
+    mu = float(np.mean(maxima)) - EULER_GAMMA * beta
+    level = mu + beta * math.log(per_day / block) - beta * math.log(target_per_day)
+    return (math.exp(level) if log_scale else level), block, blocks, mu, beta
 
 
 def calibrate_episode_rule(
@@ -60,16 +85,12 @@ def calibrate_episode_rule(
     facts: dict[str, Any] = {"k": k, "n": n, "close_after": close_after, "reading_period_s": period_s,
                              "target_episodes_per_day": target_per_day, "method": METHOD}  # fmt: skip
     statistic = kth_largest_in_window(scores, k, n)
-    block = max(BLOCK_WINDOWS * n, statistic.size // 100)
-    blocks = statistic.size // block
-    if blocks < MIN_BLOCKS or not np.all(statistic > 0):
+    fit = _gumbel_level(statistic, BLOCK_WINDOWS * n, per_day, target_per_day, log_scale=True)
+    if fit is None:
         needed = MIN_BLOCKS * BLOCK_WINDOWS * n + n - 1
         why = f"{scores.size} normal readings; the fit needs at least {needed}"
         return None, facts | {"calibrated": False, "why": why}
-    maxima = np.log(statistic[: blocks * block].reshape(blocks, block).max(axis=1))
-    beta = float(np.std(maxima, ddof=1)) * math.sqrt(6.0) / math.pi
-    mu = float(np.mean(maxima)) - EULER_GAMMA * beta
-    level = math.exp(mu + beta * math.log(per_day / block) - beta * math.log(target_per_day))
+    level, block, blocks, mu, beta = fit
     rule = EpisodeRule(k=k, n=n, level=level, close_after=close_after)
     days = scores.size / per_day
     found = len(episodes(scores, rule))
@@ -86,4 +107,39 @@ def calibrate_episode_rule(
         "episodes_on_normal_scores": found,
         "episodes_per_day_on_normal_scores": found / days,
         "episodes_per_day_ci95": [low / days, high / days],
+    }
+
+
+def calibrate_jitter(
+    normal: np.ndarray, low: np.ndarray, period_s: float, target_per_day: float
+) -> tuple[JitterSpec | None, dict[str, Any]]:
+    """The jitter channel (`factory_anomaly.alarms.jitter`) fitted on normal readings in time order, its
+    level set for `target_per_day` false episodes per asset-day by the Gumbel law of its evidence's block
+    maxima; (None, why) when the readings are too few."""
+    x = np.asarray(normal)
+    facts: dict[str, Any] = {"target_episodes_per_day": target_per_day, "method": METHOD}
+    needed = max(JITTER_MIN_ROWS, MIN_BLOCKS * JITTER_BLOCK)
+    if x.shape[0] < needed:
+        why = f"{x.shape[0]} normal readings; the fit needs at least {needed}"
+        return None, facts | {"calibrated": False, "why": why}
+    spec = fit_jitter(x, low)
+    statistic = evidence(x, spec)
+    fit = _gumbel_level(statistic, JITTER_BLOCK, DAY_S / period_s, target_per_day, log_scale=False)
+    if fit is None:  # not reached: `needed` rows always make enough blocks
+        return None, facts | {"calibrated": False, "why": "too few blocks for the fit"}
+    level, block, blocks, mu, beta = fit
+    spec = spec.with_level(level)
+    flagged = statistic > level
+    days = x.shape[0] * period_s / DAY_S
+    return spec, facts | {
+        "calibrated": True,
+        "level": level,
+        "lam": spec.lam,
+        "active_sensors": int(np.count_nonzero(spec.active)),
+        "block_readings": block,
+        "blocks": blocks,
+        "gumbel_location": mu,
+        "gumbel_scale": beta,
+        "days_covered": days,
+        "readings_over_level_on_normal": int(np.count_nonzero(flagged)),
     }

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import stuck_limits
-from factory_anomaly.artifact import TRAINING_LOG_FILE, AlarmSpec, sha256_file
+from factory_anomaly.artifact import TRAINING_LOG_FILE, AlarmSpec, Manifest, sha256_file
 from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.checkpoint import TrainedModel
@@ -31,7 +32,12 @@ from factory_anomaly.training.config import TrainConfig
 from factory_anomaly.training.crossfit import MIN_NORMAL_ROWS, Fold, default_folds, final_fit, plan_folds
 from factory_anomaly.training.data import CalibrationError, DataError, Dataset
 from factory_anomaly.training.ensemble import attach_partner, fit_partner, partner_scores, with_partner_scores
-from factory_anomaly.training.episodes import calibrate_episode_rule, reading_period
+from factory_anomaly.training.episodes import (
+    JITTER_SHARE,
+    calibrate_episode_rule,
+    calibrate_jitter,
+    reading_period,
+)
 from factory_anomaly.training.explainer import (
     ExplainerConfig,
     FaultInjector,
@@ -106,15 +112,26 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
              calibration["procedure"])  # fmt: skip
 
     period, period_source = reading_period(data, config.reading_period_s)
-    alarm_rule, alarm_facts = calibrate_episode_rule(
-        fitted.normal_scores, period, config.alarm_target_per_day, config.alarm_k, config.alarm_n,
-        config.alarm_close_after_s,
-    )  # fmt: skip
-    alarm_facts["reading_period_source"] = period_source
     sensor_low, sensor_high = splits.train.min(axis=0), splits.train.max(axis=0)
-    limits = stuck_limits(_normal_rows(data)[0], sensor_low, sensor_high) if alarm_rule else None
+    normal = _normal_rows(data)[0]
+    jitter: JitterSpec | None = None
+    jitter_facts: dict[str, Any] = {"calibrated": False, "why": "off (--no-alarm-jitter)"}
+    jitter_target = config.alarm_target_per_day * JITTER_SHARE
+    if config.alarm_jitter:
+        jitter, jitter_facts = calibrate_jitter(normal, sensor_low, period, jitter_target)
+    rule_target = config.alarm_target_per_day - (0.0 if jitter is None else jitter_target)
+    alarm_rule, alarm_facts = calibrate_episode_rule(
+        fitted.normal_scores, period, rule_target, config.alarm_k, config.alarm_n, config.alarm_close_after_s,
+    )  # fmt: skip
+    alarm_facts["rule_target_episodes_per_day"] = rule_target
+    alarm_facts["target_episodes_per_day"] = config.alarm_target_per_day
+    alarm_facts["reading_period_source"] = period_source
+    limits = stuck_limits(normal, sensor_low, sensor_high) if alarm_rule else None
     if limits is not None:
         alarm_facts["stuck_sensors"] = int(np.count_nonzero(limits))
+    if alarm_rule is None:
+        jitter = None
+    alarm_facts["jitter"] = jitter_facts
 
     pca, pca_scores = fitted.pca
     pca_threshold = calibrate(pca_scores, fitted.target_fpr)
@@ -163,7 +180,14 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         explainer=explainer,
         alarm_rule=alarm_rule,
         stuck_limits=limits,
+        jitter=jitter,
     )
+
+
+def _jitter(manifest: Manifest) -> JitterSpec | None:
+    """The published version's jitter channel, carried into a new version of it."""
+    section = None if manifest.alarms is None else manifest.alarms.jitter
+    return None if section is None else JitterSpec.of(section, manifest.sensor_low)
 
 
 def _stuck_limits(spec: AlarmSpec | None) -> np.ndarray | None:
@@ -520,6 +544,7 @@ def refit_explainer(
         explainer=explainer,
         alarm_rule=None if trained.manifest.alarms is None else EpisodeRule.of(trained.manifest.alarms),
         stuck_limits=_stuck_limits(trained.manifest.alarms),
+        jitter=_jitter(trained.manifest),
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.artifact import (
     BASELINE_FILE,
     EVALUATION_FILE,
@@ -42,6 +43,7 @@ from factory_anomaly.artifact import (
     SCORER_FILE,
     TRAINING_LOG_FILE,
     AlarmSpec,
+    JitterSection,
     Manifest,
     ThresholdSpec,
     check_consistency,
@@ -214,4 +216,19 @@ def _alarm_spec(result: TrainResult) -> AlarmSpec | None:
         target_episodes_per_day=float(facts["target_episodes_per_day"]),
         method=str(facts["method"]),
         stuck_limits=None if result.stuck_limits is None else tuple(int(v) for v in result.stuck_limits),
+        jitter=_jitter_section(result.jitter, facts.get("jitter", {})),
+    )
+
+
+def _jitter_section(spec: JitterSpec | None, facts: dict[str, Any]) -> JitterSection | None:
+    if spec is None or spec.level is None:
+        return None
+    return JitterSection(
+        lam=float(spec.lam),
+        level=float(spec.level),
+        target_episodes_per_day=float(facts["target_episodes_per_day"]),
+        noise_floor=tuple(float(v) for v in spec.noise_floor),
+        noise_slope=tuple(float(v) for v in spec.noise_slope),
+        tail_start=tuple(float(v) for v in spec.tail_start),
+        tail_excess=tuple(float(v) for v in spec.tail_excess),
     )

@@ -304,7 +304,7 @@ def _episode_rule(
     too few for the fit."""
     if spec is None:
         return None, None
-    period, target = spec.reading_period_s, spec.target_episodes_per_day
+    period, target = spec.reading_period_s, spec.rule_target_per_day
     close_after_s = spec.close_after * period
     rule, facts = calibrate_episode_rule(fit_scores, period, target, spec.k, spec.n, close_after_s)
     new = spec if rule is None else replace(spec, level=rule.level, close_after=rule.close_after)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.explainer import SensorAttentionExplainer
@@ -36,3 +37,4 @@ class TrainResult:
     explainer: SensorAttentionExplainer | None = None  # eval mode; scorer frozen inside
     alarm_rule: EpisodeRule | None = None  # None: too few normal readings to calibrate one
     stuck_limits: np.ndarray | None = None  # int [n] (`alarms.stuck`); None: no stuck channel
+    jitter: JitterSpec | None = None  # the jitter channel (`alarms.jitter`), calibrated; None: none

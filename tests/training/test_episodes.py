@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from factory_anomaly.alarms.jitter import jitter_over
 from factory_anomaly.alarms.rule import episodes
 from factory_anomaly.artifact import CARD_FILE, read_manifest
 from factory_anomaly.training.data import Dataset
-from factory_anomaly.training.episodes import calibrate_episode_rule, reading_period
+from factory_anomaly.training.episodes import (
+    JITTER_SHARE,
+    calibrate_episode_rule,
+    calibrate_jitter,
+    reading_period,
+)
 from tests.training.test_cli import cli
 
 DAY = 86_400
@@ -38,6 +44,39 @@ def test_the_level_keeps_its_promise_per_day_on_fresh_scores(k: int, n: int) -> 
     assert 0.5 * 4.0 * fresh_days <= found <= 2.0 * 4.0 * fresh_days
 
 
+def _jittery(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Four sensors of a slow process, two of them convex (they jitter more where they read high)."""
+    h = np.empty(rows)
+    h[0] = 0.0
+    shocks = rng.normal(scale=0.02, size=rows)
+    for t in range(1, rows):
+        h[t] = 0.995 * h[t - 1] + shocks[t]
+    clean = np.column_stack([np.exp(h), 3 * np.exp(0.5 * h), h, -2 * h])
+    return clean + rng.normal(scale=0.05, size=clean.shape)
+
+
+def _episodes_of(over: np.ndarray, gap: int = 300) -> int:
+    at = np.flatnonzero(over)
+    return 0 if at.size == 0 else 1 + int((np.diff(at) > gap).sum())
+
+
+def test_the_jitter_level_keeps_its_promise_per_day_on_fresh_readings() -> None:
+    rng = np.random.default_rng(11)
+    normal = _jittery(rng, DAY)
+    spec, facts = calibrate_jitter(normal, normal.min(axis=0), 1.0, 2.0)
+    assert spec is not None and facts["calibrated"] and facts["level"] == spec.level
+    assert facts["active_sensors"] == 4 and facts["days_covered"] == pytest.approx(1.0)
+    fresh_days = 6
+    found = sum(_episodes_of(jitter_over(_jittery(rng, DAY), spec)) for _ in range(fresh_days))
+    # 12 expected; extrapolated from one day: within a factor of three
+    assert 2.0 * fresh_days / 3 <= found <= 3 * 2.0 * fresh_days
+
+
+def test_too_few_readings_give_no_jitter_channel_and_say_why() -> None:
+    spec, facts = calibrate_jitter(np.zeros((1999, 2)), np.zeros(2), 1.0, 0.5)
+    assert spec is None and not facts["calibrated"] and "needs at least 2000" in facts["why"]
+
+
 def test_too_few_readings_give_no_rule_and_say_why() -> None:
     rule, facts = calibrate_episode_rule(np.ones(500) + np.arange(500) * 1e-3, 1.0, 1.0, 3, 10, 300.0)
     assert rule is None and not facts["calibrated"] and "needs at least 2009" in facts["why"]
@@ -62,6 +101,11 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     manifest = read_manifest(trained_small)
     alarms = manifest.alarms
     assert alarms is not None and alarms.reading_period_s == 1.0 and alarms.target_episodes_per_day == 1.0
+    # the target is shared: the jitter channel gets its share, the score's rule the rest
+    assert alarms.jitter is not None and alarms.jitter.target_episodes_per_day == JITTER_SHARE
+    assert alarms.rule_target_per_day == 1.0 - JITTER_SHARE
+    assert len(alarms.jitter.noise_floor) == len(alarms.jitter.tail_excess) == manifest.n_sensors
+    assert manifest.training["alarms"]["jitter"]["level"] == alarms.jitter.level
     assert (alarms.k, alarms.n, alarms.close_after) == (3, 10, 300)
     assert alarms.level > 0 and alarms.method == "gumbel_block_maxima"
     assert alarms.stuck_limits is not None and len(alarms.stuck_limits) == manifest.n_sensors
@@ -74,6 +118,7 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     card = (trained_small / CARD_FILE).read_text()
     assert "## Alarm episodes (per asset)" in card and "3 of an asset's last 10 readings" in card
     assert "assumed: the data has no timestamps" in card
+    assert "- Jitter (a sensor's reading-to-reading jitter" in card
 
 
 @pytest.mark.parametrize(
