@@ -64,12 +64,15 @@ fuzz: $(DEV_STAMP)
 
 # Debian's `prometheus` package gives promtool and the prometheus binary that
 # tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml; `strace`
-# watches the real server's writes and connections (tests/app/test_security.py).
+# watches the real server's writes and connections (tests/app/test_security.py); Debian's `nginx` runs in
+# front of two service processes, unprivileged from a temporary prefix (tests/deploy/test_asset_routing.py).
 # Installed when missing (CI runs as root on Debian). docker-compose is optional: without it the compose
 # tests skip, saying so.
 deploy-tools:
 	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v nginx >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
 	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; } || \
 		echo "strace could not be installed: tests/app/test_security.py's write and network check skips"

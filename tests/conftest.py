@@ -72,6 +72,19 @@ def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) 
 
 
 @pytest.fixture(scope="session")
+def trained_jittery(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) -> Path:
+    """A version with the jitter channel on (`--alarm-jitter`; off by default): the small plant, 6 000
+    normal readings, a few epochs and no explainer (what is checked is the channel, not the model)."""
+    from dataclasses import replace
+
+    from factory_anomaly.training.train import train
+
+    run = small_plant.simulate(6000, seed=4, anomaly_rate=0.0)
+    config = replace(SMALL_CONFIG, alarm_jitter=True, max_epochs=4, explainer=False)
+    return train(as_dataset(small_plant, run), tmp_path_factory.mktemp("jitter-store") / "small-ae", config)
+
+
+@pytest.fixture(scope="session")
 def store(trained_small: Path) -> Path:
     """The model store holding `trained_small` (`<store>/small-ae/<version>`)."""
     return trained_small.parent.parent

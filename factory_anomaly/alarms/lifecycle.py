@@ -284,15 +284,18 @@ def _evidence_words(
     stuck: Sequence[tuple[int, str, int]],
     jitter: Sequence[tuple[int, str, float]],
 ) -> str:
-    """What opened an episode, in an operator's words: the channel of the reading that met the rule (a
-    frozen sensor first, then jitter, else the score)."""
+    """What opened an episode, in an operator's words: every channel over the level at the reading that
+    met the rule (frozen sensors, then jitter, then the score), or the rule itself when the score alone."""
+    parts = []
     if stuck:
-        return _stuck_words(stuck)
-    if jitter and score <= rule.level:
+        parts.append(_stuck_words(stuck))
+    if jitter:
         names = ", ".join(name for _, name, _ in jitter[:3])
         more = f" and {len(jitter) - 3} more" if len(jitter) > 3 else ""
-        return f"reading jitter far above normal: {names}{more}"
-    return rule.describe()
+        parts.append(f"reading jitter far above normal: {names}{more}")
+    if not score <= rule.level or not parts:
+        parts.append(rule.describe())
+    return "; ".join(parts)
 
 
 def _stuck_words(stuck: Sequence[tuple[int, str, int]]) -> str:

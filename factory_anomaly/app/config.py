@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     """The alarm journal (`serving.journal`): an SQLite file holding episodes, acknowledgements and
     shelves across restarts; an empty value keeps them in memory only (lost at a restart)."""
 
+    journal_sync_s: float = Field(default=1.0, gt=0, le=60)
+    """Alarm journal shared by several processes (docs/serving.md, "More than one process"): how often, in
+    seconds, a process renews its hold on its assets, applies what the others changed (an acknowledgement
+    or a shelve made through them, an asset taken over) and writes its assets' state for the others'
+    listings. A process silent for 10 times this (at least 5 s) is taken for gone and its alarms adopted."""
+
     max_assets: int = Field(default=100, ge=1)
     """Metrics: assets with a series of their own; readings of the others count under `asset="other"`
     (the cardinality bound, docs/metrics.md)."""

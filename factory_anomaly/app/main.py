@@ -33,6 +33,9 @@ from factory_anomaly.app.serving.service import ScoringService, micro_batcher
 
 log = logging.getLogger("app.main")
 
+LEASE_SYNCS = 10  # a process that has not synced for this many intervals is taken for gone
+MIN_LEASE_S = 5.0
+
 
 def create_app(
     settings: Settings | None = None, metrics_registry: CollectorRegistry | None = None
@@ -52,15 +55,22 @@ def create_app(
         app.state.batcher = batcher = micro_batcher(settings, pool, metrics)
         app.state.assets = assets = open_asset_book(settings)
         metrics.open_alarms.book = assets
+        assets.on_close = metrics.episode_closed
         app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
         except ReloadFailed as exc:  # already logged; /readyz reports it
             log.warning("serving without a model until a reload succeeds", extra={"code": exc.code})
+        syncing = None
+        if assets.journal is not None:  # alone on the journal too: the rounds write the held state
+            syncing = asyncio.create_task(sync_journal(assets, settings.journal_sync_s))
         try:
             yield
         finally:
+            if syncing is not None:
+                syncing.cancel()
+                await asyncio.gather(syncing, return_exceptions=True)
             if batcher is not None:
                 await batcher.close()
             await asyncio.to_thread(pool.close)  # in-flight inferences finish first
@@ -99,10 +109,22 @@ def open_asset_book(settings: Settings) -> AssetBook:
         book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets)
         book.journal_error = str(exc)
         return book
-    book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets, journal=journal)
+    lease_s = max(MIN_LEASE_S, LEASE_SYNCS * settings.journal_sync_s)
+    book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets, journal=journal, lease_s=lease_s)
     restored = book.restore()
     log.info("alarm journal restored", extra={"path": str(settings.alarm_db), "open_episodes": restored})
     return book
+
+
+async def sync_journal(book: AssetBook, interval_s: float) -> None:
+    """Every `interval_s`, one round with the other processes sharing the journal (`AssetBook.sync`), in a
+    worker thread: it may wait for another process's write."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(book.sync)
+        except Exception:  # a bug: logged, and the next round tries again
+            log.exception("alarm journal sync failed")
 
 
 app = create_app()

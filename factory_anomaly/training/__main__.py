@@ -111,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--alarm-n", type=_positive_int, help="episode rule: the window n (default 10)")
     train.add_argument(
-        "--no-alarm-jitter",
+        "--alarm-jitter",
         action="store_true",
-        help="no jitter channel: the score's episode rule gets the whole alarm target",
+        help="add the jitter channel (noise bursts), calibrated for half the alarm target; the score's "
+        "episode rule gets the other half",
     )
     train.add_argument(
         "--reading-period-s",
@@ -260,8 +261,8 @@ def _train(args: argparse.Namespace) -> None:
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_explainer:
         config = replace(config, explainer=False)
-    if args.no_alarm_jitter:
-        config = replace(config, alarm_jitter=False)
+    if args.alarm_jitter:
+        config = replace(config, alarm_jitter=True)
     if args.accept_tightest_target:
         config = replace(config, accept_tightest_target=True)
     if args.hidden:

@@ -115,7 +115,7 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
     sensor_low, sensor_high = splits.train.min(axis=0), splits.train.max(axis=0)
     normal = _normal_rows(data)[0]
     jitter: JitterSpec | None = None
-    jitter_facts: dict[str, Any] = {"calibrated": False, "why": "off (--no-alarm-jitter)"}
+    jitter_facts: dict[str, Any] = {"calibrated": False, "why": "off (--alarm-jitter turns it on)"}
     jitter_target = config.alarm_target_per_day * JITTER_SHARE
     if config.alarm_jitter:
         jitter, jitter_facts = calibrate_jitter(normal, sensor_low, period, jitter_target)

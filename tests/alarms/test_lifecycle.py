@@ -89,3 +89,17 @@ def test_shelving_closes_the_episode_and_holds_alarms_off_until_it_ends() -> Non
     assert states == ["pending", "open"]  # the evidence starts afresh after the shelve
     with pytest.raises(ValueError, match="future"):
         alarm.shelve(until=50.0, note="", now=200.0)
+
+
+def test_jitter_counts_as_over_the_level_and_the_episode_says_which_channels() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    jitter = [(12, "st2_vib_01", 9.5)]
+    alarm.observe(0.0, 0.1, (), jitter=jitter)  # a quiet score, but jittering: over the level
+    seen = alarm.observe(1.0, 0.1, (), jitter=jitter)
+    assert seen.opened is not None and seen.opened.evidence == "reading jitter far above normal: st2_vib_01"
+    assert seen.opened.lead_sensor == "st2_vib_01"
+    both = AssetAlarm("press-8", RULE)
+    both.observe(0.0, 5.0, SHARES)
+    opened = both.observe(1.0, 5.0, SHARES, jitter=jitter).opened
+    assert opened is not None
+    assert opened.evidence == f"reading jitter far above normal: st2_vib_01; {RULE.describe()}"

@@ -5,6 +5,8 @@ started on the same file), the schema is versioned, and a journal that cannot be
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 from factory_anomaly.alarms.lifecycle import Episode
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.app.errors import NotFound
 from factory_anomaly.app.serving.assets import AssetBook, AssetReadings
 from factory_anomaly.app.serving.journal import MIGRATIONS, AlarmJournal, JournalError
 from factory_anomaly.artifact import Manifest
@@ -21,9 +24,11 @@ RULE = EpisodeRule(k=2, n=3, level=1.0, close_after=3)
 NAMES = ("a", "b", "c")
 
 
-def _readings(asset: str, scores: list[float], start: float = 0.0) -> AssetReadings:
+def _readings(
+    asset: str, scores: list[float], start: float = 0.0, ids: list[str] | None = None
+) -> AssetReadings:
     errors = np.tile(np.array([[3.0, 1.0, 0.0]], np.float32), (len(scores), 1))
-    return AssetReadings(asset, [start + i for i in range(len(scores))], [None] * len(scores),
+    return AssetReadings(asset, [start + i for i in range(len(scores))], ids or [None] * len(scores),
                          np.array(scores, np.float32), errors, NAMES)  # fmt: skip
 
 
@@ -65,6 +70,8 @@ def test_a_journal_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
     (episode,) = journal.open_episodes()
     assert episode.id == "e1" and episode.lead_sensor is None
     assert int(journal._db.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS)
+    book = AssetBook(3600, 100, journal=journal)  # schema 3 lists its asset, held by no one: adopted
+    assert book.restore(now=2.0) == 1 and [a["asset"] for a in book.assets(now=2.0)] == ["press-7"]
 
 
 def test_a_journal_from_a_newer_service_is_refused(tmp_path: Path) -> None:
@@ -144,3 +151,119 @@ def test_episode_sensor_sums_round_trip() -> None:
     again = Episode(id="e", asset="a", opened=1.0, since=1.0, evidence="x")
     again.restore_sensors([list(t) for t in episode.sensor_sums()])
     assert again.top_sensors() == episode.top_sensors()
+
+
+# --- several processes on one journal (docs/serving.md, "More than one process") ---------------------------
+
+
+def _books(path: Path, n: int = 2, lease_s: float = 10.0) -> list[AssetBook]:
+    """`n` asset books on one journal file, as `n` processes of the service would hold it."""
+    books = [AssetBook(3600, 100, journal=AlarmJournal(path), lease_s=lease_s) for _ in range(n)]
+    for book in books:
+        book.restore(now=0.0)
+    return books
+
+
+def test_an_acknowledgement_through_another_process_reaches_the_holder(tmp_path: Path) -> None:
+    holder, other = _books(tmp_path / "alarms.sqlite3")
+    opened = holder.observe(_readings("press-7", [5.0, 5.0]), RULE, now=1.0)[-1].opened
+    assert opened is not None
+    holder.sync(now=1.5)
+    # the other process answers about what it does not hold from the journal
+    assert [e["id"] for e in other.alarms("open")] == [opened.id]
+    assert other.asset("press-7", now=2.0)["state"] == "open" and other.assets(now=2.0) == []
+    acked = other.acknowledge(opened.id, "on it", "ana", now=2.0)
+    assert acked["acknowledgements"] == [{"at": 2.0, "by": "ana", "note": "on it"}]
+    assert holder.assets(now=2.5)[0]["state"] == "open"  # until its next sync
+    holder.sync(now=3.0)
+    assert holder.assets(now=3.0)[0]["state"] == "acknowledged"
+    assert holder.alarm(opened.id)["acknowledgements"] == acked["acknowledgements"]
+    with pytest.raises(NotFound):
+        other.acknowledge("no-such-episode", "", "", now=3.0)
+    with pytest.raises(NotFound):
+        other.asset("never-seen", now=3.0)
+
+
+def test_a_reading_elsewhere_takes_the_asset_over_and_its_episode_goes_on(tmp_path: Path) -> None:
+    first, second = _books(tmp_path / "alarms.sqlite3")
+    ids = [f"r{i}" for i in range(3)]
+    counted = first.observe(_readings("press-7", [5.0, 5.0, 0.0], ids=ids), RULE, now=1.0)
+    opened = counted[1].opened
+    assert opened is not None
+    first.sync(now=1.5)
+    # the proxy now sends press-7 to the second process: the client retries its last request there
+    again = second.observe(_readings("press-7", [5.0, 5.0, 0.0], ids=ids), RULE, now=2.0)
+    assert [(s.late, s.repeated) for s in again] == [(True, False), (True, False), (False, True)]
+    assert all(s.alarm["id"] == opened.id for s in again)  # answered with the episode, counted nowhere
+    more = second.observe(_readings("press-7", [0.0], start=3.0), RULE, now=3.0)[0]
+    assert more.alarm["id"] == opened.id and more.opened is None  # no duplicate: the same episode goes on
+    assert second.assets(now=3.0)[0]["readings"] == 4  # three counted there, one here
+    first.sync(now=3.5)
+    assert first.assets(now=3.5) == []  # it forgot press-7: no second alarm in its metrics
+    closed = second.observe(_readings("press-7", [0.0], start=4.0), RULE, now=4.0)[0].closed
+    # the quiet count came along: the third quiet reading closes it, as in one process
+    assert closed is not None and closed.id == opened.id and closed.readings == 4
+
+
+def test_a_clean_stop_hands_the_alarms_to_a_live_process(tmp_path: Path) -> None:
+    leaving, staying = _books(tmp_path / "alarms.sqlite3")
+    opened = leaving.observe(_readings("press-7", [5.0, 5.0]), RULE, now=1.0)[-1].opened
+    assert opened is not None
+    leaving.observe(_readings("press-8", [0.0]), RULE, now=1.0)
+    leaving.shelve("press-8", 600.0, "maintenance", "ben", now=1.0)
+    leaving.observe(_readings("press-9", [0.0]), RULE, now=1.0)
+    leaving.close()
+    staying.sync(now=2.0)
+    states = {a["asset"]: a["state"] for a in staying.assets(now=2.0)}
+    assert states == {"press-7": "open", "press-8": "shelved"}  # adopted: its metrics carry them now
+    listed = {a["asset"] for a in staying.listing(now=2.0)}
+    assert listed == {"press-7", "press-8", "press-9"}
+
+
+def test_a_silent_holder_s_alarms_are_adopted_once_its_lease_ends(tmp_path: Path) -> None:
+    crashed, staying = _books(tmp_path / "alarms.sqlite3", lease_s=5.0)
+    crashed.observe(_readings("press-7", [5.0, 5.0]), RULE, now=1.0)
+    crashed.sync(now=1.0)  # its lease runs to 6.0; then it stops syncing, as a crashed process would
+    staying.sync(now=4.0)
+    assert staying.assets(now=4.0) == []
+    staying.sync(now=7.0)
+    assert [a["state"] for a in staying.assets(now=7.0)] == ["open"]
+
+
+def test_a_shelve_through_another_process_closes_the_holder_s_episode(tmp_path: Path) -> None:
+    holder, other = _books(tmp_path / "alarms.sqlite3")
+    opened = holder.observe(_readings("press-7", [5.0, 5.0]), RULE, now=1.0)[-1].opened
+    assert opened is not None
+    holder.sync(now=1.5)
+    shelved = other.shelve("press-7", 600.0, "maintenance", "ben", now=2.0)
+    assert shelved["state"] == "shelved" and shelved["shelved_until"] == 602.0
+    holder.observe(_readings("press-7", [5.0], start=2.0), RULE, now=2.5)  # sees it before counting
+    assert holder.assets(now=2.5)[0]["state"] == "shelved"
+    holder.sync(now=3.0)
+    episode = other.alarm(opened.id)
+    assert episode["closed"] == 2.0 and episode["closed_by"] == "shelved"
+    assert [e["id"] for e in holder.alarms("open")] == []
+
+
+def test_processes_write_one_journal_at_once(tmp_path: Path) -> None:
+    """Two processes taking assets and writing episodes as fast as they can: SQLite's busy timeout makes
+    each wait for the other's transaction, none fails."""
+    path = tmp_path / "alarms.sqlite3"
+    AlarmJournal(path).close()
+    script = (
+        "import sys\nfrom pathlib import Path\n"
+        "from factory_anomaly.alarms.lifecycle import Episode\n"
+        "from factory_anomaly.app.serving.journal import AlarmJournal\n"
+        "journal, me = AlarmJournal(Path(sys.argv[1])), sys.argv[2]\n"
+        "for i in range(300):\n"
+        "    journal.take(f'press-{i % 7}', me, float(i))\n"
+        "    journal.save_episode(Episode(id=f'{me}-{i}', asset='p', opened=1.0, since=1.0, evidence='x'))\n"
+        "    journal.heartbeat(me, float(i), 10.0)\n"
+        "    journal.changes(0)\n"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(path), name], stderr=subprocess.PIPE)
+            for name in ("a", "b")]  # fmt: skip
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()
+    assert len(AlarmJournal(path).closed_episodes(1000) + AlarmJournal(path).open_episodes()) == 600

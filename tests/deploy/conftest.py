@@ -19,6 +19,8 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 GRAFANA_DIR = DEPLOY / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "anomaly-service.json"
+OPERATOR_DASHBOARD = GRAFANA_DIR / "dashboards" / "operator-alarms.json"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
 
 
 def require_tool(binary: str, package: str) -> str:
@@ -132,3 +134,12 @@ def exposed_labels() -> dict[str, set[str]]:
 def metric_names(expr: str) -> set[str]:
     """The metric names an expression selects (anomaly_* and up)."""
     return set(_METRIC.findall(expr))
+
+
+_DOCUMENTED = re.compile(r"^\| `(anomaly_[a-z_]+)` \| \w+ \| ([^|]*) \|", re.MULTILINE)
+
+
+def documented_metrics() -> dict[str, set[str]]:
+    """docs/metrics.md's table of metrics: name -> its label names."""
+    rows = _DOCUMENTED.findall(METRICS_DOC.read_text(encoding="utf-8"))
+    return {name: set(re.findall(r"`(\w+)`", labels)) for name, labels in rows}

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from factory_anomaly.app.config import Settings
 from tests.deploy.conftest import (
     DASHBOARD,
     GRAFANA_DIR,
@@ -26,8 +27,10 @@ from tests.deploy.conftest import (
     healthcheck_command,
     stage_map,
 )
+from tests.deploy.test_asset_routing import HEALTH, nginx_config
+from tests.deploy.test_asset_routing import TEMPLATE as NGINX_TEMPLATE
 
-SERVICES = {"api", "api-gpu", "prometheus", "grafana", "simulator"}
+SERVICES = {"api", "api-gpu", "nginx", "prometheus", "grafana", "simulator"}
 
 
 # --- the Dockerfile ---------------------------------------------------------------------------------------
@@ -170,9 +173,43 @@ def test_compose_wires_the_stack() -> None:
     assert dashboards / Path(home).relative_to("/var/lib/grafana/dashboards") == DASHBOARD
 
     simulator = services["simulator"]
-    assert simulator["depends_on"] == {"api": {"condition": "service_healthy"}}
-    assert "--url=http://api:8000" in simulator["command"]
+    assert simulator["depends_on"] == {"nginx": {"condition": "service_started"}}
+    assert "--url=http://nginx:8080" in simulator["command"]  # through nginx: X-Asset picks the process
     assert any(arg.startswith("--rate=") for arg in simulator["command"])
+
+
+def test_compose_puts_nginx_in_front_of_the_api_replicas() -> None:
+    services = compose_config()["services"]
+    api, nginx = services["api"], services["nginx"]
+    # only nginx publishes a host port, so `--scale api=2` can run two api containers
+    assert "ports" not in api and api["expose"] == ["8000"]
+    assert [(p["published"], p["target"]) for p in nginx["ports"]] == [(8000, 8080)]
+    assert nginx["depends_on"] == {"api": {"condition": "service_healthy"}}
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in nginx["volumes"]}
+    assert Path(mounts["/etc/nginx/templates/anomaly.conf.template"]) == NGINX_TEMPLATE
+    env = nginx["environment"]
+    # the image renders every placeholder of the template from the environment, and nothing else
+    assert set(re.findall(r"\$\{(NGINX_[A-Z_]+)\}", NGINX_TEMPLATE.read_text())) <= set(env)
+    assert env["NGINX_ENVSUBST_FILTER"] == "^NGINX_" and env["NGINX_LISTEN"] == "8080"
+    # what nginx accepts is what the api accepts; the health check is the one the routing test runs
+    max_body = api["environment"].get(
+        "ANOMALY_MAX_BODY_BYTES", Settings.model_fields["max_body_bytes"].default
+    )
+    assert int(env["NGINX_MAX_BODY"]) == int(max_body)
+    assert f"server api:8000 resolve {HEALTH};" in env["NGINX_API_SERVERS"]
+    assert "resolver 127.0.0.11" in env["NGINX_API_SERVERS"]  # Docker's DNS: every replica of `api`
+    version = tuple(int(part) for part in nginx["image"].rpartition(":")[2].split("."))
+    assert version >= (1, 27, 3)  # `server ... resolve` in open-source nginx
+    assert nginx["read_only"] and nginx["cap_drop"] == ["ALL"] and "/etc/nginx/conf.d" in nginx["tmpfs"]
+
+
+def test_compose_s_nginx_configuration_is_valid(tmp_path: Path) -> None:
+    """The template with compose's values through `nginx -t` (Debian's nginx predates `resolve`, 1.27.3:
+    the name is resolved once here, by the system, instead)."""
+    env = dict(compose_config()["services"]["nginx"]["environment"])
+    servers = env["NGINX_API_SERVERS"].replace(" resolve ", " ").replace("server api:", "server localhost:")
+    env["NGINX_API_SERVERS"] = re.sub(r"resolver [^;]*;", "", servers)
+    nginx_config(tmp_path, {k: v for k, v in env.items() if k != "NGINX_ENVSUBST_FILTER"})
 
 
 def test_compose_settings_come_from_the_environment(tmp_path: Path) -> None:

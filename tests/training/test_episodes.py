@@ -101,11 +101,7 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     manifest = read_manifest(trained_small)
     alarms = manifest.alarms
     assert alarms is not None and alarms.reading_period_s == 1.0 and alarms.target_episodes_per_day == 1.0
-    # the target is shared: the jitter channel gets its share, the score's rule the rest
-    assert alarms.jitter is not None and alarms.jitter.target_episodes_per_day == JITTER_SHARE
-    assert alarms.rule_target_per_day == 1.0 - JITTER_SHARE
-    assert len(alarms.jitter.noise_floor) == len(alarms.jitter.tail_excess) == manifest.n_sensors
-    assert manifest.training["alarms"]["jitter"]["level"] == alarms.jitter.level
+    assert alarms.jitter is None and alarms.rule_target_per_day == 1.0  # the jitter channel is opt-in
     assert (alarms.k, alarms.n, alarms.close_after) == (3, 10, 300)
     assert alarms.level > 0 and alarms.method == "gumbel_block_maxima"
     assert alarms.stuck_limits is not None and len(alarms.stuck_limits) == manifest.n_sensors
@@ -118,7 +114,19 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     card = (trained_small / CARD_FILE).read_text()
     assert "## Alarm episodes (per asset)" in card and "3 of an asset's last 10 readings" in card
     assert "assumed: the data has no timestamps" in card
-    assert "- Jitter (a sensor's reading-to-reading jitter" in card
+    assert "- No jitter channel: off (--alarm-jitter turns it on)." in card
+
+
+def test_with_the_jitter_channel_the_target_is_shared(trained_jittery: Path) -> None:
+    manifest = read_manifest(trained_jittery)
+    alarms = manifest.alarms
+    assert alarms is not None and alarms.jitter is not None
+    assert alarms.jitter.target_episodes_per_day == JITTER_SHARE and alarms.rule_target_per_day == 0.5
+    assert manifest.training["alarms"]["rule_target_episodes_per_day"] == 0.5
+    assert len(alarms.jitter.noise_floor) == len(alarms.jitter.tail_excess) == manifest.n_sensors
+    assert manifest.training["alarms"]["jitter"]["level"] == alarms.jitter.level > 0
+    card = (trained_jittery / CARD_FILE).read_text()
+    assert "- Jitter (a sensor's reading-to-reading jitter" in card and "for 0.5 of the false" in card
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import StuckLimits
 from factory_anomaly.app.errors import ExplainerUnavailable
@@ -94,6 +95,14 @@ class LoadedModel:
             return None
         m = self.manifest
         return StuckLimits(np.asarray(m.sensor_low), np.asarray(m.sensor_high), np.asarray(spec.stuck_limits))
+
+    @cached_property
+    def jitter(self) -> JitterSpec | None:
+        """The version's jitter channel (None: none)."""
+        spec = self.manifest.alarms
+        if spec is None or spec.jitter is None:
+            return None
+        return JitterSpec.of(spec.jitter, self.manifest.sensor_low)
 
     @cached_property
     def alarm_rule(self) -> EpisodeRule | None:

@@ -55,7 +55,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from factory_anomaly.alarms.lifecycle import Observed
+from factory_anomaly.alarms.lifecycle import Episode, Observed
 from factory_anomaly.app.errors import ErrorCode
 from factory_anomaly.app.serving.drift import DRIFT
 from factory_anomaly.artifact import ArtifactCode
@@ -544,7 +544,7 @@ class Metrics:
         return OTHER_ASSET
 
     def observe_assets(self, asset: str, observed: Sequence[Observed]) -> None:
-        """One request's readings of an asset and the episodes they opened and closed."""
+        """One request's readings of an asset and the episodes they opened (closes: `episode_closed`)."""
         label = self.asset_label(asset)
         counted = sum(1 for seen in observed if not (seen.late or seen.repeated))
         if counted:
@@ -555,8 +555,10 @@ class Metrics:
                 top = seen.opened.top_sensors(1)
                 if top:
                     self.episode_top_sensor.labels(top[0]["name"]).inc()
-            if seen.closed is not None:
-                self.episodes_closed.labels(label, seen.closed.closed_by or "quiet").inc()
+
+    def episode_closed(self, episode: Episode) -> None:
+        """An episode the asset book closed, whatever closed it (quiet readings, a shelve, eviction)."""
+        self.episodes_closed.labels(self.asset_label(episode.asset), episode.closed_by or "quiet").inc()
 
     def observe_explain(self, seconds: float) -> None:
         self._inference["explain"].observe(seconds)

@@ -1,8 +1,11 @@
 """Assets and their alarm episodes: GET /v1/assets, /v1/assets/{asset}, /v1/alarms, /v1/alarms/{id};
 POST /v1/alarms/{id}/ack and /v1/assets/{asset}/shelve. Behind the API key, like scoring.
 
-The state lives in this process (`serving.assets`): a proxy hashing on X-Asset sends every reading of an
-asset, and the operator's actions on it, to the same one.
+The state lives in the process holding the asset (`serving.assets`): a proxy hashing on X-Asset (and on
+the asset in the path) sends every reading of an asset, and the actions on it, to the same one
+(deploy/nginx/). Whatever reaches another process (an acknowledgement by episode id, the listings) is
+answered from the shared journal, and the holder follows at its next sync (docs/serving.md, "More than one
+process").
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def _book(request: Request) -> AssetBook:
     "/assets", response_model=AssetList, responses=_ERRORS, summary="Every asset seen, with its state"
 )
 async def list_assets(request: Request) -> Response:
-    return json_response({"assets": _book(request).assets()})
+    return json_response({"assets": _book(request).listing()})
 
 
 @router.get("/assets/{asset:path}", response_model=AssetState, responses=_ERRORS, summary="One asset's state")

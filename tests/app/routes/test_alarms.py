@@ -5,6 +5,7 @@ body answered with its own 422/404 and nothing half-applied."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -216,6 +217,32 @@ def test_a_frozen_sensor_opens_an_episode_over_http(
     assert episode["top_sensors"][0]["index"] == sensor
 
 
+def test_a_noise_burst_opens_an_episode_by_its_jitter_over_http(
+    trained_jittery: Path, small_plant: Any, tmp_path: Path
+) -> None:
+    from factory_anomaly.artifact import read_manifest
+    from tests.app.conftest import AUTH, server_env, start_server, stop_server
+
+    manifest = read_manifest(trained_jittery)
+    assert manifest.alarms is not None and manifest.alarms.jitter is not None
+    x = small_plant.simulate(400, seed=22, anomaly_rate=0.0).values.astype(np.float32)
+    active = np.flatnonzero(np.asarray(manifest.alarms.jitter.noise_floor) > 0)
+    burst = [int(j) for j in active[:3]]
+    extra = np.random.default_rng(3).normal(size=(60, 3)) * small_plant.noise_sd[burst] * 8.0
+    x[200:260, burst] += extra.astype(np.float32)
+    server = start_server(tmp_path / "server.log", server_env(trained_jittery.parent.parent))
+    try:
+        with server.client(headers=AUTH) as client:
+            results = _batch(client, _asset(), x)["results"]
+            assert all(r["alarm"]["state"] == "none" for r in results[:200])  # normal readings: nothing
+            opened = next(r["alarm"] for r in results if r["alarm"]["state"] == "open")
+            episode = client.get(f"/v1/alarms/{opened['id']}").json()
+    finally:
+        stop_server(server)
+    assert "reading jitter far above normal: " in episode["evidence"]
+    assert episode["top_sensors"][0]["index"] in burst
+
+
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -270,3 +297,52 @@ def test_assets_beyond_the_cap_share_one_series(store: Any, readings: np.ndarray
         if name == "anomaly_asset_readings_total"
     }
     assert by_asset == {"a-1": 1, "a-2": 1, "other": 2}
+
+
+def test_a_process_that_does_not_hold_an_asset_answers_from_the_journal(
+    store: Any, manifest: Manifest, tmp_path: Any
+) -> None:
+    """Two apps on one journal, as two processes behind the proxy: whatever reaches the one that does not
+    hold the machine (its state, the episode listing, an acknowledgement, a shelve) is answered from the
+    journal, and the holder follows at its next sync."""
+    import anyio
+
+    from tests.app.conftest import AUTH, running, settings_for
+
+    shared = tmp_path / "alarms.sqlite3"
+    asset = _asset()
+    x = np.repeat(anomalous(manifest)[None, :], 3, axis=0).tolist()
+
+    def client(app: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app", headers=AUTH)
+
+    async def run() -> None:
+        settings = settings_for(store, alarm_db=shared)
+        async with (
+            running(settings) as one,
+            running(settings) as two,
+            client(one) as holder,
+            client(two) as other,
+        ):
+            answer = await holder.post("/v1/score/batch", json={"vectors": x}, headers={"X-Asset": asset})
+            alarm_id = answer.json()["results"][-1]["alarm"]["id"]
+            one.state.assets.sync()
+            assert (await other.get(f"/v1/assets/{asset}")).json()["state"] == "open"
+            assert asset in {a["asset"] for a in (await other.get("/v1/assets")).json()["assets"]}
+            listed = (await other.get("/v1/alarms", params={"asset": asset})).json()["alarms"]
+            assert [e["id"] for e in listed] == [alarm_id]
+            acked = await other.post(f"/v1/alarms/{alarm_id}/ack", json={"note": "valve", "by": "ana"})
+            assert acked.status_code == 200 and acked.json()["acknowledgements"][0]["note"] == "valve"
+            one.state.assets.sync()
+            assert (await holder.get(f"/v1/assets/{asset}")).json()["state"] == "acknowledged"
+            bad = await other.post(f"/v1/assets/{asset}/shelve", json={"duration_s": 0})
+            assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_shelve"
+            shelved = await other.post(f"/v1/assets/{asset}/shelve", json={"duration_s": 60, "note": "fix"})
+            assert shelved.status_code == 200 and shelved.json()["state"] == "shelved"
+            one.state.assets.sync()
+            assert (await holder.get(f"/v1/assets/{asset}")).json()["state"] == "shelved"
+            assert (await holder.get(f"/v1/alarms/{alarm_id}")).json()["closed_by"] == "shelved"
+            unknown = await other.get("/v1/assets/never-seen-anywhere")
+            assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "asset_not_found"
+
+    anyio.run(run)
