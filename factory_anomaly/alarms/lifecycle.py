@@ -16,6 +16,7 @@ alarm as it was then, so a client's retry is never counted twice. Timestamps are
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -49,11 +50,15 @@ class Episode:
     acknowledgements: list[dict[str, Any]] = field(default_factory=list)
     _shares: dict[int, float] = field(default_factory=dict)  # sensor index -> summed error share
     _names: dict[int, str] = field(default_factory=dict)
+    # the answer of top_sensors() until the sums change: every reading's answer shows it, and ranking a
+    # long episode's sums for each one was most of the alarm path's cost (docs/benchmarks.md)
+    _top: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def note_sensors(self, shares: Sequence[tuple[int, str, float]]) -> None:
         for index, name, share in shares:
             self._shares[index] = self._shares.get(index, 0.0) + share
             self._names[index] = name
+            self._top = None
 
     def sensor_sums(self) -> list[tuple[int, str, float]]:
         """Every sensor's summed share (for the journal), largest first."""
@@ -64,15 +69,23 @@ class Episode:
         """Back from `sensor_sums` (the journal)."""
         self._shares = {int(i): float(v) for i, _, v in sums}
         self._names = {int(i): str(name) for i, name, _ in sums}
+        self._top = None
 
     def top_sensors(self, k: int = TOP_SENSORS) -> list[dict[str, Any]]:
         """The sensors that carried most of the error over the episode's readings above the level, each
-        with its share of the total."""
+        with its share of the total (the same order as `sensor_sums`)."""
+        if k == TOP_SENSORS and self._top is not None:
+            return [dict(entry) for entry in self._top]
         total = sum(self._shares.values())
-        return [
-            {"index": i, "name": name, "share": round(v / total, 4) if total > 0 else 0.0}
-            for i, name, v in self.sensor_sums()[:k]
+        ranked = heapq.nsmallest(k, self._shares.items(), key=lambda item: (-item[1], item[0]))
+        top = [
+            {"index": i, "name": self._names[i], "share": round(v / total, 4) if total > 0 else 0.0}
+            for i, v in ranked
         ]
+        if k == TOP_SENSORS:
+            self._top = top
+            return [dict(entry) for entry in top]
+        return top
 
     def acknowledge(self, at: float, by: str, note: str) -> dict[str, Any]:
         """Record an acknowledgement (open or closed: acknowledging a cleared alarm is part of the

@@ -69,17 +69,25 @@ class StuckTracker:
         self.low, self.high = np.asarray(spec.low), np.asarray(spec.high)
         self.limits = np.asarray(spec.limits)
         self.active = self.limits > 0
+        # a sensor is stuck once its run exceeds this: its limit, or never for a sensor without one
+        self.cutoff = np.where(self.active, self.limits, np.iinfo(np.int64).max)
         self.last: np.ndarray | None = None
         self.runs = np.zeros(self.limits.shape, dtype=np.int64)
 
     def push(self, x: np.ndarray) -> list[tuple[int, int]]:
         """Add a reading [n]; returns (sensor, run) of each sensor stuck beyond its limit."""
         x = np.asarray(x)
+        runs = self.runs
         if self.last is None:
-            counted = np.zeros(x.shape, dtype=bool)
+            runs[:] = 0
         else:
-            counted = (x == self.last) & (x > self.low) & (x < self.high)
-        self.runs = np.where(counted, self.runs + 1, 0)
+            counted = x == self.last
+            counted &= x > self.low
+            counted &= x < self.high
+            runs += 1
+            runs *= counted  # in place: a sensor that moved starts again from 0
         self.last = x.copy()
-        stuck = np.flatnonzero(self.active & (self.runs > self.limits))
-        return [(int(i), int(self.runs[i])) for i in stuck]
+        over = runs > self.cutoff
+        if not over.any():
+            return []
+        return [(int(i), int(runs[i])) for i in np.flatnonzero(over)]

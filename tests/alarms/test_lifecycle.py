@@ -103,3 +103,18 @@ def test_jitter_counts_as_over_the_level_and_the_episode_says_which_channels() -
     opened = both.observe(1.0, 5.0, SHARES, jitter=jitter).opened
     assert opened is not None
     assert opened.evidence == f"reading jitter far above normal: st2_vib_01; {RULE.describe()}"
+
+
+def test_the_top_sensors_follow_every_new_reading_over_the_level() -> None:
+    from factory_anomaly.alarms.lifecycle import Episode
+
+    episode = Episode(id="e", asset="a", opened=0.0, since=0.0, evidence="x")
+    episode.note_sensors([(1, "s1", 0.6), (2, "s2", 0.4)])
+    first = episode.top_sensors()
+    assert [s["name"] for s in first] == ["s1", "s2"]
+    first[0]["name"] = "changed by a caller"  # an answer is the caller's own copy
+    episode.note_sensors([(2, "s2", 0.5), (3, "s3", 0.05)])  # s2 now leads
+    assert [(s["name"], s["share"]) for s in episode.top_sensors()] == [
+        ("s2", round(0.9 / 1.55, 4)), ("s1", round(0.6 / 1.55, 4)), ("s3", round(0.05 / 1.55, 4))
+    ]  # fmt: skip
+    assert [s["index"] for s in episode.top_sensors(2)] == [i for i, _, _ in episode.sensor_sums()[:2]]
