@@ -43,11 +43,9 @@ import pandas as pd
 from bench.common import (
     DAY_S,
     ROOT,
-    channel_evidence,
     drift_by_day,
     fmt,
     heading,
-    judge_episodes,
     markdown_table,
     results_head,
     rule_of,
@@ -57,6 +55,7 @@ from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
 from factory_anomaly.training.crossfit import default_folds
 from factory_anomaly.training.detectors import DETECTORS, cross_fit_detector
+from factory_anomaly.training.episode_quality import channel_evidence, judge_episodes
 from factory_anomaly.training.metrics import binomial_interval, bootstrap_roc_auc, detection_metrics
 from factory_anomaly.training.recalibrate import CHECK_BAND as CALIBRATION_BAND
 from factory_anomaly.training.recalibrate import JUDGED_MIN_EXPECTED

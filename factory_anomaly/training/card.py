@@ -366,7 +366,35 @@ def _test_section(evaluation: Evaluation) -> list[str]:
                 f"| {kind} | {k['n_rows']} | {_fmt(k['recall'])} | {_fmt(p['recall'])} | "
                 f"{_fmt(k['roc_auc'])} | {_fmt(p['roc_auc'])} |"
             )
-    return [*lines, ""]
+    return [*lines, "", *_episode_lines(r.get("alarm_episodes"))]
+
+
+def _episode_lines(e: dict[str, Any] | None) -> list[str]:
+    """The alarm episodes the version's rule opens on the test recording, replayed as one asset in time
+    order (`episode_quality`): recall and delay per fault kind, false episodes per asset-day."""
+    if e is None:
+        return []
+    false = e["false_on_test"]
+    low, high = false["per_day_ci95"]
+    lines = [
+        "### Alarm episodes on the test recording (one asset, in time order)",
+        f"{e['fault_episodes']} fault episodes; the rule opened {e['alarm_episodes']} alarm episodes. A "
+        "fault is caught when an alarm opens during it; the delay counts readings from its first one.",
+        "",
+        "| fault kind | episodes | caught | delay median | delay p90 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {kind} | {k['episodes']} | {_fmt(k['recall'])} | {_fmt(k['delay_median'])} | "
+            f"{_fmt(k['delay_p90'])} |"
+            for kind, k in e["by_kind"].items()
+        ),  # fmt: skip
+        "",
+        f"Episode recall {_fmt(e['recall'])}; false episodes (touching no fault) {false['episodes']} in "
+        f"{false['days']:.2g} asset-days: {false['per_day']:.3g} a day (95 % interval [{low:.3g}, "
+        f"{high:.3g}]); an alarm open during {e['alarm_time_on_normal']:.3g} of the normal readings.",
+        "",
+    ]
+    return lines
 
 
 def _loss_plot(directory: Path, result: TrainResult) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.artifact import (
     BASELINE_FILE,
     EXPLAINER,
@@ -38,6 +39,7 @@ from factory_anomaly.training.data import (
     load_fault_sensors,
     load_labels,
 )
+from factory_anomaly.training.episode_quality import channel_evidence, judge_episodes
 from factory_anomaly.training.metrics import (
     binomial_interval,
     detection_metrics,
@@ -175,6 +177,12 @@ def evaluate_recording(model: ArtifactModel, test: TestRecording, *, impute: boo
         report["explainer_ranking"] = _explainer_ranking(
             model, data.values, ae_errors, fault_sensors, fault_kinds
         )
+    alarms = model.manifest.alarms
+    if alarms is not None:  # the recording replayed as one asset's readings, in its time order
+        evidence = channel_evidence(model.manifest.to_dict(), data.values)
+        report["alarm_episodes"] = judge_episodes(scores["autoencoder"], labels, fault_kinds,
+                                                  EpisodeRule.of(alarms), alarms.reading_period_s,
+                                                  evidence=evidence)  # fmt: skip
     return Evaluation(report, labels, fault_kinds, scores)
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.common import fault_episodes, judge_episodes, rule_of
+from bench.common import rule_of
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.training.episode_quality import fault_episodes, judge_episodes
 
 
 def test_fault_episodes_split_on_kind_and_gaps() -> None:

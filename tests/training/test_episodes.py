@@ -115,6 +115,10 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     assert "## Alarm episodes (per asset)" in card and "3 of an asset's last 10 readings" in card
     assert "assumed: the data has no timestamps" in card
     assert "- No jitter channel: off (--alarm-jitter turns it on)." in card
+    # the test recording replayed as one asset: episodes caught per fault kind, false episodes a day
+    section = card.split("### Alarm episodes on the test recording (one asset, in time order)", 1)[1]
+    assert "| fault kind | episodes | caught | delay median | delay p90 |" in section
+    assert "| correlation_break |" in section and "false episodes (touching no fault)" in section
 
 
 def test_with_the_jitter_channel_the_target_is_shared(trained_jittery: Path) -> None:
