@@ -65,7 +65,8 @@ fuzz: $(DEV_STAMP)
 # Debian's `prometheus` package gives promtool and the prometheus binary that
 # tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml; `strace`
 # watches the real server's writes and connections (tests/app/test_security.py); Debian's `nginx` runs in
-# front of two service processes, unprivileged from a temporary prefix (tests/deploy/test_asset_routing.py).
+# front of two service processes, unprivileged from a temporary prefix (tests/deploy/test_asset_routing.py);
+# Debian's `wrk` runs the benchmarks' Lua script against a recording server (tests/bench/test_common.py).
 # Installed when missing (CI runs as root on Debian). docker-compose is optional: without it the compose
 # tests skip, saying so.
 deploy-tools:
@@ -79,6 +80,9 @@ deploy-tools:
 	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; } || \
 		echo "docker-compose could not be installed: the compose tests of tests/deploy/test_containers.py skip"
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; } || \
+		echo "wrk could not be installed: tests/bench/test_common.py's check of the wrk script skips"
 
 # The serving install outside Docker, with the Dockerfile's own steps (deploy/install-serving.sh): a fresh
 # virtual environment with the base dependencies only (no torch, no training code), the app package and
