@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     """The alarm journal (`serving.journal`): an SQLite file holding episodes, acknowledgements and
     shelves across restarts; an empty value keeps them in memory only (lost at a restart)."""
 
+    alarm_retention_days: float = Field(default=365.0, gt=0)
+    """Alarm journal: closed episodes (with their acknowledgements) and ended shelves older than this many
+    days are deleted, once an hour, so the file stays bounded."""
+
     journal_sync_s: float = Field(default=1.0, gt=0, le=60)
     """Alarm journal shared by several processes (docs/serving.md, "More than one process"): how often, in
     seconds, a process renews its hold on its assets, applies what the others changed (an acknowledgement

@@ -110,7 +110,8 @@ def open_asset_book(settings: Settings) -> AssetBook:
         book.journal_error = str(exc)
         return book
     lease_s = max(MIN_LEASE_S, LEASE_SYNCS * settings.journal_sync_s)
-    book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets, journal=journal, lease_s=lease_s)
+    book = AssetBook(settings.asset_ttl_s, settings.max_tracked_assets, journal=journal, lease_s=lease_s,
+                     retention_s=settings.alarm_retention_days * 86_400.0)  # fmt: skip
     restored = book.restore()
     log.info("alarm journal restored", extra={"path": str(settings.alarm_db), "open_episodes": restored})
     return book

@@ -21,6 +21,7 @@ from factory_anomaly.artifact import Manifest
 from tests.app.conftest import AUTH, anomalous, server_env, start_server, stop_server
 
 RULE = EpisodeRule(k=2, n=3, level=1.0, close_after=3)
+DAY = 86_400.0
 NAMES = ("a", "b", "c")
 
 
@@ -57,6 +58,24 @@ def test_a_book_comes_back_from_its_journal(tmp_path: Path) -> None:
     seen = again.observe(_readings("press-7", [0.0, 0.0, 0.0], start=30.0), RULE, now=30.0)
     assert seen[-1].closed is not None and seen[-1].closed.id == opened.id
     again.close()
+
+
+def test_old_closed_episodes_leave_the_journal_open_ones_stay(tmp_path: Path) -> None:
+    path = tmp_path / "alarms.sqlite3"
+    book = AssetBook(10 * DAY, 100, journal=AlarmJournal(path), retention_s=DAY)
+    old = book.observe(_readings("press-1", [5.0, 5.0, 0.0, 0.0, 0.0]), RULE, now=10.0)[-1].closed
+    assert old is not None
+    book.acknowledge(old.id, "seen", "ana", now=11.0)
+    still_open = book.observe(_readings("press-2", [5.0, 5.0], start=20.0), RULE, now=20.0)[-1].opened
+    recent = book.observe(_readings("press-3", [5.0, 5.0, 0.0, 0.0, 0.0], start=DAY), RULE, now=DAY)
+    assert still_open is not None and recent[-1].closed is not None
+    book.sync(now=DAY + 100.0)  # the first sync cuts to the retention: press-1's episode closed a day ago
+    journal = AlarmJournal(path)
+    ids = {row[0] for row in journal._db.execute("SELECT id FROM episodes")}
+    acks = journal._db.execute("SELECT COUNT(*) FROM acknowledgements").fetchone()[0]
+    assert ids == {still_open.id, recent[-1].closed.id} and acks == 0
+    book.close()
+    journal.close()
 
 
 def test_a_journal_of_the_first_schema_is_migrated(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ log = logging.getLogger("app.assets")
 SHARES_PER_READING = 10  # sensors of a reading an episode's ranking accumulates
 MAX_SHELVE_S = 366 * 86_400.0
 ASSET_DRIFT_BUCKETS = 24  # buckets in an asset's calibration-drift window
+RETENTION_EVERY_S = 3600.0  # how often a sync cuts the journal's closed episodes to the retention
 WRITE_CHUNK = 256  # held assets written per hold of the lock at a sync (docs/serving.md, "Figures")
 
 T = TypeVar("T")
@@ -79,10 +80,13 @@ class AssetBook:
         journal: AlarmJournal | None = None,
         clock: Callable[[], float] = time.time,
         lease_s: float = 10.0,
+        retention_s: float | None = None,
     ) -> None:
         """`lease_s`: how long this process's hold on its assets outlives its last `sync` (a process that
         stops syncing for longer, crashed or hung, has its alarms adopted by another)."""
         self.ttl_s, self.max_assets, self.lease_s = ttl_s, max_assets, lease_s
+        self.retention_s = retention_s  # closed episodes older than this leave the journal (None: kept)
+        self._retained_at = float("-inf")  # when the journal was last cut to the retention
         self.clock = clock  # wall time in seconds, for calls that pass no `now`
         self.on_close: Callable[[Episode], None] | None = None  # told of every episode closed here
         self._assets: OrderedDict[str, AssetAlarm] = OrderedDict()  # least recently active first
@@ -141,6 +145,9 @@ class AssetBook:
                     self._adopt_orphans(now)
                     self._evict(now)
                     self.journal.prune(now - self.ttl_s, now)
+                    if self.retention_s is not None and now - self._retained_at >= RETENTION_EVERY_S:
+                        self.journal.forget_before(now - self.retention_s)
+                        self._retained_at = now
             except JournalError as exc:
                 self._failed(exc)
                 return

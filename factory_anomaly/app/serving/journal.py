@@ -318,6 +318,18 @@ class AlarmJournal:
                 (idle_before, now, now),
             )
 
+    def forget_before(self, before: float) -> int:
+        """Delete the episodes closed before `before` with their acknowledgements, and the shelves that
+        ended before it (retention: the journal stays bounded). Returns the episodes deleted."""
+        with self.transaction():
+            old = "SELECT id FROM episodes WHERE closed IS NOT NULL AND closed < ?"
+            self._db.execute(f"DELETE FROM acknowledgements WHERE episode_id IN ({old})", (before,))
+            deleted = self._db.execute(
+                "DELETE FROM episodes WHERE closed IS NOT NULL AND closed < ?", (before,)
+            ).rowcount
+            self._db.execute("DELETE FROM shelves WHERE until < ?", (before,))
+        return int(deleted)
+
     def _taken(self, asset: str, active: float, carry: str | None, now: float) -> Taken:
         episode, shelve = self._open_episode(asset), self._shelve(asset, now)
         return Taken(asset, float(active), json.loads(carry) if carry else {}, episode, shelve)
