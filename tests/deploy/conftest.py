@@ -35,6 +35,21 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def assert_laid_out(panels: list[dict[str, Any]]) -> None:
+    """A provisioned dashboard's panels: unique ids, within Grafana's 24 columns, none overlapping."""
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        cover = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cover & cells and grid["x"] + grid["w"] <= 24, panel["title"]
+        cells |= cover
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """The alerting rules of deploy/prometheus/alerts.yml, in file order."""
     groups = load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"]

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from factory_anomaly.app.observability.metrics import LATENCY_SLO_SECONDS
-from tests.deploy.conftest import DASHBOARD, GRAFANA_DIR, exposed_labels, load_yaml
+from tests.deploy.conftest import DASHBOARD, GRAFANA_DIR, assert_laid_out, exposed_labels, load_yaml
 
 SELECTOR = re.compile(r"\b((?:anomaly|process)_[a-z_]+)(\{[^}]*\})?")
 
@@ -45,18 +45,7 @@ def test_the_dashboard_provider_reads_the_directory_compose_mounts() -> None:
 
 def test_panels_are_laid_out_without_overlap_and_with_unique_ids() -> None:
     panels = dashboard()["panels"]
-    assert len({panel["id"] for panel in panels}) == len(panels)
-    cells: set[tuple[int, int]] = set()
-    for panel in panels:
-        grid = panel["gridPos"]
-        cover = {
-            (x, y)
-            for x in range(grid["x"], grid["x"] + grid["w"])
-            for y in range(grid["y"], grid["y"] + grid["h"])
-        }
-        assert not cover & cells, panel["title"]
-        assert grid["x"] + grid["w"] <= 24
-        cells |= cover
+    assert_laid_out(panels)
     for panel in panels:
         refs = [target["refId"] for target in panel.get("targets", [])]
         assert len(set(refs)) == len(refs), panel["title"]

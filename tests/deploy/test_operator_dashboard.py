@@ -26,7 +26,14 @@ import pytest
 
 from factory_anomaly.artifact import Manifest
 from tests.app.conftest import AUTH, LiveServer, anomalous, server_env, start_server, stop_server
-from tests.deploy.conftest import DASHBOARD, GRAFANA_DIR, OPERATOR_DASHBOARD, documented_metrics, load_yaml
+from tests.deploy.conftest import (
+    DASHBOARD,
+    GRAFANA_DIR,
+    OPERATOR_DASHBOARD,
+    assert_laid_out,
+    documented_metrics,
+    load_yaml,
+)
 from tests.deploy.test_observability import (
     Prometheus,
     instance_of,
@@ -96,17 +103,8 @@ def test_the_dashboard_is_a_provisioned_dashboard_on_the_provisioned_datasource(
     [source] = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
     expected = {"type": source["type"], "uid": source["uid"]}
     panels = board["panels"]
-    assert len({panel["id"] for panel in panels}) == len(panels)
-    cells: set[tuple[int, int]] = set()
+    assert_laid_out(panels)
     for panel in panels:
-        grid = panel["gridPos"]
-        cover = {
-            (x, y)
-            for x in range(grid["x"], grid["x"] + grid["w"])
-            for y in range(grid["y"], grid["y"] + grid["h"])
-        }
-        assert not cover & cells and grid["x"] + grid["w"] <= 24, panel["title"]
-        cells |= cover
         if panel["type"] == "row":
             continue
         assert panel["datasource"] == expected and panel["description"], panel["title"]

@@ -34,7 +34,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,14 @@ RETENTION_EVERY_S = 3600.0  # how often a sync cuts the journal's closed episode
 WRITE_CHUNK = 256  # held assets written per hold of the lock at a sync (docs/serving.md, "Figures")
 
 T = TypeVar("T")
+Spec = TypeVar("Spec")
+
+
+class _Tracks(Protocol):
+    spec: Any  # the version's channel the tracker follows
+
+
+Tracker = TypeVar("Tracker", bound=_Tracks)
 
 
 @dataclass(frozen=True)
@@ -384,8 +392,8 @@ class AssetBook:
         with self._lock:
             self._catch_up(now)
             alarm = self._alarm(readings.asset, rule, now)
-            tracker = self._tracker(readings.asset, stuck)
-            jitters = self._jitter_tracker(readings.asset, jitter)
+            tracker = self._channel(self._stuck, readings.asset, stuck, StuckTracker)
+            jitters = self._channel(self._jitter, readings.asset, jitter, JitterTracker)
             drift = self._asset_drift(readings.asset, calibration)
             out = []
             for i, score in enumerate(readings.scores.tolist()):
@@ -440,24 +448,18 @@ class AssetBook:
             held = self._drift[asset] = (calibration, DriftDetector(calibration.target_fpr, settings))
         return held[1]
 
-    def _tracker(self, asset: str, stuck: StuckLimits | None) -> StuckTracker | None:
-        """The asset's repeat runs under the version's limits (afresh when a reload changes them)."""
-        if stuck is None:
-            self._stuck.pop(asset, None)
-            return None
-        tracker = self._stuck.get(asset)
-        if tracker is None or tracker.spec is not stuck:
-            tracker = self._stuck[asset] = StuckTracker(stuck)
-        return tracker
-
-    def _jitter_tracker(self, asset: str, spec: JitterSpec | None) -> JitterTracker | None:
-        """The asset's jitter under the version's channel (afresh when a reload changes it)."""
+    @staticmethod
+    def _channel(
+        held: dict[str, Tracker], asset: str, spec: Spec | None, make: Callable[[Spec], Tracker]
+    ) -> Tracker | None:
+        """An asset's tracker of an evidence channel under the version's `spec` (None: the version has no
+        such channel): made afresh when a reload brings another spec."""
         if spec is None:
-            self._jitter.pop(asset, None)
+            held.pop(asset, None)
             return None
-        tracker = self._jitter.get(asset)
+        tracker = held.get(asset)
         if tracker is None or tracker.spec is not spec:
-            tracker = self._jitter[asset] = JitterTracker(spec)
+            tracker = held[asset] = make(spec)
         return tracker
 
     def _alarm(self, asset: str, rule: EpisodeRule, now: float) -> AssetAlarm:

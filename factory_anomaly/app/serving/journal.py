@@ -155,28 +155,18 @@ class AlarmJournal:
     def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); nested uses join the outer one. sqlite3 errors
         become JournalError naming the file."""
-        if self._db.in_transaction:
+        with self._failures():
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except sqlite3.Error as exc:
-                raise JournalError(f"alarm journal {self.path}: {exc}") from exc
-            return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise JournalError(f"alarm journal {self.path}: {exc}") from exc
-        try:
-            yield
-        except BaseException as exc:
-            with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise JournalError(f"alarm journal {self.path}: {exc}") from exc
-            raise
-        try:
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise JournalError(f"alarm journal {self.path}: {exc}") from exc
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -184,12 +174,18 @@ class AlarmJournal:
         if self._db.in_transaction:
             yield
             return
-        try:
+        with self._failures():
             self._db.execute("BEGIN")
             try:
                 yield
             finally:
                 self._db.execute("COMMIT")
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """sqlite3 errors inside become JournalError naming the file (what the asset book handles)."""
+        try:
+            yield
         except sqlite3.Error as exc:
             raise JournalError(f"alarm journal {self.path}: {exc}") from exc
 
@@ -341,10 +337,8 @@ class AlarmJournal:
 
     def changed(self) -> bool:
         """Whether another connection committed since the last call (`PRAGMA data_version`: no I/O)."""
-        try:
+        with self._failures():
             version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error as exc:
-            raise JournalError(f"alarm journal {self.path}: {exc}") from exc
         changed, self._data_version = version != self._data_version, version
         return changed
 
@@ -455,10 +449,8 @@ class AlarmJournal:
         return (float(rows[0][0]), json.loads(rows[0][1])) if rows else None
 
     def _query(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"alarm journal {self.path}: {exc}") from exc
+        with self._failures():
+            return list(self._db.execute(sql, args).fetchall())
 
     def _open_episode(self, asset: str) -> Episode | None:
         found = self._episodes("WHERE asset = ? AND closed IS NULL ORDER BY opened DESC LIMIT 1", (asset,))
