@@ -73,14 +73,15 @@ def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) 
 
 @pytest.fixture(scope="session")
 def trained_jittery(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) -> Path:
-    """A version with the jitter channel on (`--alarm-jitter`; off by default): the small plant, 6 000
-    normal readings, a few epochs and no explainer (what is checked is the channel, not the model)."""
+    """A version with the jitter channel on (`--alarm-jitter`; off by default) and the velocity channel
+    off (on by default): the small plant, 6 000 normal readings, a few epochs and no explainer (what is
+    checked is the channel, not the model)."""
     from dataclasses import replace
 
     from factory_anomaly.training.train import train
 
     run = small_plant.simulate(6000, seed=4, anomaly_rate=0.0)
-    config = replace(SMALL_CONFIG, alarm_jitter=True, max_epochs=4, explainer=False)
+    config = replace(SMALL_CONFIG, alarm_jitter=True, alarm_velocity=False, max_epochs=4, explainer=False)
     return train(as_dataset(small_plant, run), tmp_path_factory.mktemp("jitter-store") / "small-ae", config)
 
 

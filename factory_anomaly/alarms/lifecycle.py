@@ -151,19 +151,21 @@ class AssetAlarm:
         now: float | None = None,
         stuck: Sequence[tuple[int, str, int]] = (),
         jitter: Sequence[tuple[int, str, float]] = (),
+        velocity: Sequence[tuple[int, str, float]] = (),
     ) -> Observed:
         """Count one scored reading (score: the model's score, NaN counts as over the level; shares: the
         reading's top sensors as (index, name, share of its error); stuck: (index, name, run) of sensors
         frozen beyond their limit, `stuck.py`; jitter: (index, name, evidence) of sensors jittering beyond
-        the level, `jitter.py`; either makes the reading count as over the level too) and say where the
-        alarm stands."""
+        the level, `jitter.py`; velocity: (index, name, statistic over its level) of the sensors that moved
+        most in an abrupt change of the process state, `velocity.py`; each makes the reading count as over
+        the level too, and velocity opens an episode on its own) and say where the alarm stands."""
         if reading_id is not None and reading_id in self._answers:
             self._answers.move_to_end(reading_id)
             return _repeat(self._answers[reading_id])
         if not self.will_count(ts, None):
             result = Observed(self.view(now if now is not None else ts), late=True)
         else:
-            result = self._count(ts, score, shares, now if now is not None else ts, stuck, jitter)
+            result = self._count(ts, score, shares, now if now is not None else ts, stuck, jitter, velocity)
         if reading_id is not None:
             self._answers[reading_id] = result
             if len(self._answers) > REMEMBERED_IDS:
@@ -178,6 +180,7 @@ class AssetAlarm:
         now: float,
         stuck: Sequence[tuple[int, str, int]] = (),
         jitter: Sequence[tuple[int, str, float]] = (),
+        velocity: Sequence[tuple[int, str, float]] = (),
     ) -> Observed:
         self.latest_ts = ts
         self.readings += 1
@@ -187,17 +190,17 @@ class AssetAlarm:
         rule = self.rule
         if rule is None:
             raise RuntimeError(f"asset {self.asset!r} has no episode rule yet")
-        over = not score <= rule.level or bool(stuck) or bool(jitter)  # NaN counts as over
+        over = not score <= rule.level or bool(stuck) or bool(jitter) or bool(velocity)  # NaN counts
         count = self.window.push(over)
         if over:
             self.first_over.append(ts)
         self.first_over = self.first_over[-count:] if count else []
         opened = closed = None
         episode = self.episode
-        if episode is None and count >= rule.k:
+        if episode is None and (count >= rule.k or velocity):
             episode = self.episode = Episode(
                 id=uuid.uuid4().hex, asset=self.asset, opened=ts, since=self.first_over[0],
-                evidence=_evidence_words(rule, score, stuck, jitter),
+                evidence=_evidence_words(rule, score, stuck, jitter, velocity),
             )  # fmt: skip
             opened, self.quiet = episode, 0
         if episode is not None:
@@ -207,6 +210,9 @@ class AssetAlarm:
                 episode.note_sensors(shares)
                 episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck])
                 episode.note_sensors([(i, name, 1.0 / len(jitter)) for i, name, _ in jitter])
+                ranks = len(velocity) * (len(velocity) + 1) / 2  # moved most first: shares by rank
+                episode.note_sensors([(i, name, (len(velocity) - r) / ranks)
+                                      for r, (i, name, _) in enumerate(velocity)])  # fmt: skip
                 if episode.lead_sensor is None:
                     top = episode.top_sensors(1)
                     episode.lead_sensor = top[0]["name"] if top else None
@@ -296,10 +302,16 @@ def _evidence_words(
     score: float,
     stuck: Sequence[tuple[int, str, int]],
     jitter: Sequence[tuple[int, str, float]],
+    velocity: Sequence[tuple[int, str, float]] = (),
 ) -> str:
     """What opened an episode, in an operator's words: every channel over the level at the reading that
-    met the rule (frozen sensors, then jitter, then the score), or the rule itself when the score alone."""
+    met the rule (an abrupt change, frozen sensors, jitter, then the score), or the rule itself when the
+    score alone."""
     parts = []
+    if velocity:
+        names = ", ".join(name for _, name, _ in velocity)
+        parts.append(f"abrupt change of the process state ({velocity[0][2]:.1f}× its level), "
+                     f"moved most: {names}")  # fmt: skip
     if stuck:
         parts.append(_stuck_words(stuck))
     if jitter:

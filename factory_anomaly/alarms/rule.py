@@ -86,21 +86,27 @@ def kth_largest_in_window(scores: np.ndarray, k: int, n: int) -> np.ndarray:
 
 
 def episodes(
-    scores: np.ndarray, rule: EpisodeRule, evidence: np.ndarray | None = None
+    scores: np.ndarray,
+    rule: EpisodeRule,
+    evidence: np.ndarray | None = None,
+    trigger: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Replay `rule` over one asset's scores in time order: (opening reading, closing reading) of each
     episode, the closing index exclusive (len(scores) for one still open at the end). `evidence`: bool
-    [N], readings that count as over the level whatever their score (another channel, e.g. `stuck`)."""
+    [N], readings that count as over the level whatever their score (another channel, e.g. `stuck`);
+    `trigger`: bool [N], readings that open an episode on their own and count as over (`velocity`)."""
     over = ~(np.asarray(scores, dtype=np.float64) <= rule.level)
     if evidence is not None:
         over |= np.asarray(evidence, dtype=bool)
+    opens = np.zeros(over.size, dtype=bool) if trigger is None else np.asarray(trigger, dtype=bool)
+    over |= opens
     counts = window_counts(over, rule.n)
     found: list[tuple[int, int]] = []
     start = -1
     quiet = 0
     for t in range(over.size):
         if start < 0:
-            if counts[t] >= rule.k:
+            if counts[t] >= rule.k or opens[t]:
                 start, quiet = t, 0
             continue
         quiet = 0 if over[t] else quiet + 1

@@ -109,6 +109,23 @@ class JitterSection:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class VelocitySection:
+    """The velocity channel (`factory_anomaly.alarms.velocity`): the standardisation (`center`, `scale`,
+    per sensor), the state's principal `directions` [components][n_sensors], the normal changes' mean
+    [components] and inverse covariance [components][components] over `lag` readings; `level` on the
+    change statistic, calibrated for `target_episodes_per_day`, the channel's share of the alarm target."""
+
+    lag: StrictInt
+    level: Number
+    target_episodes_per_day: Number
+    center: tuple[Number, ...]
+    scale: tuple[Number, ...]
+    directions: tuple[tuple[Number, ...], ...]
+    change_mean: tuple[Number, ...]
+    change_precision: tuple[tuple[Number, ...], ...]
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class AlarmSpec:
     """The per-asset episode rule (`factory_anomaly.alarms.rule.EpisodeRule`) and what it was calibrated
     to: k of an asset's last n readings with score > level open an episode, close_after quiet ones close
@@ -128,12 +145,15 @@ class AlarmSpec:
     # readings whose jitter exceeds its level count as evidence too; None = no jitter channel. Its share
     # of `target_episodes_per_day` is its own; the score's rule was calibrated for the rest
     jitter: JitterSection | None = None
+    # a reading whose state change exceeds its level opens an episode on its own; None = no velocity
+    # channel. Its share of `target_episodes_per_day` is its own too
+    velocity: VelocitySection | None = None
 
     @property
     def rule_target_per_day(self) -> float:
         """The false episodes per asset-day the score's rule (k of n over `level`) was calibrated for."""
-        share = 0.0 if self.jitter is None else self.jitter.target_episodes_per_day
-        return self.target_episodes_per_day - share
+        shares = [c.target_episodes_per_day for c in (self.jitter, self.velocity) if c is not None]
+        return self.target_episodes_per_day - sum(shares)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(_ADAPTERS[AlarmSpec].dump_python(self))

@@ -14,7 +14,14 @@ from pathlib import Path, PurePosixPath
 
 from factory_anomaly.artifact.errors import ArtifactCode, ArtifactError
 from factory_anomaly.artifact.layout import INPUT_DTYPE, MANIFEST_FILE, SCORER
-from factory_anomaly.artifact.manifest import AlarmSpec, GraphSpec, JitterSection, Manifest, read_manifest
+from factory_anomaly.artifact.manifest import (
+    AlarmSpec,
+    GraphSpec,
+    JitterSection,
+    Manifest,
+    VelocitySection,
+    read_manifest,
+)
 
 _CHUNK_BYTES = 1 << 20
 
@@ -99,6 +106,13 @@ def _check_alarms(alarms: AlarmSpec, n: int) -> None:
             raise _inconsistent(f"alarms.{name} must be finite and > 0, got {value}")
     if alarms.jitter is not None:
         _check_jitter(alarms.jitter, alarms.target_episodes_per_day, n)
+    if alarms.velocity is not None:
+        _check_velocity(alarms.velocity, n)
+    if not alarms.rule_target_per_day > 0:
+        raise _inconsistent(
+            f"the channels' shares of alarms.target_episodes_per_day ({alarms.target_episodes_per_day}) "
+            f"leave the score's rule nothing: {alarms.rule_target_per_day}"
+        )
 
 
 def _check_jitter(jitter: JitterSection, target: float, n: int) -> None:
@@ -115,6 +129,31 @@ def _check_jitter(jitter: JitterSection, target: float, n: int) -> None:
         values = getattr(jitter, name)
         if len(values) != n or not all(math.isfinite(v) and v >= 0 for v in values):
             raise _inconsistent(f"alarms.jitter.{name} must be {n} finite values >= 0, got {len(values)}")
+
+
+def _check_velocity(velocity: VelocitySection, n: int) -> None:
+    if velocity.lag < 1:
+        raise _inconsistent(f"alarms.velocity.lag must be >= 1, got {velocity.lag}")
+    if not (math.isfinite(velocity.level) and velocity.level > 0):
+        raise _inconsistent(f"alarms.velocity.level must be finite and > 0, got {velocity.level}")
+    if not (math.isfinite(velocity.target_episodes_per_day) and velocity.target_episodes_per_day > 0):
+        raise _inconsistent(f"alarms.velocity.target_episodes_per_day must be > 0, got "
+                            f"{velocity.target_episodes_per_day}")  # fmt: skip
+    k = len(velocity.directions)
+    shapes = {
+        "center": len(velocity.center) == n,
+        "scale": len(velocity.scale) == n and all(v > 0 for v in velocity.scale),
+        "directions": 1 <= k <= n and all(len(row) == n for row in velocity.directions),
+        "change_mean": len(velocity.change_mean) == k,
+        "change_precision": len(velocity.change_precision) == k
+        and all(len(row) == k for row in velocity.change_precision),
+    }
+    for name, fits in shapes.items():
+        values = getattr(velocity, name)
+        flat = [v for row in values for v in (row if isinstance(row, tuple) else (row,))]
+        if not fits or not all(math.isfinite(v) for v in flat):
+            raise _inconsistent(f"alarms.velocity.{name} must be finite, shaped for {n} sensors and "
+                                f"{k} components (scale > 0)")  # fmt: skip
 
 
 def _check_graph(graph: GraphSpec, path: str, manifest: Manifest) -> None:

@@ -117,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
         "episode rule gets the other half",
     )
     train.add_argument(
+        "--no-alarm-velocity",
+        action="store_true",
+        help="leave out the velocity channel (an abrupt change of the process state opens an episode; "
+        "calibrated for a quarter of the alarm target)",
+    )
+    train.add_argument(
+        "--alarm-velocity-components",
+        type=_positive_int,
+        help="principal directions of the process state the velocity channel watches (default 8)",
+    )
+    train.add_argument(
         "--reading-period-s",
         type=float,
         help="seconds between an asset's readings (default: the data's timestamps, else 1)",
@@ -256,6 +267,7 @@ def _train(args: argparse.Namespace) -> None:
         "alarm_target_per_day": args.alarm_target_per_day,
         "alarm_k": args.alarm_k,
         "alarm_n": args.alarm_n,
+        "alarm_velocity_components": args.alarm_velocity_components,
         "reading_period_s": args.reading_period_s,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -263,6 +275,8 @@ def _train(args: argparse.Namespace) -> None:
         config = replace(config, explainer=False)
     if args.alarm_jitter:
         config = replace(config, alarm_jitter=True)
+    if args.no_alarm_velocity:
+        config = replace(config, alarm_velocity=False)
     if args.accept_tightest_target:
         config = replace(config, accept_tightest_target=True)
     if args.hidden:

@@ -247,14 +247,30 @@ def _alarm_lines(a: dict[str, Any]) -> list[str]:
         f"- The promise: {a['target_episodes_per_day']:g} false episodes per asset-day at one reading every "
         f"{period:g} s ({source}), shared by the evidence below (each episode needs one of them).",
         f"- An episode opens when {a['k']} of an asset's last {a['n']} readings are over the level: a score "
-        f"above {a['level']:.4g}, or the evidence of a channel below; it closes after {a['close_after']} "
-        "readings without one.",
+        f"above {a['level']:.4g}, or the evidence of a channel below (an abrupt change opens one on its "
+        f"own); it closes after {a['close_after']} readings without one.",
         f"- The score's level is calibrated ({a['method']}) for {rule_target:g} of them; the "
         f"{a['days_covered']:.2g} days of normal scores it was fitted on are extrapolated "
         f"{a['extrapolation']:.2g}×. On those scores it opens {a['episodes_on_normal_scores']} episodes: "
         f"{a['episodes_per_day_on_normal_scores']:.3g} a day (95 % interval [{low:.3g}, {high:.3g}]).",
         *_jitter_lines(a.get("jitter")),
+        *_velocity_lines(a.get("velocity")),
         "",
+    ]
+
+
+def _velocity_lines(v: dict[str, Any] | None) -> list[str]:
+    """The velocity channel's line: its level and share, or why there is none."""
+    if v is None:
+        return []
+    if not v.get("calibrated"):
+        return [f"- No velocity channel: {v.get('why', 'not calibrated')}."]
+    return [
+        f"- Velocity (the process state, on its {v['components']} principal directions, changing over "
+        f"{v['lag']} readings faster than normal operation does): level {v['level']:.4g} (squared "
+        f"Mahalanobis distance), calibrated for {v['target_episodes_per_day']:g} of the false episodes on "
+        f"{v['days_covered']:.2g} days of normal readings; {v['readings_over_level_on_normal']} of those "
+        "readings are over it."
     ]
 
 

@@ -54,6 +54,11 @@ class TrainConfig:
     # the jitter channel (`factory_anomaly.alarms.jitter`), calibrated for `episodes.JITTER_SHARE` of
     # the alarm target; off (the default, docs/quality.md says why): the score's rule gets all of it
     alarm_jitter: bool = False
+    # the velocity channel (`factory_anomaly.alarms.velocity`): an abrupt change of the process state,
+    # judged on its first `alarm_velocity_components` principal directions, opens an episode on its own;
+    # calibrated for `episodes.VELOCITY_SHARE` of the alarm target
+    alarm_velocity: bool = True
+    alarm_velocity_components: int = 8
     reading_period_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -67,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"dae_mask_fraction must be in [0, 1), got {self.dae_mask_fraction}")
         if not self.vae_beta >= 0.0:
             raise ValueError(f"vae_beta must be >= 0, got {self.vae_beta}")
+        if self.alarm_velocity_components < 1:
+            raise ValueError(f"alarm_velocity_components must be >= 1, got {self.alarm_velocity_components}")
         if not self.alarm_target_per_day > 0.0:
             raise ValueError(f"alarm target must be > 0 episodes a day, got {self.alarm_target_per_day}")
         if not 1 <= self.alarm_k <= self.alarm_n:

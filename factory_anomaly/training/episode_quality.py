@@ -10,11 +10,13 @@ model card report per fault kind (issue 15 §3).
              has no false episodes and an alarm time near 1)
 
 The version's rule (`manifest.alarms`) is replayed by `factory_anomaly.alarms.rule.episodes`, with the
-readings its evidence channels (stuck sensors, jitter) count as over the level.
+readings its evidence channels (stuck sensors, jitter) count as over the level and those its velocity
+channel opens an episode at.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,14 +24,23 @@ import numpy as np
 from factory_anomaly.alarms.jitter import JitterSpec, jitter_over
 from factory_anomaly.alarms.rule import EpisodeRule, episodes
 from factory_anomaly.alarms.stuck import stuck_over
+from factory_anomaly.alarms.velocity import VelocitySpec, velocity_over
 from factory_anomaly.training.metrics import poisson_interval
 
 DAY_S = 86_400.0
 
 
-def channel_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | None:
-    """bool [N]: the readings of a series the version's evidence channels (stuck sensors, jitter) count
-    as over the level (None: the version has neither)."""
+@dataclass(frozen=True)
+class Channels:
+    """A series's readings by what the version's evidence channels make of them: bool [N] each, None for
+    a channel the version lacks."""
+
+    over: np.ndarray | None  # count as over the level (stuck sensors, jitter)
+    opens: np.ndarray | None  # open an episode on their own (an abrupt change of state)
+
+
+def channel_evidence(manifest: dict[str, Any], x: np.ndarray) -> Channels | None:
+    """What the version's evidence channels make of a series's readings (None: the version has none)."""
     alarms = manifest.get("alarms") or {}
     found: list[np.ndarray] = []
     low, high = np.asarray(manifest["sensor_low"]), np.asarray(manifest["sensor_high"])
@@ -37,7 +48,11 @@ def channel_evidence(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray | No
         found.append(stuck_over(x, low, high, np.asarray(alarms["stuck_limits"])))
     if alarms.get("jitter") is not None:
         found.append(jitter_over(x, JitterSpec.of(alarms["jitter"], low)))
-    return np.logical_or.reduce(found) if found else None
+    velocity = alarms.get("velocity")
+    opens = None if velocity is None else velocity_over(x, VelocitySpec.of(velocity))
+    if not found and opens is None:
+        return None
+    return Channels(np.logical_or.reduce(found) if found else None, opens)
 
 
 def fault_episodes(labels: np.ndarray, kinds: np.ndarray | None) -> list[tuple[int, int, str]]:
@@ -63,13 +78,13 @@ def judge_episodes(
     rule: EpisodeRule,
     period_s: float,
     fresh: list[np.ndarray] | None = None,
-    evidence: np.ndarray | None = None,
-    fresh_evidence: list[np.ndarray | None] | None = None,
+    evidence: Channels | None = None,
+    fresh_evidence: list[Channels | None] | None = None,
 ) -> dict[str, Any]:
     """Episode recall and delay per fault kind on a labelled run; false episodes per asset-day on it (those
     touching no fault) and, when given, on fresh normal runs (each an asset of its own). `evidence` (and
-    one per fresh run): readings another channel counts as over the level (`channel_evidence`)."""
-    alarms = episodes(scores, rule, evidence)
+    one per fresh run): what the version's other channels make of the readings (`channel_evidence`)."""
+    alarms = _replay(scores, rule, evidence)
     open_at = np.zeros(scores.size, dtype=bool)
     for a, b in alarms:
         open_at[a:b] = True
@@ -101,11 +116,17 @@ def judge_episodes(
     }
     if fresh:
         extra = fresh_evidence or [None] * len(fresh)
-        found = [episodes(run, rule, more) for run, more in zip(fresh, extra, strict=True)]
+        found = [_replay(run, rule, more) for run, more in zip(fresh, extra, strict=True)]
         rows = sum(run.size for run in fresh)
         report["false_on_fresh"] = _per_day(sum(len(f) for f in found), rows, period_s)
         report["alarm_time_on_fresh"] = sum(b - a for f in found for a, b in f) / rows
     return report
+
+
+def _replay(scores: np.ndarray, rule: EpisodeRule, channels: Channels | None) -> list[tuple[int, int]]:
+    if channels is None:
+        return episodes(scores, rule)
+    return episodes(scores, rule, channels.over, channels.opens)
 
 
 def _kind_row(entry: dict[str, list[float]]) -> dict[str, Any]:

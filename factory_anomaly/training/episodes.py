@@ -23,6 +23,8 @@ import numpy as np
 from factory_anomaly.alarms.jitter import MIN_ROWS as JITTER_MIN_ROWS
 from factory_anomaly.alarms.jitter import JitterSpec, evidence, fit_jitter
 from factory_anomaly.alarms.rule import EpisodeRule, episodes, kth_largest_in_window
+from factory_anomaly.alarms.velocity import DEFAULT_LAG, VelocitySpec, clean_windows, fit_velocity, statistic
+from factory_anomaly.alarms.velocity import MIN_ROWS as VELOCITY_MIN_ROWS
 from factory_anomaly.training.data import Dataset
 from factory_anomaly.training.metrics import poisson_interval
 
@@ -35,6 +37,11 @@ JITTER_SHARE = 0.5
 """The share of the false-episode target per asset-day the jitter channel is calibrated to; the score's
 rule gets the rest, so that the two together keep the target (each episode needs one of them)."""
 JITTER_BLOCK = 100  # readings per block of the jitter evidence's maxima, at least
+VELOCITY_SHARE = 0.25
+"""The share of the target the velocity channel is calibrated to. Small, because its statistic's tail is
+thin (a Gaussian change's Mahalanobis distance): a quarter of the target raises its level little, and the
+score's rule, whose tail is heavy, keeps most of it (docs/quality.md)."""
+VELOCITY_BLOCK = 100  # readings per block of the velocity statistic's maxima, at least
 
 
 def reading_period(data: Dataset, declared: float | None) -> tuple[float, str]:
@@ -142,4 +149,46 @@ def calibrate_jitter(
         "gumbel_scale": beta,
         "days_covered": days,
         "readings_over_level_on_normal": int(np.count_nonzero(flagged)),
+    }
+
+
+def calibrate_velocity(
+    x: np.ndarray,
+    normal: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    period_s: float,
+    target_per_day: float,
+    components: int,
+) -> tuple[VelocitySpec | None, dict[str, Any]]:
+    """The velocity channel (`factory_anomaly.alarms.velocity`) fitted on readings `x` in time order,
+    standardised as the scorer does, from the changes within stretches of `normal` (bool [N]) readings;
+    its level set for `target_per_day` false episodes per asset-day (each reading over it opens one) by
+    the Gumbel law of its statistic's block maxima (on the log: the statistic is a sum of squares,
+    positive, with a tail near exponential there); (None, why) when the changes are too few."""
+    x = np.asarray(x)
+    facts: dict[str, Any] = {"target_episodes_per_day": target_per_day, "method": METHOD}
+    needed = max(VELOCITY_MIN_ROWS, MIN_BLOCKS * VELOCITY_BLOCK)
+    windows = clean_windows(normal, DEFAULT_LAG)
+    if np.count_nonzero(windows) < needed:
+        why = f"{np.count_nonzero(windows)} changes within normal stretches; the fit needs at least {needed}"
+        return None, facts | {"calibrated": False, "why": why}
+    spec = fit_velocity(x, center, scale, components, DEFAULT_LAG, normal)
+    values = statistic(x, spec)[windows]
+    fit = _gumbel_level(values + 1e-12, VELOCITY_BLOCK, DAY_S / period_s, target_per_day, log_scale=True)
+    if fit is None:  # not reached: `needed` rows always make enough blocks
+        return None, facts | {"calibrated": False, "why": "too few blocks for the fit"}
+    level, block, blocks, mu, beta = fit
+    days = values.size * period_s / DAY_S
+    return spec.with_level(level), facts | {
+        "calibrated": True,
+        "level": level,
+        "lag": spec.lag,
+        "components": spec.components,
+        "block_readings": block,
+        "blocks": blocks,
+        "gumbel_log_location": mu,
+        "gumbel_log_scale": beta,
+        "days_covered": days,
+        "readings_over_level_on_normal": int(np.count_nonzero(values > level)),
     }

@@ -24,6 +24,7 @@ import torch
 from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import stuck_limits
+from factory_anomaly.alarms.velocity import VelocitySpec
 from factory_anomaly.artifact import TRAINING_LOG_FILE, AlarmSpec, Manifest, sha256_file
 from factory_anomaly.training.autoencoder import fit_autoencoder
 from factory_anomaly.training.baseline import PCABaseline
@@ -34,8 +35,10 @@ from factory_anomaly.training.data import CalibrationError, DataError, Dataset
 from factory_anomaly.training.ensemble import attach_partner, fit_partner, partner_scores, with_partner_scores
 from factory_anomaly.training.episodes import (
     JITTER_SHARE,
+    VELOCITY_SHARE,
     calibrate_episode_rule,
     calibrate_jitter,
+    calibrate_velocity,
     reading_period,
 )
 from factory_anomaly.training.explainer import (
@@ -119,7 +122,19 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
     jitter_target = config.alarm_target_per_day * JITTER_SHARE
     if config.alarm_jitter:
         jitter, jitter_facts = calibrate_jitter(normal, sensor_low, period, jitter_target)
-    rule_target = config.alarm_target_per_day - (0.0 if jitter is None else jitter_target)
+    velocity: VelocitySpec | None = None
+    velocity_facts: dict[str, Any] = {"calibrated": False, "why": "off (--no-alarm-velocity)"}
+    velocity_target = config.alarm_target_per_day * VELOCITY_SHARE
+    if config.alarm_velocity:
+        velocity, velocity_facts = calibrate_velocity(
+            data.values, _normal_mask(data), scorer.mean.numpy(), scorer.scale.numpy(),
+            period, velocity_target, config.alarm_velocity_components,
+        )  # fmt: skip
+    rule_target = config.alarm_target_per_day - sum(
+        share
+        for channel, share in ((jitter, jitter_target), (velocity, velocity_target))
+        if channel is not None
+    )
     alarm_rule, alarm_facts = calibrate_episode_rule(
         fitted.normal_scores, period, rule_target, config.alarm_k, config.alarm_n, config.alarm_close_after_s,
     )  # fmt: skip
@@ -130,8 +145,9 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
     if limits is not None:
         alarm_facts["stuck_sensors"] = int(np.count_nonzero(limits))
     if alarm_rule is None:
-        jitter = None
+        jitter = velocity = None
     alarm_facts["jitter"] = jitter_facts
+    alarm_facts["velocity"] = velocity_facts
 
     pca, pca_scores = fitted.pca
     pca_threshold = calibrate(pca_scores, fitted.target_fpr)
@@ -181,6 +197,7 @@ def fit_models(data: Dataset, config: TrainConfig, val_data: Dataset | None = No
         alarm_rule=alarm_rule,
         stuck_limits=limits,
         jitter=jitter,
+        velocity=velocity,
     )
 
 
@@ -188,6 +205,12 @@ def _jitter(manifest: Manifest) -> JitterSpec | None:
     """The published version's jitter channel, carried into a new version of it."""
     section = None if manifest.alarms is None else manifest.alarms.jitter
     return None if section is None else JitterSpec.of(section, manifest.sensor_low)
+
+
+def _velocity(manifest: Manifest) -> VelocitySpec | None:
+    """The published version's velocity channel, carried into a new version of it."""
+    section = None if manifest.alarms is None else manifest.alarms.velocity
+    return None if section is None else VelocitySpec.of(section)
 
 
 def _stuck_limits(spec: AlarmSpec | None) -> np.ndarray | None:
@@ -265,8 +288,15 @@ def _held_out_check(fitted: _Fitted) -> dict[str, Any] | None:
 
 
 def _normal_rows(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    labels = data.labels if data.labels is not None else np.zeros(data.n_rows, dtype=np.int8)
-    return data.values[labels == 0], data.values[labels == 1]
+    normal = _normal_mask(data)
+    return data.values[normal], data.values[~normal]
+
+
+def _normal_mask(data: Dataset) -> np.ndarray:
+    """bool [rows]: the rows not labelled anomalous, in the data's time order."""
+    if data.labels is None:
+        return np.ones(data.n_rows, dtype=bool)
+    return np.asarray(data.labels) == 0
 
 
 def _cross_fit(data: Dataset, config: TrainConfig) -> _Fitted:
@@ -545,6 +575,7 @@ def refit_explainer(
         alarm_rule=None if trained.manifest.alarms is None else EpisodeRule.of(trained.manifest.alarms),
         stuck_limits=_stuck_limits(trained.manifest.alarms),
         jitter=_jitter(trained.manifest),
+        velocity=_velocity(trained.manifest),
     )
 
 

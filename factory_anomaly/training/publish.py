@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from factory_anomaly.alarms.jitter import JitterSpec
+from factory_anomaly.alarms.velocity import VelocitySpec
 from factory_anomaly.artifact import (
     BASELINE_FILE,
     EVALUATION_FILE,
@@ -46,6 +47,7 @@ from factory_anomaly.artifact import (
     JitterSection,
     Manifest,
     ThresholdSpec,
+    VelocitySection,
     check_consistency,
     hash_files,
     iso_utc,
@@ -217,6 +219,7 @@ def _alarm_spec(result: TrainResult) -> AlarmSpec | None:
         method=str(facts["method"]),
         stuck_limits=None if result.stuck_limits is None else tuple(int(v) for v in result.stuck_limits),
         jitter=_jitter_section(result.jitter, facts.get("jitter", {})),
+        velocity=_velocity_section(result.velocity, facts.get("velocity", {})),
     )
 
 
@@ -231,4 +234,23 @@ def _jitter_section(spec: JitterSpec | None, facts: dict[str, Any]) -> JitterSec
         noise_slope=tuple(float(v) for v in spec.noise_slope),
         tail_start=tuple(float(v) for v in spec.tail_start),
         tail_excess=tuple(float(v) for v in spec.tail_excess),
+    )
+
+
+def _velocity_section(spec: VelocitySpec | None, facts: dict[str, Any]) -> VelocitySection | None:
+    if spec is None or spec.level is None:
+        return None
+
+    def rows(a: np.ndarray) -> tuple[tuple[float, ...], ...]:
+        return tuple(tuple(float(v) for v in row) for row in a)
+
+    return VelocitySection(
+        lag=int(spec.lag),
+        level=float(spec.level),
+        target_episodes_per_day=float(facts["target_episodes_per_day"]),
+        center=tuple(float(v) for v in spec.center),
+        scale=tuple(float(v) for v in spec.scale),
+        directions=rows(spec.directions),
+        change_mean=tuple(float(v) for v in spec.change_mean),
+        change_precision=rows(spec.change_precision),
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.alarms.velocity import VelocitySpec
 from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.explainer import SensorAttentionExplainer
 from factory_anomaly.training.model import AnomalyScorer
@@ -38,3 +39,4 @@ class TrainResult:
     alarm_rule: EpisodeRule | None = None  # None: too few normal readings to calibrate one
     stuck_limits: np.ndarray | None = None  # int [n] (`alarms.stuck`); None: no stuck channel
     jitter: JitterSpec | None = None  # the jitter channel (`alarms.jitter`), calibrated; None: none
+    velocity: VelocitySpec | None = None  # the velocity channel (`alarms.velocity`), calibrated; None: none

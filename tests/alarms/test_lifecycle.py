@@ -105,6 +105,18 @@ def test_jitter_counts_as_over_the_level_and_the_episode_says_which_channels() -
     assert opened.evidence == f"reading jitter far above normal: st2_vib_01; {RULE.describe()}"
 
 
+def test_an_abrupt_change_opens_an_episode_on_its_own_and_names_what_moved() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    moved = [(3, "st1_flow_03", 4.2), (8, "st1_pres_08", 4.2), (1, "st1_temp_01", 4.2)]
+    seen = alarm.observe(0.0, 0.1, (), velocity=moved)  # one reading, a quiet score: k=2 not met
+    assert seen.opened is not None and seen.alarm["state"] == "open"
+    assert seen.opened.evidence == ("abrupt change of the process state (4.2× its level), moved most: "
+                                    "st1_flow_03, st1_pres_08, st1_temp_01")  # fmt: skip
+    assert seen.opened.lead_sensor == "st1_flow_03"
+    states = [alarm.observe(1.0 + i, 0.1).alarm["state"] for i in range(RULE.close_after)]
+    assert states[-1] == "none" and states[RULE.n - 1] == "closing"  # it closes as any episode does
+
+
 def test_the_top_sensors_follow_every_new_reading_over_the_level() -> None:
     from factory_anomaly.alarms.lifecycle import Episode
 

@@ -43,6 +43,22 @@ def test_series_replay_and_reading_by_reading_agree() -> None:
     assert any(a <= 540 and b > 500 for a, b in replay)  # the fault is one of them
 
 
+def test_a_trigger_opens_on_one_reading_in_the_replay_as_reading_by_reading() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.exponential(size=2000) * 0.1
+    trigger = np.zeros(2000, dtype=bool)
+    trigger[[300, 301, 1200]] = True
+    rule = EpisodeRule(k=3, n=10, level=3.0, close_after=20)
+    assert episodes(scores, rule) == []
+    replay = episodes(scores, rule, trigger=trigger)
+    assert replay == [(300, 322), (1200, 1221)]  # the second trigger reading keeps the first open
+    alarm = AssetAlarm("press-7", rule)
+    moved = [(0, "s0", 2.0)]
+    opened = [t for t, s in enumerate(scores)
+              if alarm.observe(float(t), float(s), velocity=moved if trigger[t] else ()).opened]  # fmt: skip
+    assert opened == [300, 1200]
+
+
 @pytest.mark.parametrize(
     ("k", "n", "level", "close_after", "message"),
     [(0, 5, 1.0, 5, "1 <= k <= n"), (6, 5, 1.0, 5, "1 <= k <= n"), (2, 5, float("nan"), 5, "finite"),

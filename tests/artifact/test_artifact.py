@@ -28,6 +28,7 @@ from factory_anomaly.artifact import (
     Manifest,
     TensorSpec,
     ThresholdSpec,
+    VelocitySection,
     check_consistency,
     hash_files,
     iso_utc,
@@ -155,6 +156,40 @@ def test_the_alarm_rule_round_trips_and_is_optional() -> None:
 )  # fmt: skip
 def test_an_alarm_rule_that_cannot_work_is_inconsistent(change: dict[str, Any], fragment: str) -> None:
     manifest = replace(valid_manifest({"model.onnx": SHA_ZERO}), alarms=replace(ALARMS, **change))
+    expect("inconsistent", fragment, check_consistency, manifest)
+
+
+def _velocity(n: int, **change: Any) -> VelocitySection:
+    fields: dict[str, Any] = {
+        "lag": 3, "level": 40.0, "target_episodes_per_day": 0.25, "center": (0.0,) * n, "scale": (1.0,) * n,
+        "directions": ((1.0,) + (0.0,) * (n - 1),), "change_mean": (0.0,), "change_precision": ((2.0,),),
+    }  # fmt: skip
+    return VelocitySection(**(fields | change))
+
+
+def test_a_velocity_channel_round_trips_and_shares_the_target() -> None:
+    base = valid_manifest({"model.onnx": SHA_ZERO})
+    manifest = replace(base, alarms=replace(ALARMS, velocity=_velocity(base.n_sensors)))
+    check_consistency(manifest)
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+    assert manifest.alarms is not None and manifest.alarms.rule_target_per_day == 0.75
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [({"lag": 0}, "alarms.velocity.lag must be >= 1"), ({"level": float("nan")}, "alarms.velocity.level"),
+     ({"target_episodes_per_day": 1.0}, "leave the score's rule nothing"),
+     ({"scale": None}, "alarms.velocity.scale must be finite"),
+     ({"directions": ((1.0, 0.0),)}, "alarms.velocity.directions must be finite"),
+     ({"change_precision": ((1.0, 0.0),)}, "alarms.velocity.change_precision"),
+     ({"change_mean": (float("inf"),)}, "alarms.velocity.change_mean")],
+)  # fmt: skip
+def test_a_velocity_channel_that_cannot_work_is_inconsistent(change: dict[str, Any], fragment: str) -> None:
+    base = valid_manifest({"model.onnx": SHA_ZERO})
+    n = base.n_sensors
+    if change.get("scale", 1) is None:
+        change = {"scale": (0.0,) * n}  # a zero scale would divide by zero
+    manifest = replace(base, alarms=replace(ALARMS, velocity=_velocity(n, **change)))
     expect("inconsistent", fragment, check_consistency, manifest)
 
 

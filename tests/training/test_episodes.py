@@ -10,12 +10,15 @@ import pytest
 
 from factory_anomaly.alarms.jitter import jitter_over
 from factory_anomaly.alarms.rule import episodes
+from factory_anomaly.alarms.velocity import velocity_over
 from factory_anomaly.artifact import CARD_FILE, read_manifest
 from factory_anomaly.training.data import Dataset
 from factory_anomaly.training.episodes import (
     JITTER_SHARE,
+    VELOCITY_SHARE,
     calibrate_episode_rule,
     calibrate_jitter,
+    calibrate_velocity,
     reading_period,
 )
 from tests.training.test_cli import cli
@@ -77,6 +80,37 @@ def test_too_few_readings_give_no_jitter_channel_and_say_why() -> None:
     assert spec is None and not facts["calibrated"] and "needs at least 2000" in facts["why"]
 
 
+def _slow_process(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Eight sensors of two slow process variables (AR(1)) through fixed loadings, with white noise."""
+    h = np.zeros((rows, 2))
+    shocks = rng.normal(scale=0.1, size=(rows, 2))
+    for t in range(1, rows):
+        h[t] = 0.99 * h[t - 1] + shocks[t]
+    loadings = np.random.default_rng(7).normal(size=(2, 8))
+    return h @ loadings + rng.normal(scale=0.05, size=(rows, 8))
+
+
+def test_the_velocity_level_keeps_its_promise_per_day_on_fresh_readings() -> None:
+    rng = np.random.default_rng(12)
+    x = _slow_process(rng, DAY)
+    normal = np.ones(DAY, dtype=bool)
+    spec, facts = calibrate_velocity(x, normal, x.mean(axis=0), x.std(axis=0), 1.0, 2.0, components=2)
+    assert spec is not None and facts["calibrated"] and facts["level"] == spec.level
+    assert facts["components"] == 2 and facts["days_covered"] == pytest.approx(1.0, rel=1e-3)
+    fresh_days = 6
+    found = sum(_episodes_of(velocity_over(_slow_process(rng, DAY), spec)) for _ in range(fresh_days))
+    # 12 expected; extrapolated from one day: within a factor of three
+    assert 2.0 * fresh_days / 3 <= found <= 3 * 2.0 * fresh_days
+
+
+def test_too_few_normal_changes_give_no_velocity_channel_and_say_why() -> None:
+    x = _slow_process(np.random.default_rng(13), 4000)
+    normal = np.ones(4000, dtype=bool)
+    normal[::2] = False  # no two neighbouring readings are normal: no change within a normal stretch
+    spec, facts = calibrate_velocity(x, normal, np.zeros(8), np.ones(8), 1.0, 0.25, components=2)
+    assert spec is None and not facts["calibrated"] and "0 changes within normal stretches" in facts["why"]
+
+
 def test_too_few_readings_give_no_rule_and_say_why() -> None:
     rule, facts = calibrate_episode_rule(np.ones(500) + np.arange(500) * 1e-3, 1.0, 1.0, 3, 10, 300.0)
     assert rule is None and not facts["calibrated"] and "needs at least 2009" in facts["why"]
@@ -101,7 +135,11 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     manifest = read_manifest(trained_small)
     alarms = manifest.alarms
     assert alarms is not None and alarms.reading_period_s == 1.0 and alarms.target_episodes_per_day == 1.0
-    assert alarms.jitter is None and alarms.rule_target_per_day == 1.0  # the jitter channel is opt-in
+    assert alarms.jitter is None  # the jitter channel is opt-in
+    # the velocity channel is on by default, with a quarter of the target
+    assert alarms.velocity is not None and alarms.velocity.target_episodes_per_day == VELOCITY_SHARE
+    assert alarms.rule_target_per_day == 1.0 - VELOCITY_SHARE
+    assert len(alarms.velocity.directions) == min(8, manifest.n_sensors // 2)
     assert (alarms.k, alarms.n, alarms.close_after) == (3, 10, 300)
     assert alarms.level > 0 and alarms.method == "gumbel_block_maxima"
     assert alarms.stuck_limits is not None and len(alarms.stuck_limits) == manifest.n_sensors
@@ -115,6 +153,7 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     assert "## Alarm episodes (per asset)" in card and "3 of an asset's last 10 readings" in card
     assert "assumed: the data has no timestamps" in card
     assert "- No jitter channel: off (--alarm-jitter turns it on)." in card
+    assert "- Velocity (the process state, on its 8 principal directions, changing over 3 readings" in card
     # the test recording replayed as one asset: episodes caught per fault kind, false episodes a day
     section = card.split("### Alarm episodes on the test recording (one asset, in time order)", 1)[1]
     assert "| fault kind | episodes | caught | delay median | delay p90 |" in section
@@ -129,14 +168,17 @@ def test_with_the_jitter_channel_the_target_is_shared(trained_jittery: Path) -> 
     assert manifest.training["alarms"]["rule_target_episodes_per_day"] == 0.5
     assert len(alarms.jitter.noise_floor) == len(alarms.jitter.tail_excess) == manifest.n_sensors
     assert manifest.training["alarms"]["jitter"]["level"] == alarms.jitter.level > 0
+    assert alarms.velocity is None
     card = (trained_jittery / CARD_FILE).read_text()
     assert "- Jitter (a sensor's reading-to-reading jitter" in card and "for 0.5 of the false" in card
+    assert "- No velocity channel: off (--no-alarm-velocity)." in card
 
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [("--alarm-target-per-day", "0", "alarm target must be > 0"), ("--alarm-k", "0", "--alarm-k"),
-     ("--reading-period-s", "-1", "reading period must be > 0")],
+     ("--reading-period-s", "-1", "reading period must be > 0"),
+     ("--alarm-velocity-components", "0", "--alarm-velocity-components")],
 )  # fmt: skip
 def test_the_cli_refuses_a_bad_alarm_option(
     tmp_path: Path, small_plant, flag: str, value: str, message: str

@@ -24,6 +24,7 @@ import onnxruntime as ort
 from factory_anomaly.alarms.jitter import JitterSpec
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import StuckLimits
+from factory_anomaly.alarms.velocity import VelocitySpec
 from factory_anomaly.app.errors import ExplainerUnavailable
 from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import EXPLAINER, Manifest
@@ -103,6 +104,14 @@ class LoadedModel:
         if spec is None or spec.jitter is None:
             return None
         return JitterSpec.of(spec.jitter, self.manifest.sensor_low)
+
+    @cached_property
+    def velocity(self) -> VelocitySpec | None:
+        """The version's velocity channel (None: none)."""
+        spec = self.manifest.alarms
+        if spec is None or spec.velocity is None:
+            return None
+        return VelocitySpec.of(spec.velocity)
 
     @cached_property
     def alarm_rule(self) -> EpisodeRule | None:

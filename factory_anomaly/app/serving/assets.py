@@ -42,6 +42,7 @@ from factory_anomaly.alarms.jitter import JitterSpec, JitterTracker
 from factory_anomaly.alarms.lifecycle import AssetAlarm, Episode, Observed
 from factory_anomaly.alarms.rule import EpisodeRule
 from factory_anomaly.alarms.stuck import StuckLimits, StuckTracker
+from factory_anomaly.alarms.velocity import VelocitySpec, VelocityTracker
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
 from factory_anomaly.app.serving.drift import DriftDetector, DriftSettings
 from factory_anomaly.app.serving.journal import AlarmJournal, Held, JournalError, Shelve, Taken
@@ -102,6 +103,7 @@ class AssetBook:
         self._closed: deque[Episode] = deque(maxlen=history)
         self._stuck: dict[str, StuckTracker] = {}
         self._jitter: dict[str, JitterTracker] = {}
+        self._velocity: dict[str, VelocityTracker] = {}
         self._drift: dict[str, tuple[DriftDetector, DriftDetector]] = {}  # asset -> (model's, asset's)
         self._lock = threading.Lock()
         self.journal = journal
@@ -350,7 +352,7 @@ class AssetBook:
 
     def _forget(self, asset: str) -> None:
         """The per-asset state beside its alarm."""
-        for held in (self._stuck, self._jitter, self._drift, self._latest, self._inherited):
+        for held in (self._stuck, self._jitter, self._velocity, self._drift, self._latest, self._inherited):
             held.pop(asset, None)
         self._dirty.discard(asset)
 
@@ -382,9 +384,10 @@ class AssetBook:
         stuck: StuckLimits | None = None,
         calibration: DriftDetector | None = None,
         jitter: JitterSpec | None = None,
+        velocity: VelocitySpec | None = None,
     ) -> list[Observed]:
-        """Count a request's readings of one asset in order; one `Observed` per reading. `stuck` and
-        `jitter`: the version's evidence channels, applied to `readings.x`; `calibration`: the version's
+        """Count a request's readings of one asset in order; one `Observed` per reading. `stuck`, `jitter`
+        and `velocity`: the version's evidence channels, applied to `readings.x`; `calibration`: the version's
         drift detector, whose promise and rule the asset's own detector takes (afresh when a reload
         changes it)."""
         now = self.clock() if now is None else now
@@ -394,6 +397,7 @@ class AssetBook:
             alarm = self._alarm(readings.asset, rule, now)
             tracker = self._channel(self._stuck, readings.asset, stuck, StuckTracker)
             jitters = self._channel(self._jitter, readings.asset, jitter, JitterTracker)
+            changes = self._channel(self._velocity, readings.asset, velocity, VelocityTracker)
             drift = self._asset_drift(readings.asset, calibration)
             out = []
             for i, score in enumerate(readings.scores.tolist()):
@@ -404,13 +408,17 @@ class AssetBook:
                     continue
                 frozen: list[tuple[int, str, int]] = []
                 jittery: list[tuple[int, str, float]] = []
+                abrupt: list[tuple[int, str, float]] = []
                 if readings.x is not None and alarm.will_count(ts, ident):
                     names = readings.sensor_names
                     if tracker is not None:
                         frozen = [(j, names[j], run) for j, run in tracker.push(readings.x[i])]
                     if jitters is not None:
                         jittery = [(j, names[j], e) for j, e in jitters.push(readings.x[i])]
-                seen = alarm.observe(ts, score, shares.get(i, ()), ident, now, frozen, jittery)
+                    if changes is not None:
+                        ratio, moved = changes.push(readings.x[i])
+                        abrupt = [(j, names[j], ratio) for j in moved]
+                seen = alarm.observe(ts, score, shares.get(i, ()), ident, now, frozen, jittery, abrupt)
                 if not (seen.late or seen.repeated):
                     self._note_counted(readings.asset, ts, ident)
                 if seen.opened is not None:

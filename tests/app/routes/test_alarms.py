@@ -45,20 +45,26 @@ def test_an_episode_opens_names_its_sensors_and_is_listed(
     normal = _batch(client, asset, readings[:5])
     assert normal["asset"] == asset and [r["alarm"]["state"] for r in normal["results"]] == ["none"] * 5
     bad = np.repeat(anomalous(manifest)[None, :], 3, axis=0)
+    # an asset's first readings: the velocity channel needs its lag of readings before it judges, so
+    # the score's rule alone opens the episode, at its k-th reading over the level
+    first = _batch(client, _asset(), bad)["results"]
+    assert [r["alarm"]["state"] for r in first] == ["pending", "pending", "open"]
+    assert first[-1]["alarm"]["readings"] == 1
+    # after normal readings, the jump to them is an abrupt change: the episode opens at once
     results = _batch(client, asset, bad)["results"]
-    assert [r["alarm"]["state"] for r in results] == ["pending", "pending", "open"]
+    assert [r["alarm"]["state"] for r in results] == ["open", "open", "open"]
     alarm = results[-1]["alarm"]
     assert (
-        alarm["id"] and alarm["readings"] == 1 and alarm["peak_score"] == pytest.approx(results[-1]["score"])
+        alarm["id"] and alarm["readings"] == 3 and alarm["peak_score"] == pytest.approx(results[-1]["score"])
     )
     assert {s["index"] for s in alarm["top_sensors"][:3]} == {3, 17, 29}  # the sensors pushed out of range
 
     listed = client.get("/v1/alarms", params={"state": "open", "asset": asset}).json()["alarms"]
     assert [e["id"] for e in listed] == [alarm["id"]]
     episode = client.get(f"/v1/alarms/{alarm['id']}").json()
-    assert (
-        episode["asset"] == asset and episode["closed"] is None and "3 of 10 readings" in episode["evidence"]
-    )
+    assert episode["asset"] == asset and episode["closed"] is None
+    assert episode["evidence"].startswith("abrupt change of the process state (")
+    assert "3 of 10 readings" in episode["evidence"]  # the score was over its level too
     assets = {a["asset"]: a for a in client.get("/v1/assets").json()["assets"]}
     assert assets[asset]["state"] == "open" and assets[asset]["alarm_id"] == alarm["id"]
     assert assets[asset]["readings"] == 8
@@ -241,6 +247,36 @@ def test_a_noise_burst_opens_an_episode_by_its_jitter_over_http(
         stop_server(server)
     assert "reading jitter far above normal: " in episode["evidence"]
     assert episode["top_sensors"][0]["index"] in burst
+
+
+def test_an_abrupt_excursion_opens_an_episode_by_its_velocity_over_http(
+    trained_small: Path, small_plant: Any, tmp_path: Path
+) -> None:
+    from factory_anomaly.artifact import read_manifest
+    from tests.app.conftest import AUTH, server_env, start_server, stop_server
+
+    manifest = read_manifest(trained_small)
+    assert manifest.alarms is not None and manifest.alarms.velocity is not None  # on by default
+    run = small_plant.simulate(400, seed=23, anomaly_rate=0.0)
+    push = np.zeros_like(run.latent[200:])
+    push[:, 0] = 4.0 * small_plant.latent_sd[0]  # the process jumps to a rare but possible state
+    moved = small_plant.clean_values(run.latent[200:] + push) - small_plant.clean_values(run.latent[200:])
+    x = run.values.astype(np.float64)
+    x[200:] += moved
+    server = start_server(tmp_path / "server.log", server_env(trained_small.parent.parent))
+    try:
+        with server.client(headers=AUTH) as client:
+            results = _batch(client, _asset(), x.astype(np.float32))["results"]
+            assert all(r["alarm"]["state"] == "none" for r in results[:200])  # normal readings: nothing
+            at = next(i for i, r in enumerate(results) if r["alarm"]["state"] == "open")
+            episode = client.get(f"/v1/alarms/{results[at]['alarm']['id']}").json()
+    finally:
+        stop_server(server)
+    assert 200 <= at < 200 + manifest.alarms.velocity.lag
+    assert episode["evidence"].startswith("abrupt change of the process state (")
+    named = episode["evidence"].split("moved most: ", 1)[1].split(";")[0].split(", ")
+    biggest = np.argsort(-np.abs(moved[0]) / np.asarray(manifest.alarms.velocity.scale))[:8]
+    assert len(named) == 3 and set(named) <= {manifest.sensor_names[j] for j in biggest}
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
