@@ -42,6 +42,7 @@ import numpy as np
 
 FAULT_KINDS: tuple[str, ...] = ("spike", "stuck", "drift", "correlation_break", "noise_burst", "excursion")
 NORMAL = "none"  # fault_kind of normal rows in the side files
+EPISODE_GAP = 10  # normal rows at least around each fault episode, by default
 
 
 def _softplus(h: np.ndarray) -> np.ndarray:
@@ -227,12 +228,19 @@ class Plant:
         return raw.astype(np.float32)
 
     # --- a run, with faults ---------------------------------------------------------------
-    def simulate(self, n_rows: int, *, seed: int = 0, anomaly_rate: float = 0.0) -> Run:
-        """Simulate `n_rows` readings; about `anomaly_rate` of them fall inside injected fault episodes."""
+    def simulate(
+        self, n_rows: int, *, seed: int = 0, anomaly_rate: float = 0.0, episode_gap: int = EPISODE_GAP
+    ) -> Run:
+        """Simulate `n_rows` readings; about `anomaly_rate` of them fall inside injected fault episodes, each
+        with at least `episode_gap` normal readings before and after it. With a gap longer than the
+        default, episodes are spread over the kinds by count rather than by rows (`_schedule_episodes`),
+        and fewer may fit than the rate asks for."""
         if n_rows < 1:
             raise ValueError(f"n_rows must be positive, got {n_rows}")
         if not 0.0 <= anomaly_rate < 0.5:
             raise ValueError(f"anomaly_rate must be in [0, 0.5), got {anomaly_rate}")
+        if episode_gap < EPISODE_GAP:
+            raise ValueError(f"episode_gap must be at least {EPISODE_GAP}, got {episode_gap}")
         rng = np.random.default_rng([self.plant_seed, seed, 2])
         latent, modes = self._latent_path(n_rows, rng)
         clean = self.clean_values(latent)
@@ -243,7 +251,7 @@ class Plant:
         fault_sensors: dict[int, list[int]] = {}
 
         stuck: list[tuple[slice, np.ndarray]] = []
-        for start, stop, kind in _schedule_episodes(rng, n_rows, anomaly_rate):
+        for start, stop, kind in _schedule_episodes(rng, n_rows, anomaly_rate, episode_gap):
             rows = slice(start, stop)
             at_fault = self._inject(kind, rows, raw, clean, latent, noise, rng, stuck)
             for r in range(start, stop):
@@ -392,9 +400,13 @@ def _sensor_names(kinds: np.ndarray, stations: np.ndarray) -> tuple[str, ...]:
 
 
 def _schedule_episodes(
-    rng: np.random.Generator, n_rows: int, anomaly_rate: float
+    rng: np.random.Generator, n_rows: int, anomaly_rate: float, gap: int = EPISODE_GAP
 ) -> list[tuple[int, int, str]]:
-    """Non-overlapping fault episodes covering about `anomaly_rate` of the rows, separated by normal gaps."""
+    """Non-overlapping fault episodes covering about `anomaly_rate` of the rows, separated by at least
+    `gap` normal rows. Each goes to the kind with the fewest rows so far, so every kind covers about as
+    many rows; with a wider gap (a run for judging alarm episodes, where a fault must not start while
+    the previous one's alarm is still open) to the kind with the fewest episodes, so that short kinds
+    (spikes) do not take most of the few places."""
     durations = {
         "spike": (1, 3),
         "stuck": (20, 120),
@@ -403,25 +415,27 @@ def _schedule_episodes(
         "noise_burst": (10, 60),
         "excursion": (30, 150),
     }
-    # Each episode goes to the kind with the fewest rows so far, so every kind covers about as many rows.
     wanted = int(round(anomaly_rate * n_rows))
     episodes: list[tuple[int, int, str]] = []
     taken = np.zeros(n_rows + 1, dtype=bool)
     rows_by_kind = dict.fromkeys(FAULT_KINDS, 0)
+    count_by_kind = dict.fromkeys(FAULT_KINDS, 0)
+    balance = rows_by_kind if gap == EPISODE_GAP else count_by_kind
     covered, attempts = 0, 0
     while covered < wanted and attempts < 20 * max(wanted, 1):
         attempts += 1
-        fewest = min(rows_by_kind.values())
-        kind = str(rng.choice([k for k, c in rows_by_kind.items() if c == fewest]))
+        fewest = min(balance.values())
+        kind = str(rng.choice([k for k, c in balance.items() if c == fewest]))
         lo, hi = durations[kind]
         length = min(int(rng.integers(lo, hi + 1)), max(lo, wanted - covered))
         start = int(rng.integers(20, max(21, n_rows - length)))
         stop = min(start + length, n_rows)
-        margin = slice(max(0, start - 10), min(n_rows, stop + 10))
+        margin = slice(max(0, start - gap), min(n_rows, stop + gap))
         if stop <= start or taken[margin].any():
             continue
         taken[start:stop] = True
         rows_by_kind[kind] += stop - start
+        count_by_kind[kind] += 1
         episodes.append((start, stop, kind))
         covered += stop - start
     return sorted(episodes)

@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         "--plant-seed", type=int, default=0, help="seed of the plant itself (layout, responses)"
     )
     synth.add_argument(
+        "--episode-gap",
+        type=_positive_int,
+        default=10,
+        help="normal readings at least around each fault episode (default 10); a wider gap spreads the "
+        "episodes over the kinds by count, for judging alarm episodes one fault at a time",
+    )
+    synth.add_argument(
         "--formats", default="csv,parquet,npz", help="comma-separated subset of csv,parquet,npz"
     )
 
@@ -227,7 +234,9 @@ def _synth(args: argparse.Namespace) -> None:
     if not 0.0 <= args.anomaly_rate < 0.5:
         raise ValueError(f"--anomaly-rate must be in [0, 0.5), got {args.anomaly_rate}")
     plant = Plant(PlantConfig(n_sensors=args.sensors), plant_seed=args.plant_seed)
-    run = plant.simulate(args.rows, seed=args.seed, anomaly_rate=args.anomaly_rate)
+    run = plant.simulate(
+        args.rows, seed=args.seed, anomaly_rate=args.anomaly_rate, episode_gap=args.episode_gap
+    )
     paths = write_run(plant, run, args.out, formats)
     logging.getLogger("training").info(
         "wrote %d rows x %d sensors (%d anomalous) to %s",

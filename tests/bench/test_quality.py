@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from bench.common import ROOT
-from bench.quality import CALIBRATION_BAND, JUDGED_MIN_EXPECTED, SHARED_DATA, check_levels, write_doc
+from bench.quality import (
+    CALIBRATION_BAND,
+    JUDGED_MIN_EXPECTED,
+    SHARED_DATA,
+    SPACED_GAP,
+    _spaced_row,
+    check_levels,
+    write_doc,
+)
+from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.training.episode_quality import judge_episodes
 
 SMOKE_SET = "mvtec-vit-metal_nut"
 
@@ -29,6 +39,22 @@ def test_check_levels_judges_only_what_the_rows_can_measure() -> None:
         assert c["within_band"] == (CALIBRATION_BAND[0] <= c["ratio"] <= CALIBRATION_BAND[1])
     shifted = check_levels(scores + 0.05, levels[:1], judged=True)[0]
     assert shifted["ratio"] > 1.4 and shifted["ratio_ci95"][0] > 1.3
+
+
+def test_the_spaced_run_row_gives_each_kind_its_count_and_interval() -> None:
+    scores = np.zeros(10_000)
+    labels = np.zeros(10_000, dtype=np.int8)
+    kinds = np.full(10_000, "none", dtype=object)
+    for i, start in enumerate(range(1000, 9000, 1000)):  # 8 drifts, 600+ readings apart; 3 caught
+        labels[start : start + 50] = 1
+        kinds[start : start + 50] = "drift"
+        if i < 3:
+            scores[start + 5 : start + 10] = 9.0
+    report = judge_episodes(scores, labels, kinds, EpisodeRule(k=3, n=10, level=1.0, close_after=20), 1.0)
+    row = _spaced_row("plant", "ours", report)
+    assert row[0] == f"plant, faults {SPACED_GAP} apart" and row[3] == "0.38"
+    assert row[4].startswith("drift 3/8 [0.09, 0.76] (p90 ")  # Clopper-Pearson for 3 of 8
+    assert row[5].startswith("0.00 [0.00, ") and "spaced run" in row[5]
 
 
 def test_write_doc_replaces_only_the_generated_section(tmp_path) -> None:

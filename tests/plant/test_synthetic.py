@@ -132,8 +132,25 @@ def test_write_run_files_agree_and_load(plant: Plant, tmp_path) -> None:
     assert meta["plant_seed"] == 3 and meta["anomalous_rows"] == int(run.labels.sum())
 
 
+def test_a_spaced_run_keeps_its_faults_apart_and_spreads_them_over_the_kinds(plant: Plant) -> None:
+    from factory_anomaly.training.episode_quality import fault_episodes
+
+    run = plant.simulate(30_000, seed=5, anomaly_rate=0.1, episode_gap=600)
+    found = fault_episodes(run.labels, run.fault_kinds)
+    starts = np.array([a for a, _, _ in found])
+    stops = np.array([b for _, b, _ in found])
+    assert (starts[1:] - stops[:-1] >= 600).all()  # every fault is judged on its own
+    counts = pd.Series([k for _, _, k in found]).value_counts()
+    assert set(counts.index) == set(FAULT_KINDS) and counts.max() - counts.min() <= 1  # by count, not rows
+    default = plant.simulate(30_000, seed=5, anomaly_rate=0.1)  # by rows: spikes are most of the faults
+    kinds = pd.Series([k for _, _, k in fault_episodes(default.labels, default.fault_kinds)])
+    assert kinds.value_counts().idxmax() == "spike"
+
+
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError, match="at least 2 sensors"):
         PlantConfig(n_sensors=1)
     with pytest.raises(ValueError, match="anomaly_rate"):
         Plant(PlantConfig(n_sensors=20)).simulate(100, anomaly_rate=0.7)
+    with pytest.raises(ValueError, match="episode_gap must be at least 10"):
+        Plant(PlantConfig(n_sensors=20)).simulate(100, anomaly_rate=0.1, episode_gap=5)
