@@ -66,7 +66,8 @@ fuzz: $(DEV_STAMP)
 # tests/deploy/test_observability.py starts; Debian's `docker-compose` validates docker-compose.yml; `strace`
 # watches the real server's writes and connections (tests/app/test_security.py); Debian's `nginx` runs in
 # front of two service processes, unprivileged from a temporary prefix (tests/deploy/test_asset_routing.py);
-# Debian's `wrk` runs the benchmarks' Lua script against a recording server (tests/bench/test_common.py).
+# Debian's `wrk` runs the benchmarks' Lua script against a recording server (tests/bench/test_common.py);
+# Debian's `graphviz` renders the model figures (tests/training/test_graph_figures.py, `make figures`).
 # Installed when missing (CI runs as root on Debian). docker-compose is optional: without it the compose
 # tests skip, saying so.
 deploy-tools:
@@ -83,6 +84,9 @@ deploy-tools:
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; } || \
 		echo "wrk could not be installed: tests/bench/test_common.py's check of the wrk script skips"
+	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz; } || \
+		echo "graphviz could not be installed: tests/training/test_graph_figures.py's rendering checks skip"
 
 # The serving install outside Docker, with the Dockerfile's own steps (deploy/install-serving.sh): a fresh
 # virtual environment with the base dependencies only (no torch, no training code), the app package and
@@ -131,6 +135,16 @@ model: $(DEV_STAMP)
 	$(PY) -m factory_anomaly.training train --data $(MODEL_DATA)/train/readings.npz --out model_store/factory-ae --seed 0 \
 		--test-data $(MODEL_DATA)/test/readings.npz --test-labels $(MODEL_DATA)/test/labels.csv \
 		--test-fault-sensors $(MODEL_DATA)/test/fault_sensors.json --no-progress
+
+# The seed's Figure 1 (the autoencoder) and Figure 2 (self-attention) drawn from the served version's ONNX
+# graphs (model_store/factory-ae/CURRENT, read when it runs), every edge labelled with the shape ONNX infers:
+# docs/figures/*.dot and *.svg, described in docs/figures.md. Rerun after `make model`. Installs Debian's
+# graphviz when missing.
+.PHONY: figures
+figures: $(DEV_STAMP)
+	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz; }
+	$(PY) -m factory_anomaly.training.graph_figures --model-dir model_store/factory-ae --out docs/figures
 
 # Detection quality at the operating point (docs/quality.md): the default training command on the synthetic
 # plant and on every set in ../shared/data (read in place), judged by its published graph and threshold,
