@@ -28,6 +28,7 @@ RUN sh deploy/install-serving.sh deps /src /opt/anomaly cpu
 COPY factory_anomaly/__init__.py factory_anomaly/
 COPY factory_anomaly/artifact/ factory_anomaly/artifact/
 COPY factory_anomaly/alarms/ factory_anomaly/alarms/
+COPY factory_anomaly/explain/ factory_anomaly/explain/
 COPY factory_anomaly/app/ factory_anomaly/app/
 RUN sh deploy/install-serving.sh app /src /opt/anomaly
 COPY model_store/factory-ae/ model_store/factory-ae/
@@ -49,6 +50,7 @@ RUN sh deploy/install-serving.sh deps /src /opt/anomaly gpu
 COPY factory_anomaly/__init__.py factory_anomaly/
 COPY factory_anomaly/artifact/ factory_anomaly/artifact/
 COPY factory_anomaly/alarms/ factory_anomaly/alarms/
+COPY factory_anomaly/explain/ factory_anomaly/explain/
 COPY factory_anomaly/app/ factory_anomaly/app/
 RUN sh deploy/install-serving.sh app /src /opt/anomaly
 

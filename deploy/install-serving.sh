@@ -9,9 +9,9 @@
 #                                                          SRC/deploy/requirements-serving[-gpu].lock
 #                                                          (hash-checked; `make lock` regenerates it)
 #   deploy/install-serving.sh requirements SRC [cpu|gpu]   print the base dependencies (what the lock pins)
-#   deploy/install-serving.sh app   SRC PREFIX             PREFIX/factory_anomaly/{app,artifact,alarms}: the
-#                                                          serving package, the artifact contract and the
-#                                                          episode rule (no `training`)
+#   deploy/install-serving.sh app   SRC PREFIX             PREFIX/factory_anomaly/{app,artifact,alarms,explain}:
+#                                                          the serving package, the artifact contract, the
+#                                                          episode rule and the sensor ordering (no `training`)
 #   deploy/install-serving.sh model SRC STORE [NAME]       STORE/NAME/{CURRENT, <the version it names>}
 #                                                          from SRC/model_store (NAME: factory-ae)
 #   deploy/install-serving.sh all   SRC PREFIX [cpu|gpu]   the three, the model into PREFIX/model_store
@@ -77,9 +77,11 @@ app() {
     rm -rf "$package"
     mkdir -p "$package"
     cp "$src/factory_anomaly/__init__.py" "$package/"
-    cp -R "$src/factory_anomaly/artifact" "$src/factory_anomaly/alarms" "$src/factory_anomaly/app" "$package/"
+    cp -R "$src/factory_anomaly/artifact" "$src/factory_anomaly/alarms" "$src/factory_anomaly/explain" \
+        "$src/factory_anomaly/app" "$package/"
     find "$package" -name __pycache__ -type d -prune -exec rm -rf {} +
-    rm -f "$package/app/ruff.toml" "$package/artifact/ruff.toml" "$package/alarms/ruff.toml"
+    rm -f "$package/app/ruff.toml" "$package/artifact/ruff.toml" "$package/alarms/ruff.toml" \
+        "$package/explain/ruff.toml"
 }
 
 model() {

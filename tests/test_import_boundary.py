@@ -4,6 +4,7 @@ at import time, plus a walk of the whole project's import graph that fails on an
   app       never torch, onnx, training or plant (the serving image has none of them)
   artifact  standard library and pydantic only (both sides import it)
   alarms    numpy and the standard library (both sides apply its episode rule)
+  explain   numpy and the standard library (both sides order sensors by it)
   training  never app (the artifact is the only contract)
   plant     never app or training (the simulator image has no training stack)
   client    nothing of the project (its own distribution)
@@ -33,6 +34,10 @@ FORBIDDEN = {
     "alarms": (
         "torch", "onnx", "onnxruntime", "fastapi", "starlette", "pydantic",
         "factory_anomaly.app", "factory_anomaly.training", "factory_anomaly.plant",
+    ),
+    "explain": (
+        "torch", "onnx", "onnxruntime", "fastapi", "starlette", "pydantic",
+        "factory_anomaly.app", "factory_anomaly.training", "factory_anomaly.plant", "factory_anomaly.alarms",
     ),
     "training": ("factory_anomaly.app",),
     "plant": ("torch", "factory_anomaly.app", "factory_anomaly.training"),
@@ -168,7 +173,7 @@ def test_importing_app_loads_no_training_stack() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("room", ["app", "artifact", "alarms", "training", "plant"])
+@pytest.mark.parametrize("room", ["app", "artifact", "alarms", "explain", "training", "plant"])
 def test_ruff_bans_the_same_imports(room: str) -> None:
     probe = PACKAGE / room / "_boundary_probe.py"
     banned = FORBIDDEN[room]

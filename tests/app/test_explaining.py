@@ -1,6 +1,7 @@
 """The explainer in the inference core: loaded with the scorer or the load fails with a precise code; its
 outputs are onnxruntime's on the artifact's explainer.onnx, its scores the scorer's up to float rounding,
-and an explanation ranks sensors by attention with each sensor's share of the reconstruction error."""
+and an explanation ranks sensors in the operator's order (out of range first, then by error) with each
+sensor's attention, share of the reconstruction error and place against its training range."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from onnx import TensorProto, helper
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.errors import ExplainerUnavailable
 from factory_anomaly.app.model import EXPLAINER_OUTPUTS, LoadedModel, ModelLoadError, load_model
-from factory_anomaly.app.serving.explaining import explain_reading, rank_by_attention
+from factory_anomaly.app.serving.explaining import explain_reading
 from factory_anomaly.artifact import ArtifactError, Manifest, hash_files, read_manifest, write_manifest
 from tests.app.conftest import MODEL_NAME, anomalous, copy_store, publish_without_explainer
 
@@ -80,7 +81,7 @@ def test_explainer_scores_equal_the_scorers(model: LoadedModel, x: np.ndarray, m
 
 @pytest.mark.parametrize("top_k", [1, 10, N])
 @pytest.mark.parametrize("row", [0, 1, 64], ids=["normal-0", "normal-1", "anomalous"])
-def test_an_explanation_ranks_sensors_by_attention(
+def test_an_explanation_ranks_out_of_range_first_then_by_error(
     model: LoadedModel,
     explainer_reference: ort.InferenceSession,
     x: np.ndarray,
@@ -93,10 +94,17 @@ def test_an_explanation_ranks_sensors_by_attention(
     attention, score, sensor_error = (
         out[0] for out in explainer_reference.run(list(EXPLAINER_OUTPUTS), {"readings": reading})
     )
-    order = sorted(range(N), key=lambda j: (-float(attention[j]), j))[:top_k]
+    low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
+    value = reading[0].astype(np.float64)
+    outside = np.maximum(np.maximum(low - value, value - high), 0) / np.maximum(high - low, 1e-6)
+    order = sorted(range(N), key=lambda j: (-outside[j], -float(sensor_error[j]), j))[:top_k]
     assert [s.index for s in explanation.sensors] == order
     assert [s.name for s in explanation.sensors] == [manifest.sensor_names[j] for j in order]
     assert [s.attention for s in explanation.sensors] == [float(attention[j]) for j in order]
+    assert [s.value for s in explanation.sensors] == [float(value[j]) for j in order]
+    assert [s.out_of_range for s in explanation.sensors] == pytest.approx([outside[j] for j in order])
+    directions = [None if outside[j] == 0 else ("high" if value[j] > high[j] else "low") for j in order]
+    assert [s.direction for s in explanation.sensors] == directions
     total = float(np.sum(sensor_error, dtype=np.float64))
     shares = [s.error_share for s in explanation.sensors]
     assert shares == [float(sensor_error[j]) / total for j in order]
@@ -107,16 +115,32 @@ def test_an_explanation_ranks_sensors_by_attention(
     assert explanation.score == float(score)
     assert explanation.is_anomaly == (float(score) > manifest.threshold.value)
     assert explanation.is_anomaly == (row == 64)
+    if row == 64:  # the three sensors pushed far above their range come first, named "high"
+        first = explanation.sensors[:3]
+        assert {s.index for s in first} <= {3, 17, 29} and len(first) == min(3, top_k)
+        assert all(s.direction == "high" and s.out_of_range > 40 for s in first)
     if explanation.is_anomaly:  # the anomaly log names the top sensors by sensor_error, as /v1/score does
         by_error = np.argsort(-sensor_error, kind="stable")[:5]
         logged = explanation.assessment.top_sensors[0]
         assert logged == [(manifest.sensor_names[j], float(sensor_error[j])) for j in by_error]
 
 
-def test_ties_are_broken_by_index_and_nan_sorts_last() -> None:
-    attention = np.array([0.1, 0.3, 0.3, np.nan, 0.2, 0.1], np.float32)
-    assert rank_by_attention(attention, 6).tolist() == [1, 2, 4, 0, 5, 3]
-    assert rank_by_attention(attention, 2).tolist() == [1, 2]
+def test_a_gross_reading_names_the_sensors_furthest_out_and_says_how_far(
+    model: LoadedModel, manifest: Manifest
+) -> None:
+    """What a new user tries first: random values on every sensor, most far outside their training range.
+    The sensors named first are the ones furthest out, each with its value, direction and distance, so a
+    technician sent there finds the absurd value (the error ranking and attention would name others)."""
+    low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
+    reading = np.random.default_rng(0).uniform(low - 20 * (high - low), high + 20 * (high - low))
+    explanation = explain_reading(model, reading[None].astype(np.float32), 3, log_top_k=5)
+    value = reading.astype(np.float32).astype(np.float64)
+    outside = np.maximum(np.maximum(low - value, value - high), 0) / (high - low)
+    assert [s.index for s in explanation.sensors] == np.argsort(-outside, kind="stable")[:3].tolist()
+    for s in explanation.sensors:
+        assert s.out_of_range == pytest.approx(outside[s.index]) and s.out_of_range > 10
+        assert s.direction == ("high" if value[s.index] > high[s.index] else "low")
+        assert s.value == value[s.index] and s.error_share is not None
 
 
 def test_an_explanation_is_of_one_reading(model: LoadedModel, x: np.ndarray) -> None:

@@ -118,6 +118,7 @@ def test_the_install_has_no_training_stack_and_reports_its_size(installed: Path)
         "alarms",
         "app",
         "artifact",
+        "explain",
     ]  # no training, no plant
     current = (ROOT / "model_store" / "factory-ae" / "CURRENT").read_text().strip()
     baked = {p.name for p in (installed / "model_store" / "factory-ae").iterdir()}

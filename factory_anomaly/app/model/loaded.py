@@ -88,6 +88,12 @@ class LoadedModel:
         return self.explainer is not None
 
     @cached_property
+    def training_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sensor_low, sensor_high) float64 [n]: the range each sensor read in training."""
+        m = self.manifest
+        return np.asarray(m.sensor_low, dtype=np.float64), np.asarray(m.sensor_high, dtype=np.float64)
+
+    @cached_property
     def stuck_limits(self) -> StuckLimits | None:
         """The version's stuck-sensor limits with the floor and ceiling they hold between (None: no
         stuck channel)."""

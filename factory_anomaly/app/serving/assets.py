@@ -46,6 +46,7 @@ from factory_anomaly.alarms.velocity import VelocitySpec, VelocityTracker
 from factory_anomaly.app.errors import ErrorCode, InvalidInput, NotFound
 from factory_anomaly.app.serving.drift import DriftDetector, DriftSettings
 from factory_anomaly.app.serving.journal import AlarmJournal, Held, JournalError, Shelve, Taken
+from factory_anomaly.explain.ranking import order_sensors
 
 log = logging.getLogger("app.assets")
 
@@ -385,13 +386,15 @@ class AssetBook:
         calibration: DriftDetector | None = None,
         jitter: JitterSpec | None = None,
         velocity: VelocitySpec | None = None,
+        training_range: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[Observed]:
         """Count a request's readings of one asset in order; one `Observed` per reading. `stuck`, `jitter`
         and `velocity`: the version's evidence channels, applied to `readings.x`; `calibration`: the version's
         drift detector, whose promise and rule the asset's own detector takes (afresh when a reload
-        changes it)."""
+        changes it); `training_range`: the version's (sensor_low, sensor_high), which puts sensors out of
+        range first among each reading's top sensors."""
         now = self.clock() if now is None else now
-        shares = _shares(readings, rule.level)
+        shares = _shares(readings, rule.level, training_range)
         with self._lock:
             self._catch_up(now)
             alarm = self._alarm(readings.asset, rule, now)
@@ -715,8 +718,12 @@ def _shelved_view(stored: dict[str, Any] | None, asset: str, until: float, note:
             "shelve_note": note}  # fmt: skip
 
 
-def _shares(readings: AssetReadings, level: float) -> dict[int, list[tuple[int, str, float]]]:
-    """For each reading above the level, its top sensors as (index, name, share of the reading's error)."""
+def _shares(
+    readings: AssetReadings, level: float, training_range: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[int, list[tuple[int, str, float]]]:
+    """For each reading above the level, its top sensors in the operator's order (out of `training_range`
+    first, then by error: `factory_anomaly.explain.ranking`, as /v1/explain) as (index, name, share of
+    the reading's error)."""
     errors = readings.sensor_error
     if errors is None:
         return {}
@@ -725,7 +732,10 @@ def _shares(readings: AssetReadings, level: float) -> dict[int, list[tuple[int, 
     for row in np.flatnonzero(~(scores <= level)).tolist():
         e = np.nan_to_num(errors[row].astype(np.float64), nan=0.0, posinf=np.finfo(np.float64).max)
         total = float(e.sum())
-        top = np.argsort(-e, kind="stable")[:SHARES_PER_READING]
+        if readings.x is not None and training_range is not None:
+            top = order_sensors(readings.x[row], e, *training_range, SHARES_PER_READING)
+        else:
+            top = np.argsort(-e, kind="stable")[:SHARES_PER_READING]
         out[row] = [
             (int(j), readings.sensor_names[j], float(e[j] / total) if total > 0 else 0.0) for j in top
         ]

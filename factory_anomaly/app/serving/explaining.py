@@ -8,11 +8,15 @@ the explainer contains the frozen scorer. The explanation therefore reports the 
 the rule of /v1/score: score > threshold compared in float64, and a score that is not finite is anomalous.
 
 Per sensor:
-  attention    the graph's float32 value, unchanged
-  error_share  sensor_error[j] / Σ_i sensor_error[i] over the reading's n sensors (the sum in float64):
-               the sensor's share of the reconstruction error, in [0, 1]; None when the sum is not finite
-               and positive (a reading that overflows inside the graph)
-Sensors are listed by attention, largest first, ties by index (a NaN attention sorts last).
+  attention     the graph's float32 value, unchanged
+  error_share   sensor_error[j] / Σ_i sensor_error[i] over the reading's n sensors (the sum in float64):
+                the sensor's share of the reconstruction error, in [0, 1]; None when the sum is not finite
+                and positive (a reading that overflows inside the graph)
+  value         the reading's value, as sent
+  out_of_range  how far outside its training range [sensor_low, sensor_high], in ranges (0 inside)
+  direction     "high" above the range, "low" below it, None inside
+Sensors are listed in the operator's order (`factory_anomaly.explain.ranking`): out of range first, then
+by error; attention is reported beside it, not used to order.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factory_anomaly.app.model import Assessment, LoadedModel
+from factory_anomaly.explain.ranking import order_sensors, out_of_range
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,16 @@ class SensorBlame:
     name: str
     attention: float  # a float32 value
     error_share: float | None
+    value: float
+    out_of_range: float  # in training ranges; 0 inside
+    direction: str | None  # "high", "low", or None inside the range
 
 
 @dataclass(frozen=True)
 class Explanation:
     """One reading's explanation: `assessment` (its score, is_anomaly and, when anomalous, the top sensors
-    by sensor_error for the anomaly log, as /v1/score logs them) and the `top_k` sensors by attention."""
+    by sensor_error for the anomaly log, as /v1/score logs them) and the `top_k` sensors in the operator's
+    order."""
 
     assessment: Assessment
     sensors: list[SensorBlame]
@@ -51,14 +60,9 @@ class Explanation:
         return bool(self.assessment.is_anomaly[0])
 
 
-def rank_by_attention(attention: np.ndarray, top_k: int) -> np.ndarray:
-    """Indices of the `top_k` largest values of one row `attention` [n]; ties by index, NaN last."""
-    return np.argsort(-attention, kind="stable")[:top_k]
-
-
 def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: int) -> Explanation:
-    """x float32 [1, n_sensors] -> its explanation with the `top_k` sensors by attention (1 <= top_k <= n);
-    `log_top_k` sensors by sensor_error go to the assessment for the anomaly log."""
+    """x float32 [1, n_sensors] -> its explanation with the `top_k` sensors in the operator's order
+    (1 <= top_k <= n); `log_top_k` sensors by sensor_error go to the assessment for the anomaly log."""
     if len(x) != 1:
         raise ValueError(f"explain_reading takes one reading, got {len(x)} rows")
     started = time.perf_counter()
@@ -67,15 +71,22 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     errors = sensor_error[0]
     total = float(np.sum(errors, dtype=np.float64))
     usable = math.isfinite(total) and total > 0
+    low, high = model.training_range
+    reading = x[0].astype(np.float64)
+    excess = out_of_range(reading, low, high)
     sensors = []
-    for j in rank_by_attention(attention[0], top_k).tolist():
+    for j in order_sensors(reading, errors, low, high, top_k).tolist():
         share = float(errors[j]) / total if usable else math.nan
+        direction = None if excess[j] == 0 else ("high" if reading[j] > high[j] else "low")
         sensors.append(
             SensorBlame(
                 index=j,
                 name=model.sensor_names[j],
                 attention=float(attention[0, j]),
                 error_share=share if math.isfinite(share) else None,
+                value=float(reading[j]),
+                out_of_range=float(excess[j]),
+                direction=direction,
             )
         )
     return Explanation(assessment, sensors)

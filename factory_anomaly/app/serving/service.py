@@ -131,7 +131,8 @@ class ScoringService:
         batch = AssetReadings(asset, ts, readings.ids, assessment.scores, assessment.sensor_error,
                               model.sensor_names, readings.x, assessment.is_anomaly)  # fmt: skip
         observed = self.assets.observe(batch, rule, stuck=model.stuck_limits, calibration=model.calibration,
-                                       jitter=model.jitter, velocity=model.velocity)  # fmt: skip
+                                       jitter=model.jitter, velocity=model.velocity,
+                                       training_range=model.training_range)  # fmt: skip
         self.metrics.observe_assets(asset, observed)
         return Scored(readings, assessment, asset, observed)
 

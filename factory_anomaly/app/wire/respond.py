@@ -56,7 +56,8 @@ def _alarm_fields(scored: Scored, row: int) -> dict[str, Any]:
 
 
 def explain_answer(model: LoadedModel, readings: Readings, explanation: Explanation) -> dict[str, Any]:
-    """POST /v1/explain's answer: the score and the top_k sensors by attention, each with its error share."""
+    """POST /v1/explain's answer: the score and the top_k sensors in the operator's order, each with its
+    attention, error share, value and where it lies against its training range."""
     return {
         "id": readings.ids[0],
         "score": finite_or_none(explanation.score),
@@ -69,6 +70,9 @@ def explain_answer(model: LoadedModel, readings: Readings, explanation: Explanat
                 "name": sensor.name,
                 "attention": finite_or_none(sensor.attention),
                 "error_share": sensor.error_share,
+                "value": finite_or_none(sensor.value),
+                "out_of_range": finite_or_none(sensor.out_of_range),
+                "direction": sensor.direction,
             }
             for sensor in explanation.sensors
         ],

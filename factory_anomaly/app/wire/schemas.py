@@ -180,6 +180,14 @@ class SensorExplanation(BaseModel):
         description="This sensor's sensor_error divided by the sum of the reading's sensor_error (its share "
         "of the reconstruction error); null when that sum is not finite and positive."
     )
+    value: float | None = Field(description="The reading's value for this sensor, as sent.")
+    out_of_range: float | None = Field(
+        description="How far the value lies outside the sensor's training range [sensor_low, sensor_high] "
+        "of /v1/model, in training ranges: 0 inside, 2.5 = two and a half ranges beyond its edge."
+    )
+    direction: Literal["high", "low"] | None = Field(
+        description="'high' above the training range, 'low' below it, null inside."
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -192,7 +200,9 @@ class ExplainResponse(BaseModel):
     is_anomaly: bool = Field(description="score > threshold (or the score is not finite), as /v1/score.")
     model_version: str
     sensors: list[SensorExplanation] = Field(
-        description="top_k sensors by attention, largest first; ties by index."
+        description="top_k sensors in the operator's order: out of their training range first (furthest "
+        "first), then by error share (largest first); ties by index. Attention is reported, not used to "
+        "order."
     )
 
 

@@ -42,7 +42,11 @@ def expected_explanation(
     attention, score, sensor_error = (
         out[0] for out in reference.run(list(EXPLAINER_OUTPUTS), {"readings": x[None]})
     )
-    order = sorted(range(N), key=lambda j: (-float(attention[j]), j))[:top_k]
+    low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
+    value = x.astype(np.float64)
+    outside = np.maximum(np.maximum(low - value, value - high), 0) / np.maximum(high - low, 1e-6)
+    # the operator's order: out of the training range first, furthest first; then by error; ties by index
+    order = sorted(range(N), key=lambda j: (-outside[j], -float(sensor_error[j]), j))[:top_k]
     total = float(np.sum(sensor_error, dtype=np.float64))
     sensors = [
         {
@@ -50,6 +54,9 @@ def expected_explanation(
             "name": manifest.sensor_names[j],
             "attention": float(attention[j]),
             "error_share": float(sensor_error[j]) / total,
+            "value": float(value[j]),
+            "out_of_range": float(outside[j]),
+            "direction": None if outside[j] == 0 else ("high" if value[j] > high[j] else "low"),
         }
         for j in order
     ]
@@ -106,9 +113,9 @@ def test_explanations_equal_onnxruntime_exactly(
         assert [np.float32(s["attention"]) for s in got["sensors"]] == [
             np.float32(s["attention"]) for s in sensors
         ]
-        attention = [s["attention"] for s in got["sensors"]]
-        assert attention == sorted(attention, reverse=True)
         shares = [s["error_share"] for s in got["sensors"]]
+        if all(s["out_of_range"] == 0 for s in got["sensors"]):
+            assert shares == sorted(shares, reverse=True)  # in range: by error
         assert all(0 <= share <= 1 for share in shares) and sum(shares) <= 1 + 1e-12
         assert got["is_anomaly"] == (i == 3)
 
