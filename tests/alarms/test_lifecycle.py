@@ -129,4 +129,24 @@ def test_the_top_sensors_follow_every_new_reading_over_the_level() -> None:
     assert [(s["name"], s["share"]) for s in episode.top_sensors()] == [
         ("s2", round(0.9 / 1.55, 4)), ("s1", round(0.6 / 1.55, 4)), ("s3", round(0.05 / 1.55, 4))
     ]  # fmt: skip
-    assert [s["index"] for s in episode.top_sensors(2)] == [i for i, _, _ in episode.sensor_sums()[:2]]
+    assert [s["index"] for s in episode.top_sensors(2)] == [entry[0] for entry in episode.sensor_sums()[:2]]
+
+
+def test_an_episode_says_which_sensors_how_consistently_and_since_when() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    lead, other = [(4, "st1_pres_04", 0.7)], [(9, "st1_temp_09", 0.6)]
+    alarm.observe(10.0, 2.0, lead)
+    alarm.observe(11.0, 2.0, lead, jitter=[(4, "st1_pres_04", 9.0)])  # opens; two channels, one reading
+    alarm.observe(12.0, 0.1, other)  # quiet: names nothing
+    alarm.observe(13.0, 2.0, other)
+    alarm.observe(14.0, 2.0, lead)
+    episode = alarm.episode
+    assert episode is not None
+    top = {s["name"]: (s["readings"], s["since"]) for s in episode.top_sensors()}
+    assert top == {"st1_pres_04": (2, 11.0), "st1_temp_09": (1, 13.0)}  # counted from the opening reading
+    again = type(episode)(id="e", asset="a", opened=0.0, since=0.0, evidence="x")
+    again.restore_sensors(episode.sensor_sums())  # through the journal
+    assert again.top_sensors() == episode.top_sensors()
+    again.restore_sensors([[4, "st1_pres_04", 1.0]])  # journalled before the counts: none, no time
+    assert again.top_sensors()[0] | {"share": 1.0} == {"index": 4, "name": "st1_pres_04", "share": 1.0,
+                                                       "readings": 0, "since": None}  # fmt: skip

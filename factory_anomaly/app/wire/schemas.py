@@ -99,6 +99,14 @@ class AlarmSensor(BaseModel):
     index: int = Field(description="Position in the model's sensor order (0-based).")
     name: str
     share: float = Field(description="Its share of the error over the episode's readings above the level.")
+    readings: int = Field(
+        0, description="How many of the episode's readings above the level named it (how consistently)."
+    )
+    since: float | None = Field(
+        None,
+        description="When a reading first named it, Unix seconds (null for an episode journalled "
+        "before these were kept).",
+    )
 
 
 class Alarm(BaseModel):
