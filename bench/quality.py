@@ -51,6 +51,7 @@ from bench.common import (
     rule_of,
     write_results,
 )
+from bench.explanations import explain_set, explanation_tables, read_fault_sensors
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
 from factory_anomaly.training.crossfit import default_folds
@@ -383,6 +384,8 @@ def evaluate_set(qs: QualitySet, opts: Options) -> dict[str, Any]:
         row["at_levels"] = at_levels(scores, qs.labels, run.levels(), qs.fault_kinds)
         row["episodes"] = _episodes(qs, run, scores)
         result["detectors"][name] = row
+        if name == "ours":
+            result["explanations"] = _explanations(qs, opts, run)
         _print_row(name, row)
         if opts.calibration_checks and (name != "reference" or qs.fresh):
             result["calibration_checks"][name] = _checks_ours(qs, opts, run, name)
@@ -404,6 +407,24 @@ def evaluate_set(qs: QualitySet, opts: Options) -> dict[str, Any]:
             fresh = np.concatenate([fitted.score(f) for f in qs.fresh])
             result["calibration_checks"][name] = {"fresh_runs": check_levels(fresh, levels, judged=True)}
     return result
+
+
+def _explanations(qs: QualitySet, opts: Options, run: Trained) -> dict[str, Any]:
+    """Issue 16's explanation measures of ours (`bench.explanations`): rankings where the set labels its
+    fault sensors (the plant's synth run, SMD's published interpretation labels; MVTec has none),
+    deletion and gross outliers on every set."""
+    labels_path = {
+        PLANT: opts.work / PLANT / "test" / "fault_sensors.json",
+        "smd": qs.train_path.parent / "test_fault_sensors.json",
+    }.get(qs.kind)
+    fault_sensors = (
+        read_fault_sensors(labels_path, *qs.test.shape) if labels_path and labels_path.exists() else None
+    )
+    started = time.perf_counter()
+    out = explain_set(run.version, qs.train, qs.test, qs.labels, fault_sensors, qs.fault_kinds)
+    out["seconds"] = time.perf_counter() - started
+    print(f"   {'':12s} explanations measured in {out['seconds']:.0f} s", flush=True)
+    return out
 
 
 def _reading_period_args(qs: QualitySet) -> list[str]:
@@ -591,6 +612,7 @@ def report_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += _episode_table(results)
+    lines += explanation_tables(results["sets"])
     return "\n".join(lines)
 
 
