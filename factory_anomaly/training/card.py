@@ -107,6 +107,7 @@ def _card_text(
     else:
         lines += ["## Test recording", "No labelled test recording was given: no detection metrics.", ""]
     lines += _explainer_section(manifest)
+    lines += _figure_lines()
     parity = manifest.metrics.get("parity", {})
     if parity:
         lines += [
@@ -325,6 +326,17 @@ def _explainer_section(manifest: Manifest) -> list[str]:
     if test:
         lines += ["On the test recording's real faults:", "", *_ranking_table(test), ""]
     return lines
+
+
+def _figure_lines() -> list[str]:
+    """Where the seed's Figures 1 and 2 of this version's graphs come from (`graph_figures`)."""
+    return [
+        "The seed's Figure 1 (the autoencoder) and Figure 2 (self-attention), drawn from this version's "
+        "ONNX graphs with every edge's shape: `python -m factory_anomaly.training.graph_figures "
+        "--model-dir <its model directory> --out <folder>` (for the shipped model, `make figures` writes "
+        "them to [docs/figures](../../../docs/figures.md)).",
+        "",
+    ]
 
 
 def _against(section: dict[str, Any]) -> str:

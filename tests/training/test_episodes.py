@@ -154,6 +154,7 @@ def test_the_manifest_carries_the_rule_and_the_summary_its_facts(trained_small: 
     assert "assumed: the data has no timestamps" in card
     assert "- No jitter channel: off (--alarm-jitter turns it on)." in card
     assert "- Velocity (the process state, on its 8 principal directions, changing over 3 readings" in card
+    assert "`python -m factory_anomaly.training.graph_figures --model-dir" in card  # the seed's figures
     # the test recording replayed as one asset: episodes caught per fault kind, false episodes a day
     section = card.split("### Alarm episodes on the test recording (one asset, in time order)", 1)[1]
     assert "| fault kind | episodes | caught | delay median | delay p90 |" in section
