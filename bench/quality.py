@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,19 @@ from bench.common import (
     rule_of,
     write_results,
 )
-from bench.explanations import explain_set, explanation_tables, read_fault_sensors
 from factory_anomaly.artifact import SCORER_FILE, read_manifest, resolve_current
 from factory_anomaly.training.crossfit import DEFAULT_GAP_FRACTION as CROSSFIT_GAP_FRACTION
 from factory_anomaly.training.crossfit import default_folds
 from factory_anomaly.training.detectors import DETECTORS, cross_fit_detector
 from factory_anomaly.training.episode_quality import channel_evidence, judge_episodes
+from factory_anomaly.training.explanation_quality import (
+    DELETION_KS,
+    GROSS_GOAL,
+    METHODS,
+    METRICS,
+    explain_set,
+    read_fault_sensors,
+)
 from factory_anomaly.training.metrics import binomial_interval, bootstrap_roc_auc, detection_metrics
 from factory_anomaly.training.recalibrate import CHECK_BAND as CALIBRATION_BAND
 from factory_anomaly.training.recalibrate import JUDGED_MIN_EXPECTED
@@ -411,9 +419,9 @@ def evaluate_set(qs: QualitySet, opts: Options) -> dict[str, Any]:
 
 
 def _explanations(qs: QualitySet, opts: Options, run: Trained) -> dict[str, Any]:
-    """Issue 16's explanation measures of ours (`bench.explanations`): rankings where the set labels its
-    fault sensors (the plant's synth run, SMD's published interpretation labels; MVTec has none),
-    deletion and gross outliers on every set."""
+    """Issue 16's explanation measures of ours (`training.explanation_quality`): rankings where the set
+    labels its fault sensors (the plant's synth run, SMD's published interpretation labels; MVTec has
+    none), deletion and gross outliers on every set."""
     labels_path = {
         PLANT: opts.work / PLANT / "test" / "fault_sensors.json",
         "smd": qs.train_path.parent / "test_fault_sensors.json",
@@ -689,6 +697,90 @@ def _variants(specs: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"--variant takes NAME=ARGS, got {spec!r}")
         out[name] = args.split()
     return out
+
+
+# --- the explanation tables (issue 16; measured by training.explanation_quality) -----------------------
+
+
+def _values(by_method: Mapping[str, Any], pick: Any) -> str:
+    """'endpoint / attention / error / pca / random' figures, '-' for a method not measured."""
+    return " / ".join(fmt(pick(by_method[m]) if m in by_method else None, ".2f") for m in METHODS)
+
+
+def ranking_goal(groups: Mapping[str, Mapping[str, Any]]) -> str:
+    """§2's goal on one group: the endpoint at least the best of error and PCA on every metric."""
+    short = []
+    for metric in METRICS:
+        endpoint = groups["endpoint"][metric]
+        best = max(groups["error"][metric], groups["pca"][metric])
+        if _below(endpoint, best):
+            short.append(f"{metric} {endpoint:.3f} < {best:.3f}")
+    return "yes" if not short else "no: " + "; ".join(short)
+
+
+def ranking_rows(set_name: str, rankings: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """One table row per fault kind ("all" first) of one set."""
+    rows = []
+    for group in rankings["endpoint"]:
+        by_method = {m: rankings[m][group] for m in rankings}
+        if by_method["endpoint"]["n_rows_ranked"] == 0:
+            continue
+        cells = [_values(by_method, lambda d, k=metric: d[k]) for metric in METRICS]
+        rows.append([set_name, group, str(by_method["endpoint"]["n_rows_ranked"]), *cells,
+                     ranking_goal(by_method)])  # fmt: skip
+    return rows
+
+
+def deletion_row(set_name: str, d: Mapping[str, Any]) -> list[str]:
+    """One set's score falls per k, with §1's verdict."""
+    falls = d["fall"]
+    ks = sorted(falls["endpoint"], key=int)
+    # k is capped at the number of sensors: say so where it was
+    cells = [("" if k == str(asked) else f"k={k}: ") + _values(falls, lambda f, k=k: f[k])
+             for k, asked in zip(ks, DELETION_KS, strict=False)]  # fmt: skip
+    cells += ["-"] * (len(DELETION_KS) - len(cells))
+    short = [f"k={k} ({fmt(falls['endpoint'][k], '.5f')} < {falls['error'][k]:.5f})"
+             for k in ks if _below(falls["endpoint"][k], falls["error"][k])]  # fmt: skip
+    verdict = "yes" if not short else "no at " + ", ".join(short)
+    return [set_name, f"{d['rows']} ({d['out_of_range_rows']} out of range)", *cells, verdict]
+
+
+def gross_row(set_name: str, g: Mapping[str, Any]) -> list[str]:
+    verdict = "yes" if g["named_first"]["endpoint"] >= GROSS_GOAL else "no"
+    return [set_name, str(g["rows"]), str(g["pushed"]), _values(g["named_first"], float), verdict]
+
+
+def _below(value: float | None, reference: float | None) -> bool:
+    """value < reference beyond float rounding; a missing figure is below any present one."""
+    if reference is None:
+        return False
+    return value is None or value < reference - 1e-12
+
+
+def explanation_tables(sets: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Markdown tables docs/quality.md shows for issue 16 (ours only), as lines."""
+    measured = [(s["set"], s["explanations"]) for s in sets if s.get("explanations")]
+    order = " / ".join(METHODS)
+    lines = []
+    ranked = [row for name, e in measured if e.get("rankings") for row in ranking_rows(name, e["rankings"])]
+    if ranked:
+        header = ["set", "fault kind", "rows", f"HitRate@100 % ({order})", "HitRate@150 %", "NDCG@100 %",
+                  "NDCG@150 %", "endpoint ≥ best of error, PCA"]  # fmt: skip
+        lines += ["### Which sensors the explanation names first: against the labelled fault sensors", "",
+                  markdown_table(header, ranked, left=2), ""]  # fmt: skip
+    deleted = [deletion_row(name, e["deletion"]) for name, e in measured if e.get("deletion")]
+    if deleted:
+        header = ["set", "anomalous rows (of them out of range)",
+                  *(f"top {k} set to median: score fall 1 − new/old ({order})" if i == 0 else f"top {k}"
+                    for i, k in enumerate(DELETION_KS)), "endpoint ≥ error"]  # fmt: skip
+        lines += ["### Faithful by deletion: the top k sensors set to their training median, rescored",
+                  "", markdown_table(header, deleted), ""]  # fmt: skip
+    gross = [gross_row(name, e["gross_outliers"]) for name, e in measured if e.get("gross_outliers")]
+    if gross:
+        header = ["set", "rows", "pushed", f"pushed sensors named first ({order})", "endpoint ≥ 90 %"]
+        lines += ["### Gross outliers: sensors pushed 5 training ranges out, named first?", "",
+                  markdown_table(header, gross), ""]  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

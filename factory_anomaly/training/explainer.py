@@ -94,14 +94,18 @@ class SensorAttentionExplainer(nn.Module):
         h = self.norm(x + self.w_o(alpha @ v))
         return self.pool(h).squeeze(-1), r
 
-    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(attention [N, n], score [N], sensor_error [N, n], expected [N, n]): `expected` is the frozen
+        autoencoder's reconstruction in each sensor's own unit, the value the model expected there (what
+        an operator compares the reading with)."""
         logits, r = self.logits(raw)
         s = self.scorer
         sensor_error = s.sensor_error(r)
         score = s.with_partner(
             (raw - s.mean) / s.scale, aggregate_errors(sensor_error, s.aggregate, s.aggregate_scale)
         )
-        return torch.softmax(logits, dim=-1), score, sensor_error
+        expected = raw + r * s.residual_scale * s.scale
+        return torch.softmax(logits, dim=-1), score, sensor_error, expected
 
 
 # --- fault injection on normal rows -----------------------------------------------------------------------
@@ -240,7 +244,7 @@ def explain_in_batches(
     attention, errors = [], []
     with torch.no_grad():
         for i in range(0, len(raw), batch_size):
-            a, _, e = explainer(
+            a, _, e, _ = explainer(
                 torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32))
             )
             attention.append(a.numpy())

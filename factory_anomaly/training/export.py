@@ -32,7 +32,7 @@ log = logging.getLogger("training.export")
 OPSET = 18
 INPUT_NAME = "readings"
 OUTPUT_NAMES = ("score", "sensor_error")
-EXPLAINER_OUTPUT_NAMES = ("attention", "score", "sensor_error")
+EXPLAINER_OUTPUT_NAMES = ("attention", "score", "sensor_error", "expected")
 BATCH_DIM = "N"
 PARITY_RTOL = 5e-5
 """Largest relative error of `score` (ORT vs torch) an export may show. 1e-5 held while the score was a
@@ -72,6 +72,7 @@ def explainer_graph_spec(n_sensors: int, file: str = EXPLAINER_FILE) -> GraphSpe
             TensorSpec("attention", "float32", (BATCH_DIM, n_sensors)),
             TensorSpec("score", "float32", (BATCH_DIM,)),
             TensorSpec("sensor_error", "float32", (BATCH_DIM, n_sensors)),
+            TensorSpec("expected", "float32", (BATCH_DIM, n_sensors)),
         ),
         opset=OPSET,
     )
@@ -84,7 +85,7 @@ def export_scorer(scorer: AnomalyScorer, path: Path) -> Path:
 
 
 def export_explainer(explainer: SensorAttentionExplainer, path: Path) -> Path:
-    """Write the attention explainer (raw readings → attention, score, sensor_error) at `path`."""
+    """Write the attention explainer (raw readings → attention, score, sensor_error, expected) at `path`."""
     n = int(explainer.scorer.mean.numel())
     return _export(explainer, path, EXPLAINER_OUTPUT_NAMES, explainer_graph_spec(n))
 

@@ -91,8 +91,8 @@ def test_an_explanation_ranks_out_of_range_first_then_by_error(
 ) -> None:
     reading = x[row : row + 1]
     explanation = explain_reading(model, reading, top_k, log_top_k=5)
-    attention, score, sensor_error = (
-        out[0] for out in explainer_reference.run(list(EXPLAINER_OUTPUTS), {"readings": reading})
+    attention, score, sensor_error, expected = (
+        out[0] for out in explainer_reference.run([*EXPLAINER_OUTPUTS, "expected"], {"readings": reading})
     )
     low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
     value = reading[0].astype(np.float64)
@@ -103,7 +103,9 @@ def test_an_explanation_ranks_out_of_range_first_then_by_error(
     assert [s.attention for s in explanation.sensors] == [float(attention[j]) for j in order]
     assert [s.value for s in explanation.sensors] == [float(value[j]) for j in order]
     assert [s.out_of_range for s in explanation.sensors] == pytest.approx([outside[j] for j in order])
-    directions = [None if outside[j] == 0 else ("high" if value[j] > high[j] else "low") for j in order]
+    assert [s.expected for s in explanation.sensors] == [float(expected[j]) for j in order]
+    directions = [("high" if value[j] > high[j] else "low") if outside[j] > 0
+                  else ("high" if value[j] >= expected[j] else "low") for j in order]  # fmt: skip
     assert [s.direction for s in explanation.sensors] == directions
     total = float(np.sum(sensor_error, dtype=np.float64))
     shares = [s.error_share for s in explanation.sensors]
@@ -249,6 +251,7 @@ def _wrong_explainer(path: Path, n: int) -> None:
             helper.make_node("Abs", ["readings"], ["attention"]),
             helper.make_node("ReduceMean", ["readings", "axes"], ["score"], keepdims=0),
             helper.make_node("Identity", ["readings"], ["sensor_error"]),
+            helper.make_node("Identity", ["readings"], ["expected"]),
         ],
         "wrong_explainer",
         [helper.make_tensor_value_info("readings", floats, ["N", n])],
@@ -256,6 +259,7 @@ def _wrong_explainer(path: Path, n: int) -> None:
             helper.make_tensor_value_info("attention", floats, ["N", n]),
             helper.make_tensor_value_info("score", floats, ["N"]),
             helper.make_tensor_value_info("sensor_error", floats, ["N", n]),
+            helper.make_tensor_value_info("expected", floats, ["N", n]),
         ],
         initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
     )
@@ -275,3 +279,26 @@ def test_an_explainer_whose_attention_is_not_a_distribution_fails_the_warm_up(
         load_model(version, Settings())
     assert caught.value.code == "warmup_failed"
     assert caught.value.message.startswith("explainer.onnx: warm-up on 1 rows gave attention rows summing")
+
+
+def test_an_explainer_from_before_the_expected_output_still_explains(
+    trained_small: Path, tmp_path: Path, manifest: Manifest
+) -> None:
+    """Versions exported before `expected` was an output load and explain as before: no expected value,
+    and a direction only where the reading is out of its range."""
+    version = copy_version(trained_small, tmp_path)
+    graph = onnx.load(str(version / "explainer.onnx"))
+    kept = [o for o in graph.graph.output if o.name != "expected"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, str(version / "explainer.onnx"))
+    data = json.loads((version / "manifest.json").read_text())
+    outputs = data["graphs"]["explainer"]["outputs"]
+    data["graphs"]["explainer"]["outputs"] = [o for o in outputs if o["name"] != "expected"]
+    (version / "manifest.json").write_text(json.dumps(data))
+    rehash(version)
+    loaded = load_model(version, Settings(provider="cpu"))
+    explanation = explain_reading(loaded, anomalous(manifest)[None], N, log_top_k=5)
+    assert all(s.expected is None for s in explanation.sensors)
+    assert [s.direction for s in explanation.sensors[:3]] == ["high"] * 3  # the pushed sensors, out of range
+    assert all(s.direction is None for s in explanation.sensors if s.out_of_range == 0)

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.explanations import (
+from bench.quality import SHARED_DATA, explanation_tables
+from factory_anomaly.plant.synthetic import Plant, Run
+from factory_anomaly.training.explanation_quality import (
     METHODS,
     Version,
     descending,
     explain_set,
-    explanation_tables,
     gross_outliers,
     named_first,
     open_version,
@@ -24,8 +25,6 @@ from bench.explanations import (
     score_fall,
     with_median,
 )
-from bench.quality import SHARED_DATA
-from factory_anomaly.plant.synthetic import Plant, Run
 from factory_anomaly.training.metrics import ranking_metrics
 
 SMD_SET = "smd-machine-1-7"

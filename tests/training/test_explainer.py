@@ -30,8 +30,11 @@ def test_attention_is_a_distribution_and_scores_match_the_scorer(trained_small: 
     explainer = SensorAttentionExplainer(scorer).eval()
     x = torch.from_numpy(small_plant.simulate(50, seed=8, anomaly_rate=0.3).values)
     with torch.no_grad():
-        attention, score, sensor_error = explainer(x)
+        attention, score, sensor_error, expected = explainer(x)
         want_score, want_error = scorer(x)
+        z = (x - scorer.mean) / scorer.scale
+        reconstruction = scorer.autoencoder(z) * scorer.scale + scorer.mean  # in the sensors' units
+    torch.testing.assert_close(expected, reconstruction, rtol=1e-4, atol=1e-3)
     assert attention.shape == x.shape and (attention >= 0).all()
     torch.testing.assert_close(attention.sum(dim=1), torch.ones(len(x)))
     torch.testing.assert_close(score, want_score)
@@ -68,11 +71,14 @@ def test_trained_attention_points_at_injected_faults(trained_small: Path) -> Non
 def test_explainer_graph_matches_torch(trained_small: Path, small_plant) -> None:
     manifest = verify_artifact(trained_small)
     assert manifest.graphs["explainer"].file == "explainer.onnx" and "explainer.onnx" in manifest.files
-    assert [t.name for t in manifest.graphs["explainer"].outputs] == ["attention", "score", "sensor_error"]
+    outputs = ["attention", "score", "sensor_error", "expected"]
+    assert [t.name for t in manifest.graphs["explainer"].outputs] == outputs
     assert manifest.metrics["explainer_parity"]["score_max_rel_error"] <= PARITY_RTOL
     session = ort.InferenceSession(str(trained_small / "explainer.onnx"), providers=["CPUExecutionProvider"])
     x = small_plant.simulate(200, seed=12, anomaly_rate=0.3).values
-    attention, score, sensor_error = session.run(None, {"readings": x})
+    attention, score, sensor_error, expected = session.run(None, {"readings": x})
+    assert manifest.metrics["explainer_parity"]["expected_max_rel_error"] <= 1e-4
+    assert expected.shape == x.shape and np.isfinite(expected).all()
     scorer_score, _ = ort.InferenceSession(
         str(trained_small / "model.onnx"), providers=["CPUExecutionProvider"]
     ).run(None, {"readings": x})

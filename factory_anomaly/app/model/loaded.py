@@ -32,9 +32,10 @@ from factory_anomaly.artifact import EXPLAINER, Manifest
 SCORE_OUTPUT = "score"
 SENSOR_ERROR_OUTPUT = "sensor_error"
 ATTENTION_OUTPUT = "attention"
+EXPECTED_OUTPUT = "expected"  # explainers exported since 2026-11-27: the reconstruction in sensor units
 OUTPUTS = (SCORE_OUTPUT, SENSOR_ERROR_OUTPUT)
 EXPLAINER_OUTPUTS = (ATTENTION_OUTPUT, SCORE_OUTPUT, SENSOR_ERROR_OUTPUT)
-OUTPUT_RANKS = {ATTENTION_OUTPUT: 2, SCORE_OUTPUT: 1, SENSOR_ERROR_OUTPUT: 2}  # [N, n] or [N]
+OUTPUT_RANKS = {ATTENTION_OUTPUT: 2, SCORE_OUTPUT: 1, SENSOR_ERROR_OUTPUT: 2, EXPECTED_OUTPUT: 2}
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,29 @@ class LoadedModel:
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """x float32 [N, n_sensors] -> the explainer graph's (attention float32 [N, n_sensors], score
         float32 [N], sensor_error float32 [N, n_sensors]); `explainer_unavailable` without an explainer."""
+        attention, score, sensor_error, _ = self.explain_with_expected(x)
+        return attention, score, sensor_error
+
+    def explain_with_expected(
+        self, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """`explain`'s outputs and, from the same graph run, `expected` float32 [N, n_sensors] (the model's
+        reconstruction in sensor units), or None for an explainer exported before it had that output."""
         session = self.require_explainer()
         self._check_input(x)
         input_name = self.manifest.graphs[EXPLAINER].inputs[0].name  # checked against the session at load
-        attention, score, sensor_error = session.run(list(EXPLAINER_OUTPUTS), {input_name: x})
-        return attention, score, sensor_error
+        if not self._explainer_has_expected:
+            attention, score, sensor_error = session.run(list(EXPLAINER_OUTPUTS), {input_name: x})
+            return attention, score, sensor_error, None
+        attention, score, sensor_error, expected = session.run(
+            [*EXPLAINER_OUTPUTS, EXPECTED_OUTPUT], {input_name: x}
+        )
+        return attention, score, sensor_error, expected
+
+    @cached_property
+    def _explainer_has_expected(self) -> bool:
+        spec = self.manifest.graphs.get(EXPLAINER)
+        return spec is not None and any(t.name == EXPECTED_OUTPUT for t in spec.outputs)
 
     @cached_property
     def _training_range(self) -> tuple[np.ndarray, np.ndarray]:

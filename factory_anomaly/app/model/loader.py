@@ -21,6 +21,7 @@ import onnxruntime as ort
 from factory_anomaly.app.config import Settings
 from factory_anomaly.app.errors import ErrorCode
 from factory_anomaly.app.model.loaded import (
+    EXPECTED_OUTPUT,
     EXPLAINER_OUTPUTS,
     OUTPUT_RANKS,
     OUTPUTS,
@@ -88,7 +89,10 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     _check_contract(spec, manifest.n_sensors, SCORER, OUTPUTS)
     explainer_spec = manifest.graphs.get(EXPLAINER)
     if explainer_spec is not None:
-        _check_contract(explainer_spec, manifest.n_sensors, EXPLAINER, EXPLAINER_OUTPUTS)
+        optional = (
+            (EXPECTED_OUTPUT,) if any(t.name == EXPECTED_OUTPUT for t in explainer_spec.outputs) else ()
+        )
+        _check_contract(explainer_spec, manifest.n_sensors, EXPLAINER, (*EXPLAINER_OUTPUTS, *optional))
     providers = select_providers(settings.provider, ort.get_available_providers())
     options = _session_options(settings)
     session, used = _open_session(version_dir, manifest, spec, options, providers, settings)

@@ -13,8 +13,11 @@ Per sensor:
                 the sensor's share of the reconstruction error, in [0, 1]; None when the sum is not finite
                 and positive (a reading that overflows inside the graph)
   value         the reading's value, as sent
+  expected      the value the model expected there: its reconstruction in the sensor's unit (None for an
+                explainer exported before the graph had that output)
   out_of_range  how far outside its training range [sensor_low, sensor_high], in ranges (0 inside)
-  direction     "high" above the range, "low" below it, None inside
+  direction     "high" or "low": against the training range when outside it, else against `expected`;
+                None inside the range when there is no expected value
 Sensors are listed in the operator's order (`factory_anomaly.explain.ranking`): out of range first, then
 by error; attention is reported beside it, not used to order.
 """
@@ -38,6 +41,7 @@ class SensorBlame:
     attention: float  # a float32 value
     error_share: float | None
     value: float
+    expected: float | None
     out_of_range: float  # in training ranges; 0 inside
     direction: str | None  # "high", "low", or None inside the range
 
@@ -66,7 +70,7 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     if len(x) != 1:
         raise ValueError(f"explain_reading takes one reading, got {len(x)} rows")
     started = time.perf_counter()
-    attention, scores, sensor_error = model.explain(x)
+    attention, scores, sensor_error, expected = model.explain_with_expected(x)
     assessment = model.assess_outputs(scores, sensor_error, log_top_k, time.perf_counter() - started)
     errors = sensor_error[0]
     total = float(np.sum(errors, dtype=np.float64))
@@ -77,7 +81,11 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     sensors = []
     for j in order_sensors(reading, errors, low, high, top_k).tolist():
         share = float(errors[j]) / total if usable else math.nan
-        direction = None if excess[j] == 0 else ("high" if reading[j] > high[j] else "low")
+        guess = None if expected is None else float(expected[0, j])
+        if excess[j] > 0:
+            direction: str | None = "high" if reading[j] > high[j] else "low"
+        else:
+            direction = None if guess is None else ("high" if reading[j] >= guess else "low")
         sensors.append(
             SensorBlame(
                 index=j,
@@ -85,6 +93,7 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
                 attention=float(attention[0, j]),
                 error_share=share if math.isfinite(share) else None,
                 value=float(reading[j]),
+                expected=guess,
                 out_of_range=float(excess[j]),
                 direction=direction,
             )

@@ -71,6 +71,7 @@ def explain_answer(model: LoadedModel, readings: Readings, explanation: Explanat
                 "attention": finite_or_none(sensor.attention),
                 "error_share": sensor.error_share,
                 "value": finite_or_none(sensor.value),
+                "expected": None if sensor.expected is None else finite_or_none(sensor.expected),
                 "out_of_range": finite_or_none(sensor.out_of_range),
                 "direction": sensor.direction,
             }

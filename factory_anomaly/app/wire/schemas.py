@@ -189,12 +189,18 @@ class SensorExplanation(BaseModel):
         "of the reconstruction error); null when that sum is not finite and positive."
     )
     value: float | None = Field(description="The reading's value for this sensor, as sent.")
+    expected: float | None = Field(
+        None,
+        description="The value the model expected: its reconstruction of the reading, in the sensor's unit; "
+        "null for a version whose explainer predates it (retrain, or add an explainer, to get it).",
+    )
     out_of_range: float | None = Field(
         description="How far the value lies outside the sensor's training range [sensor_low, sensor_high] "
         "of /v1/model, in training ranges: 0 inside, 2.5 = two and a half ranges beyond its edge."
     )
     direction: Literal["high", "low"] | None = Field(
-        description="'high' above the training range, 'low' below it, null inside."
+        description="'high' or 'low': against the training range when the value lies outside it, else "
+        "against `expected`; null inside the range when there is no expected value."
     )
 
 

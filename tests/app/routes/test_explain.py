@@ -39,8 +39,8 @@ def expected_explanation(
     reference: ort.InferenceSession, manifest: Manifest, x: np.ndarray, top_k: int
 ) -> tuple[np.float32, list[dict[str, Any]]]:
     """The score and the `top_k` sensors as the contract defines them, from onnxruntime directly."""
-    attention, score, sensor_error = (
-        out[0] for out in reference.run(list(EXPLAINER_OUTPUTS), {"readings": x[None]})
+    attention, score, sensor_error, expected = (
+        out[0] for out in reference.run([*EXPLAINER_OUTPUTS, "expected"], {"readings": x[None]})
     )
     low, high = np.asarray(manifest.sensor_low), np.asarray(manifest.sensor_high)
     value = x.astype(np.float64)
@@ -55,8 +55,11 @@ def expected_explanation(
             "attention": float(attention[j]),
             "error_share": float(sensor_error[j]) / total,
             "value": float(value[j]),
+            "expected": float(expected[j]),
             "out_of_range": float(outside[j]),
-            "direction": None if outside[j] == 0 else ("high" if value[j] > high[j] else "low"),
+            "direction": ("high" if value[j] > high[j] else "low")
+            if outside[j] > 0
+            else ("high" if value[j] >= expected[j] else "low"),
         }
         for j in order
     ]

@@ -1,5 +1,5 @@
-"""Do the sensors an explanation names first carry the anomaly? Issue 16 §1-§2, measured per set for
-`make quality` on a published version, with numpy and onnxruntime only.
+"""Do the sensors an explanation names first carry the anomaly? Issue 16 §1-§2, measured on a published
+version with numpy and onnxruntime only (`make quality` runs it per set and prints the tables).
 
 Methods, each a full order of a reading's sensors (first = blamed most):
   endpoint   what /v1/explain answers with (`explain.ranking.order_rows`): out of the training range
@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import fmt, markdown_table
 from factory_anomaly.artifact import BASELINE_FILE, EXPLAINER, SCORER, read_manifest
 from factory_anomaly.explain.ranking import order_rows, out_of_range
 from factory_anomaly.training.baseline import PCABaseline
@@ -257,87 +256,3 @@ def explain_set(
     out["deletion"] = deletion(version, test, labels, np.median(train, axis=0), seed)
     out["gross_outliers"] = gross_outliers(version, test, labels, seed)
     return out
-
-
-# --- the report -------------------------------------------------------------------------------------------
-
-
-def _values(by_method: Mapping[str, Any], pick: Any) -> str:
-    """'endpoint / attention / error / pca / random' figures, '-' for a method not measured."""
-    return " / ".join(fmt(pick(by_method[m]) if m in by_method else None, ".2f") for m in METHODS)
-
-
-def ranking_goal(groups: Mapping[str, Mapping[str, Any]]) -> str:
-    """§2's goal on one group: the endpoint at least the best of error and PCA on every metric."""
-    short = []
-    for metric in METRICS:
-        endpoint = groups["endpoint"][metric]
-        best = max(groups["error"][metric], groups["pca"][metric])
-        if _below(endpoint, best):
-            short.append(f"{metric} {endpoint:.3f} < {best:.3f}")
-    return "yes" if not short else "no: " + "; ".join(short)
-
-
-def ranking_rows(set_name: str, rankings: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    """One table row per fault kind ("all" first) of one set."""
-    rows = []
-    for group in rankings["endpoint"]:
-        by_method = {m: rankings[m][group] for m in rankings}
-        if by_method["endpoint"]["n_rows_ranked"] == 0:
-            continue
-        cells = [_values(by_method, lambda d, k=metric: d[k]) for metric in METRICS]
-        rows.append([set_name, group, str(by_method["endpoint"]["n_rows_ranked"]), *cells,
-                     ranking_goal(by_method)])  # fmt: skip
-    return rows
-
-
-def deletion_row(set_name: str, d: Mapping[str, Any]) -> list[str]:
-    """One set's score falls per k, with §1's verdict."""
-    falls = d["fall"]
-    ks = sorted(falls["endpoint"], key=int)
-    # k is capped at the number of sensors: say so where it was
-    cells = [("" if k == str(asked) else f"k={k}: ") + _values(falls, lambda f, k=k: f[k])
-             for k, asked in zip(ks, DELETION_KS, strict=False)]  # fmt: skip
-    cells += ["-"] * (len(DELETION_KS) - len(cells))
-    short = [f"k={k} ({fmt(falls['endpoint'][k], '.5f')} < {falls['error'][k]:.5f})"
-             for k in ks if _below(falls["endpoint"][k], falls["error"][k])]  # fmt: skip
-    verdict = "yes" if not short else "no at " + ", ".join(short)
-    return [set_name, f"{d['rows']} ({d['out_of_range_rows']} out of range)", *cells, verdict]
-
-
-def gross_row(set_name: str, g: Mapping[str, Any]) -> list[str]:
-    verdict = "yes" if g["named_first"]["endpoint"] >= GROSS_GOAL else "no"
-    return [set_name, str(g["rows"]), str(g["pushed"]), _values(g["named_first"], float), verdict]
-
-
-def _below(value: float | None, reference: float | None) -> bool:
-    """value < reference beyond float rounding; a missing figure is below any present one."""
-    if reference is None:
-        return False
-    return value is None or value < reference - 1e-12
-
-
-def explanation_tables(sets: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The Markdown tables docs/quality.md shows for issue 16 (ours only), as lines."""
-    measured = [(s["set"], s["explanations"]) for s in sets if s.get("explanations")]
-    order = " / ".join(METHODS)
-    lines = []
-    ranked = [row for name, e in measured if e.get("rankings") for row in ranking_rows(name, e["rankings"])]
-    if ranked:
-        header = ["set", "fault kind", "rows", f"HitRate@100 % ({order})", "HitRate@150 %", "NDCG@100 %",
-                  "NDCG@150 %", "endpoint ≥ best of error, PCA"]  # fmt: skip
-        lines += ["### Which sensors the explanation names first: against the labelled fault sensors", "",
-                  markdown_table(header, ranked, left=2), ""]  # fmt: skip
-    deleted = [deletion_row(name, e["deletion"]) for name, e in measured if e.get("deletion")]
-    if deleted:
-        header = ["set", "anomalous rows (of them out of range)",
-                  *(f"top {k} set to median: score fall 1 − new/old ({order})" if i == 0 else f"top {k}"
-                    for i, k in enumerate(DELETION_KS)), "endpoint ≥ error"]  # fmt: skip
-        lines += ["### Faithful by deletion: the top k sensors set to their training median, rescored",
-                  "", markdown_table(header, deleted), ""]  # fmt: skip
-    gross = [gross_row(name, e["gross_outliers"]) for name, e in measured if e.get("gross_outliers")]
-    if gross:
-        header = ["set", "rows", "pushed", f"pushed sensors named first ({order})", "endpoint ≥ 90 %"]
-        lines += ["### Gross outliers: sensors pushed 5 training ranges out, named first?", "",
-                  markdown_table(header, gross), ""]  # fmt: skip
-    return lines
