@@ -742,7 +742,8 @@ def deletion_row(set_name: str, d: Mapping[str, Any]) -> list[str]:
     short = [f"k={k} ({fmt(falls['endpoint'][k], '.5f')} < {falls['error'][k]:.5f})"
              for k in ks if _below(falls["endpoint"][k], falls["error"][k])]  # fmt: skip
     verdict = "yes" if not short else "no at " + ", ".join(short)
-    return [set_name, f"{d['rows']} ({d['out_of_range_rows']} out of range)", *cells, verdict]
+    by = d.get("replacement", "training median")
+    return [set_name, f"{d['rows']} ({d['out_of_range_rows']} out of range); by {by}", *cells, verdict]
 
 
 def gross_row(set_name: str, g: Mapping[str, Any]) -> list[str]:
@@ -771,9 +772,10 @@ def explanation_tables(sets: Sequence[Mapping[str, Any]]) -> list[str]:
     deleted = [deletion_row(name, e["deletion"]) for name, e in measured if e.get("deletion")]
     if deleted:
         header = ["set", "anomalous rows (of them out of range)",
-                  *(f"top {k} set to median: score fall 1 − new/old ({order})" if i == 0 else f"top {k}"
+                  *(f"top {k} replaced: score fall 1 − new/old ({order})" if i == 0 else f"top {k}"
                     for i, k in enumerate(DELETION_KS)), "endpoint ≥ error"]  # fmt: skip
-        lines += ["### Faithful by deletion: the top k sensors set to their training median, rescored",
+        lines += ["### Faithful by deletion: the top k sensors replaced (by the value the model expected, "
+                  "else their training median), rescored",
                   "", markdown_table(header, deleted), ""]  # fmt: skip
     gross = [gross_row(name, e["gross_outliers"]) for name, e in measured if e.get("gross_outliers")]
     if gross:

@@ -142,11 +142,14 @@ def ranking_quality(
     return ranking_by_kind(scores, local, kinds)
 
 
-def with_median(rows: np.ndarray, order: np.ndarray, k: int, median: np.ndarray) -> np.ndarray:
-    """Rows [N, n] with each row's first k sensors of `order` set to their training median."""
+def with_reference(rows: np.ndarray, order: np.ndarray, k: int, reference: np.ndarray) -> np.ndarray:
+    """Rows [N, n] with each row's first k sensors of `order` set to their `reference`: one value per
+    sensor [n] (the training median) or per row and sensor [N, n] (the value the model expected)."""
     out = np.array(rows, dtype=np.float32)
     top = order[:, :k]
-    np.put_along_axis(out, top, median.astype(np.float32)[top], axis=1)
+    ref = np.asarray(reference, dtype=np.float32)
+    values = ref[top] if ref.ndim == 1 else np.take_along_axis(ref, top, axis=1)
+    np.put_along_axis(out, top, values, axis=1)
     return out
 
 
@@ -154,11 +157,11 @@ def score_fall(
     version: Version,
     rows: np.ndarray,
     orders: Mapping[str, np.ndarray],
-    median: np.ndarray,
+    reference: np.ndarray,
     ks: Sequence[int] = DELETION_KS,
 ) -> dict[str, dict[str, float | None]]:
-    """Method -> {k: mean over rows of 1 − score(first k sensors set to median) / score(row)}, k capped
-    at n; rows whose own score is not finite and positive are left out (there is no fall to measure)."""
+    """Method -> {k: mean over rows of 1 − score(first k sensors set to their reference) / score(row)},
+    k capped at n; rows whose own score is not finite and positive are left out (no fall to measure)."""
     before = run_graph(version.scorer, "score", rows)
     usable = np.isfinite(before) & (before > 0)
     capped = sorted({min(k, rows.shape[1]) for k in ks})
@@ -166,7 +169,8 @@ def score_fall(
     for method, order in orders.items():
         out[method] = {str(k): None for k in capped}
         for k in capped if usable.any() else ():
-            after = run_graph(version.scorer, "score", with_median(rows[usable], order[usable], k, median))
+            replaced = with_reference(rows[usable], order[usable], k, _usable_rows(reference, usable))
+            after = run_graph(version.scorer, "score", replaced)
             out[method][str(k)] = float(np.mean(1.0 - after / before[usable]))
     return out
 
@@ -207,10 +211,26 @@ def deletion(
     if rows.size == 0:
         return None
     x = test[rows]
-    fall = score_fall(version, x, method_orders(version, x, seed), median)
+    # the value the model expected, where the explainer graph outputs it: the normal value for the row's
+    # own operating state; else the training median, which can itself be abnormal in a mode
+    expected = _expected(version, x)
+    reference, replacement = (median, "training median") if expected is None else (expected, "expected")
+    fall = score_fall(version, x, method_orders(version, x, seed), reference)
     # the endpoint's order differs from the error ranking's only on these rows
     outside = int(np.count_nonzero(out_of_range(x, version.low, version.high).any(axis=1)))
-    return {"rows": int(rows.size), "out_of_range_rows": outside, "fall": fall}
+    return {"rows": int(rows.size), "out_of_range_rows": outside, "replacement": replacement, "fall": fall}
+
+
+def _expected(version: Version, rows: np.ndarray) -> np.ndarray | None:
+    """float64 [N, n]: the explainer graph's `expected` output, or None without one."""
+    explainer = version.explainer
+    if explainer is None or "expected" not in {o.name for o in explainer.get_outputs()}:
+        return None
+    return run_graph(explainer, "expected", rows)
+
+
+def _usable_rows(reference: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    return reference if np.ndim(reference) == 1 else reference[usable]
 
 
 def gross_outliers(

@@ -23,7 +23,7 @@ from factory_anomaly.training.explanation_quality import (
     ranking_quality,
     read_fault_sensors,
     score_fall,
-    with_median,
+    with_reference,
 )
 from factory_anomaly.training.metrics import ranking_metrics
 
@@ -61,13 +61,16 @@ def test_a_non_finite_value_ranks_first_as_the_endpoint_counts_it() -> None:
     assert descending(np.array([[0.1, np.nan, 0.5, 0.5]])).tolist() == [[1, 2, 3, 0]]
 
 
-def test_with_median_sets_only_each_rows_first_k_sensors() -> None:
+def test_with_reference_sets_only_each_rows_first_k_sensors() -> None:
     rows = np.arange(12, dtype=np.float32).reshape(3, 4)
     order = np.array([[3, 0, 1, 2], [1, 2, 3, 0], [0, 1, 2, 3]])
     median = np.array([-1.0, -2.0, -3.0, -4.0])
-    out = with_median(rows, order, 2, median)
+    out = with_reference(rows, order, 2, median)
     np.testing.assert_array_equal(out, [[-1, 1, 2, -4], [4, -2, -3, 7], [-1, -2, 10, 11]])
     np.testing.assert_array_equal(rows[0], [0, 1, 2, 3])  # the input is left alone
+    expected = -rows  # a value per row and sensor: what the model expected there
+    out = with_reference(rows, order, 1, expected)
+    np.testing.assert_array_equal(out, [[0, 1, 2, -3], [4, -5, 6, 7], [-8, 9, 10, 11]])
 
 
 def test_pushed_sensors_land_far_outside_their_training_range() -> None:
@@ -151,6 +154,7 @@ def test_explain_set_measures_every_method_and_renders_the_goals(
     assert set(e["rankings"]) == set(METHODS)  # trained_small has an explainer: attention too
     assert e["ranked_rows"] == len(test_run.fault_sensors)
     assert "all" in e["rankings"]["endpoint"] and len(e["rankings"]["endpoint"]) > 2  # per fault kind
+    assert e["deletion"]["replacement"] == "expected"  # the small model's explainer outputs it
     assert set(e["deletion"]["fall"]) == set(METHODS)
     assert set(e["deletion"]["fall"]["error"]) == {"1", "3", "5"}
     assert e["deletion"]["rows"] == int(test_run.labels.sum())
