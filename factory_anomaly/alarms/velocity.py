@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,15 @@ class VelocitySpec:
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """float64 [..., components]: the state of readings [..., n]."""
-        return ((np.asarray(x, dtype=np.float64) - self.center) / self.scale) @ self.directions.T
+        weights, offset = self._projection
+        return np.asarray(x, dtype=np.float64) @ weights - offset
+
+    @cached_property
+    def _projection(self) -> tuple[np.ndarray, np.ndarray]:
+        """((directions / scale)ᵀ [n, components], center's projection [components]): the standardisation
+        folded into the directions once, so a reading costs one matrix-vector product."""
+        weights = (self.directions / self.scale).T
+        return weights, self.center @ weights
 
     def distance(self, change: np.ndarray) -> np.ndarray:
         """float64 [...]: squared Mahalanobis distance of state changes [..., components] from normal."""

@@ -39,9 +39,13 @@ def order_sensors(
     x: np.ndarray, sensor_error: np.ndarray, low: np.ndarray, high: np.ndarray, top_k: int | None = None
 ) -> np.ndarray:
     """int [top_k] (all sensors when None): one reading's sensors [n] in the operator's order: out of
-    range first, furthest out first; then by sensor_error, largest first; ties by index. A NaN or
+    range first, furthest first; then by sensor_error, largest first; ties by index. A NaN or
     infinite error counts as the largest."""
-    excess = out_of_range(x, low, high)
+    return order_by_excess(out_of_range(x, low, high), sensor_error, top_k)
+
+
+def order_by_excess(excess: np.ndarray, sensor_error: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """`order_sensors` from the reading's `out_of_range` [n], for a caller that reports it too."""
     error = np.nan_to_num(np.asarray(sensor_error, dtype=np.float64), nan=np.inf)
     order = np.lexsort((np.arange(excess.size), -error, -excess))
     return order if top_k is None else order[:top_k]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factory_anomaly.app.model import Assessment, LoadedModel
-from factory_anomaly.explain.ranking import order_sensors, out_of_range
+from factory_anomaly.explain.ranking import order_by_excess, out_of_range
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     reading = x[0].astype(np.float64)
     excess = out_of_range(reading, low, high)
     sensors = []
-    for j in order_sensors(reading, errors, low, high, top_k).tolist():
+    for j in order_by_excess(excess, errors, top_k).tolist():
         share = float(errors[j]) / total if usable else math.nan
         guess = None if expected is None else float(expected[0, j])
         if excess[j] > 0:
