@@ -134,7 +134,8 @@ model: $(DEV_STAMP)
 	$(PY) -m factory_anomaly.training synth --out $(MODEL_DATA)/test --rows 20000 --seed 2 --formats npz -q
 	$(PY) -m factory_anomaly.training train --data $(MODEL_DATA)/train/readings.npz --out model_store/factory-ae --seed 0 \
 		--test-data $(MODEL_DATA)/test/readings.npz --test-labels $(MODEL_DATA)/test/labels.csv \
-		--test-fault-sensors $(MODEL_DATA)/test/fault_sensors.json --no-progress
+		--test-fault-sensors $(MODEL_DATA)/test/fault_sensors.json --sensor-units $(MODEL_DATA)/train/sensors.json \
+		--no-progress
 
 # The seed's Figure 1 (the autoencoder) and Figure 2 (self-attention) drawn from the served version's ONNX
 # graphs (model_store/factory-ae/CURRENT, read when it runs), every edge labelled with the shape ONNX infers:

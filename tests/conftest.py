@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,14 +52,18 @@ def small_config() -> TrainConfig:
 @pytest.fixture(scope="session")
 def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) -> Path:
     """A real training run on 20 000 readings of the small plant (10 % labelled faults), published as a
-    version of `<store>/small-ae` with a model card evaluated on a separate labelled test recording."""
+    version of `<store>/small-ae` with a model card evaluated on a separate labelled test recording, and
+    the units its sensors.json names for every sensor but the first (so both cases are served)."""
     directory = tmp_path_factory.mktemp("data")
     from factory_anomaly.plant.synthetic import write_run
+    from factory_anomaly.training.data import load_sensor_units
     from factory_anomaly.training.evaluate import TestRecording
     from factory_anomaly.training.train import train
 
     run = small_plant.simulate(TRAINED_ROWS, seed=1, anomaly_rate=0.1)
     paths = write_run(small_plant, run, directory / "train", formats=("npz",))
+    records = json.loads(paths["sensors"].read_text())[1:]
+    (directory / "units.json").write_text(json.dumps({r["name"]: r["unit"] for r in records}))
     data = Dataset(run.values, small_plant.sensor_names, labels=run.labels, source=paths["npz"])
     test_paths = write_run(
         small_plant,
@@ -68,7 +73,8 @@ def trained_small(tmp_path_factory: pytest.TempPathFactory, small_plant: Plant) 
     )
     test = TestRecording(test_paths["npz"], test_paths["labels"], test_paths["fault_sensors"])
     store = tmp_path_factory.mktemp("store")
-    return train(data, store / "small-ae", SMALL_CONFIG, test=test)
+    units = load_sensor_units(directory / "units.json", small_plant.sensor_names)
+    return train(data, store / "small-ae", SMALL_CONFIG, test=test, sensor_units=units)
 
 
 @pytest.fixture(scope="session")

@@ -52,29 +52,36 @@ class Episode:
     _names: dict[int, str] = field(default_factory=dict)
     _named: dict[int, int] = field(default_factory=dict)  # sensor index -> readings that named it
     _first: dict[int, float] = field(default_factory=dict)  # sensor index -> when a reading first named it
+    _how: dict[int, str] = field(default_factory=dict)  # sensor index -> "flat" / "noisy" (first channel)
     _counted_at: dict[int, int] = field(default_factory=dict, repr=False, compare=False)  # its last reading
     # the answer of top_sensors() until the sums change: every reading's answer shows it, and ranking a
     # long episode's sums for each one was most of the alarm path's cost (docs/benchmarks.md)
     _top: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
-    def note_sensors(self, shares: Sequence[tuple[int, str, float]], ts: float | None = None) -> None:
+    def note_sensors(
+        self, shares: Sequence[tuple[int, str, float]], ts: float | None = None, how: str | None = None
+    ) -> None:
         """Add one reading's named sensors (index, name, share). With `ts`, the reading's time: each sensor
         counts once per reading (the episode's reading count tells readings apart, however many channels
-        name the sensor) and its first mention is dated."""
+        name the sensor) and its first mention is dated. `how`: what the channel that named them saw
+        ("flat" from the stuck channel, "noisy" from jitter), kept from the first such channel."""
         for index, name, share in shares:
             self._shares[index] = self._shares.get(index, 0.0) + share
             self._names[index] = name
+            if how is not None:
+                self._how.setdefault(index, how)
             if ts is not None and self._counted_at.get(index) != self.readings:
                 self._named[index] = self._named.get(index, 0) + 1
                 self._counted_at[index] = self.readings
                 self._first.setdefault(index, ts)
             self._top = None
 
-    def sensor_sums(self) -> list[tuple[int, str, float, int, float | None]]:
-        """Every sensor's summed share, the readings that named it and when first (for the journal),
-        largest share first."""
+    def sensor_sums(self) -> list[tuple[int, str, float, int, float | None, str | None]]:
+        """Every sensor's summed share, the readings that named it, when first and how ("flat", "noisy"
+        or None; for the journal), largest share first."""
         ranked = sorted(self._shares.items(), key=lambda item: (-item[1], item[0]))
-        return [(i, self._names[i], v, self._named.get(i, 0), self._first.get(i)) for i, v in ranked]
+        return [(i, self._names[i], v, self._named.get(i, 0), self._first.get(i), self._how.get(i))
+                for i, v in ranked]  # fmt: skip
 
     def restore_sensors(self, sums: Sequence[Sequence[Any]]) -> None:
         """Back from `sensor_sums` (the journal; entries written before the counts and times have neither)."""
@@ -82,19 +89,21 @@ class Episode:
         self._names = {int(entry[0]): str(entry[1]) for entry in sums}
         self._named = {int(entry[0]): int(entry[3]) for entry in sums if len(entry) > 3}
         self._first = {int(e[0]): float(e[4]) for e in sums if len(e) > 4 and e[4] is not None}
+        self._how = {int(e[0]): str(e[5]) for e in sums if len(e) > 5 and e[5] is not None}
         self._top = None
 
     def top_sensors(self, k: int = TOP_SENSORS) -> list[dict[str, Any]]:
         """The sensors that carried most of the error over the episode's readings above the level, each
-        with its share of the total (the same order as `sensor_sums`), how many of those readings named it
-        and when the first did: which sensors, how consistently, since when."""
+        with its share of the total (the same order as `sensor_sums`), how many of those readings named it,
+        when the first did and, where a channel saw it, its direction ("flat": frozen, "noisy": jitter):
+        which sensors, how consistently, since when, what they did."""
         if k == TOP_SENSORS and self._top is not None:
             return [dict(entry) for entry in self._top]
         total = sum(self._shares.values())
         ranked = heapq.nsmallest(k, self._shares.items(), key=lambda item: (-item[1], item[0]))
         top = [
             {"index": i, "name": self._names[i], "share": round(v / total, 4) if total > 0 else 0.0,
-             "readings": self._named.get(i, 0), "since": self._first.get(i)}
+             "readings": self._named.get(i, 0), "since": self._first.get(i), "direction": self._how.get(i)}
             for i, v in ranked
         ]  # fmt: skip
         if k == TOP_SENSORS:
@@ -223,8 +232,8 @@ class AssetAlarm:
             if over:
                 episode.peak_score = max(episode.peak_score, score) if score == score else float("nan")
                 episode.note_sensors(shares, ts)
-                episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck], ts)
-                episode.note_sensors([(i, name, 1.0 / len(jitter)) for i, name, _ in jitter], ts)
+                episode.note_sensors([(i, name, 1.0 / len(stuck)) for i, name, _ in stuck], ts, "flat")
+                episode.note_sensors([(i, name, 1.0 / len(jitter)) for i, name, _ in jitter], ts, "noisy")
                 ranks = len(velocity) * (len(velocity) + 1) / 2  # moved most first: shares by rank
                 episode.note_sensors([(i, name, (len(velocity) - r) / ranks)
                                       for r, (i, name, _) in enumerate(velocity)], ts)  # fmt: skip

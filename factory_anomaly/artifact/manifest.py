@@ -181,6 +181,8 @@ class Manifest:
     library_versions: dict[StrictStr, StrictStr]
     metrics: dict[StrictStr, Any]  # free-form evaluation metrics
     alarms: AlarmSpec | None = None  # versions from before alarm episodes have none
+    # per sensor, the unit the training data names ("" where it names none); None: the data named none
+    sensor_units: tuple[StrictStr, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists, free-form dicts are copied); `from_dict` inverts it."""

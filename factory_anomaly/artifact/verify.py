@@ -62,6 +62,8 @@ def check_consistency(manifest: Manifest) -> None:
         length = len(getattr(manifest, field))
         if length != n:
             raise _inconsistent(f"n_sensors is {n} but {field} has {length} entries")
+    if manifest.sensor_units is not None and len(manifest.sensor_units) != n:
+        raise _inconsistent(f"n_sensors is {n} but sensor_units has {len(manifest.sensor_units)} entries")
     first_index: dict[str, int] = {}
     for i, sensor in enumerate(manifest.sensor_names):
         if not sensor:

@@ -163,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (epochs are still logged)")
     train.add_argument("--no-explainer", action="store_true", help="skip training the attention explainer")
     train.add_argument("--explainer-epochs", type=_positive_int, help="explainer epochs (default 12)")
+    train.add_argument(
+        "--sensor-units", type=Path,
+        help='JSON of each sensor\'s unit: {"name": "unit"} or [{"name": ..., "unit": ...}] (sensors.json)',
+    )  # fmt: skip
     train.add_argument("--test-data", type=Path, help="labelled recording for the model card's metrics")
     train.add_argument("--test-labels", type=Path, help="labels of --test-data (else its `label` column)")
     train.add_argument("--test-fault-sensors", type=Path, help="fault sensors of --test-data (JSON)")
@@ -174,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--epochs", type=_positive_int, help="explainer epochs (default: the version's config)"
     )
+    explain.add_argument("--sensor-units", type=Path, help="as train's; else the version's units carry over")
     explain.add_argument("--test-data", type=Path)
     explain.add_argument("--test-labels", type=Path)
     explain.add_argument("--test-fault-sensors", type=Path)
@@ -251,7 +256,7 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from factory_anomaly.training.data import load_dataset
+    from factory_anomaly.training.data import load_dataset, load_sensor_units
     from factory_anomaly.training.evaluate import TestRecording
     from factory_anomaly.training.train import TrainConfig, train
 
@@ -301,7 +306,8 @@ def _train(args: argparse.Namespace) -> None:
     test = (
         TestRecording(args.test_data, args.test_labels, args.test_fault_sensors) if args.test_data else None
     )
-    out = train(data, args.out, config, val_data, test)
+    units = load_sensor_units(args.sensor_units, data.sensor_names) if args.sensor_units else None
+    out = train(data, args.out, config, val_data, test, units)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     training = manifest["training"]
     summary = {"version": str(out), "threshold": manifest["threshold"]}
@@ -312,7 +318,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from factory_anomaly.training.data import load_dataset
+    from factory_anomaly.training.data import load_dataset, load_sensor_units
     from factory_anomaly.training.evaluate import TestRecording
     from factory_anomaly.training.train import add_explainer
 
@@ -321,7 +327,16 @@ def _explain(args: argparse.Namespace) -> None:
         test = TestRecording(args.test_data, args.test_labels, args.test_fault_sensors)
     data = load_dataset(args.data)
     val_data = load_dataset(args.val_data) if args.val_data else None
-    out = add_explainer(args.model, data, val_data, test, epochs=args.epochs, progress=not args.no_progress)
+    units = load_sensor_units(args.sensor_units, data.sensor_names) if args.sensor_units else None
+    out = add_explainer(
+        args.model,
+        data,
+        val_data,
+        test,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+        sensor_units=units,
+    )
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     ranking = manifest["training"]["explainer"]["held_out_ranking"]
     print(json.dumps({"version": str(out)} | {m: ranking[m]["all"] for m in ranking}, indent=1))

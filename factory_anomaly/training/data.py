@@ -253,6 +253,66 @@ def load_fault_sensors(path: str | Path, n_rows: int, n_sensors: int) -> dict[in
     return dict(sorted(fault_sensors.items()))
 
 
+MAX_UNIT_CHARS = 32
+
+
+def load_sensor_units(path: str | Path, sensor_names: Sequence[str]) -> tuple[str, ...]:
+    """Each sensor's unit ("" where the file names none), in `sensor_names` order, so an explanation can
+    say "bar" beside a value.
+
+    JSON: an object {"sensor name": "unit"}, or an array of records with "name" and "unit" (the form
+    `synth` writes to sensors.json; other keys are ignored). A name the model does not have, a name given
+    twice, or a unit that is not a string of at most MAX_UNIT_CHARS characters is an error naming the item.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"sensor-units file not found: {path}")
+    try:
+        parsed = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_JsonObject)
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read as UTF-8 text: {error}") from error
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from error
+    if isinstance(parsed, _JsonObject):
+        pairs = [(f"key {name!r}", name, unit) for name, unit in parsed.pairs]
+    elif isinstance(parsed, list):
+        pairs = [_unit_record(path, i, item) for i, item in enumerate(parsed)]
+    else:
+        raise DataError(f"{path}: expected an object of sensor name -> unit or an array of records, "
+                        f"got {_json_type(parsed)}")  # fmt: skip
+    position = {name: i for i, name in enumerate(sensor_names)}
+    units = [""] * len(sensor_names)
+    seen: set[str] = set()
+    for where, name, unit in pairs:
+        if name not in position:
+            raise DataError(f"{path}: {where}: sensor {name!r} is not one of the recording's sensors")
+        if name in seen:
+            raise DataError(f"{path}: {where}: sensor {name!r} is given more than once")
+        if not isinstance(unit, str) or len(unit) > MAX_UNIT_CHARS:
+            raise DataError(
+                f"{path}: {where}: the unit must be a string of at most {MAX_UNIT_CHARS} characters, "
+                f"got {_json_type(unit) if not isinstance(unit, str) else repr(unit[:_VALUE_CHARS_SHOWN])}"
+            )
+        seen.add(name)
+        units[position[name]] = unit.strip()
+    return tuple(units)
+
+
+def _unit_record(path: Path, index: int, item: Any) -> tuple[str, Any, Any]:
+    where = f"item {index}"
+    if not isinstance(item, _JsonObject):
+        raise DataError(f"{path}: {where}: expected a record with 'name' and 'unit', got {_json_type(item)}")
+    fields = dict(item.pairs)
+    for key in ("name", "unit"):
+        if key not in fields:
+            raise DataError(f"{path}: {where}: the record has no {key!r}")
+    if not isinstance(fields["name"], str):
+        raise DataError(f"{path}: {where}: 'name' must be a string, got {_json_type(fields['name'])}")
+    return where, fields["name"], fields["unit"]
+
+
 def align_sensors(dataset: Dataset, expected_names: Sequence[str]) -> Dataset:
     """Put the columns in the order the model was trained on, or say exactly which sensors differ.
 

@@ -7,6 +7,10 @@ Methods, each a full order of a reading's sensors (first = blamed most):
   attention  the explainer graph's attention alone (only versions trained with an explainer)
   error      sensor_error alone, largest first
   pca        the version's PCA baseline's per-sensor squared residual (baseline_pca.npz)
+  deviation  no model: how far each value lies from its median over the normal training rows, in robust
+             spreads (1.4826·MAD, floored at a tenth of the spread its central 98 % implies, so a sensor
+             that sits still on most training rows does not own every reading), squared. What an
+             operator's trend screen shows: a reference that a model's ranking has to beat to earn its cost
   random     a fixed-seed shuffle: the floor every method must clear
 
 Measures:
@@ -40,7 +44,7 @@ from factory_anomaly.training.baseline import PCABaseline
 from factory_anomaly.training.data import load_fault_sensors
 from factory_anomaly.training.metrics import ranking_by_kind, ranking_metrics
 
-METHODS = ("endpoint", "attention", "error", "pca", "random")
+METHODS = ("endpoint", "attention", "error", "pca", "deviation", "random")
 METRICS = ("hitrate@100%", "hitrate@150%", "ndcg@100%", "ndcg@150%")
 DELETION_KS = (1, 3, 5)
 MAX_DELETION_ROWS = 2000
@@ -49,6 +53,8 @@ GROSS_SENSORS = 3
 GROSS_RANGES = 5.0
 GROSS_GOAL = 0.9
 SEED = 0
+SPREAD_FLOOR = 0.1
+NORMAL_98_WIDTH = 4.6527  # the standard normal's 1 % to 99 % quantile distance
 BATCH_ROWS = 4096
 
 
@@ -106,15 +112,40 @@ def descending(values: np.ndarray) -> np.ndarray:
     return np.argsort(-v, axis=1, kind="stable")
 
 
-def method_orders(version: Version, rows: np.ndarray, seed: int = SEED) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Normal:
+    """Each sensor's median [n] and robust spread [n] over the normal training rows (`deviation`)."""
+
+    median: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def of(cls, train: np.ndarray) -> Normal:
+        rows = np.asarray(train, dtype=np.float64)
+        median = np.median(rows, axis=0)
+        mad = 1.4826 * np.median(np.abs(rows - median), axis=0)
+        # a sensor that sits still on most rows has MAD 0; its central 98 % still says how far it moves
+        low, high = np.quantile(rows, [0.01, 0.99], axis=0)
+        spread = np.maximum(mad, SPREAD_FLOOR * (high - low) / NORMAL_98_WIDTH)
+        return cls(median, np.where(spread > 0, spread, 1.0))
+
+    def deviation(self, rows: np.ndarray) -> np.ndarray:
+        return ((np.asarray(rows, dtype=np.float64) - self.median) / self.spread) ** 2
+
+
+def method_orders(
+    version: Version, rows: np.ndarray, seed: int = SEED, normal: Normal | None = None
+) -> dict[str, np.ndarray]:
     """Method -> int [N, n]: every method's full order of each row's sensors (attention only where the
-    version has an explainer)."""
+    version has an explainer, deviation only given the `normal` rows' statistics)."""
     error = run_graph(version.scorer, "sensor_error", rows)
     orders = {"endpoint": order_rows(rows, error, version.low, version.high, rows.shape[1])}
     if version.explainer is not None:
         orders["attention"] = descending(run_graph(version.explainer, "attention", rows))
     orders["error"] = descending(error)
     orders["pca"] = descending(version.pca.score(rows.astype(np.float64))[1])
+    if normal is not None:
+        orders["deviation"] = descending(normal.deviation(rows))
     orders["random"] = descending(np.random.default_rng(seed).random(rows.shape))
     return orders
 
@@ -204,7 +235,7 @@ def subsample(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndar
 
 
 def deletion(
-    version: Version, test: np.ndarray, labels: np.ndarray, median: np.ndarray, seed: int = SEED
+    version: Version, test: np.ndarray, labels: np.ndarray, normal: Normal, seed: int = SEED
 ) -> dict[str, Any] | None:
     """§1 on up to MAX_DELETION_ROWS anomalous test rows; None when the set has none."""
     rows = subsample(np.flatnonzero(labels == 1), MAX_DELETION_ROWS, np.random.default_rng(seed))
@@ -214,8 +245,10 @@ def deletion(
     # the value the model expected, where the explainer graph outputs it: the normal value for the row's
     # own operating state; else the training median, which can itself be abnormal in a mode
     expected = _expected(version, x)
-    reference, replacement = (median, "training median") if expected is None else (expected, "expected")
-    fall = score_fall(version, x, method_orders(version, x, seed), reference)
+    reference, replacement = (
+        (normal.median, "training median") if expected is None else (expected, "expected")
+    )
+    fall = score_fall(version, x, method_orders(version, x, seed, normal), reference)
     # the endpoint's order differs from the error ranking's only on these rows
     outside = int(np.count_nonzero(out_of_range(x, version.low, version.high).any(axis=1)))
     return {"rows": int(rows.size), "out_of_range_rows": outside, "replacement": replacement, "fall": fall}
@@ -234,7 +267,7 @@ def _usable_rows(reference: np.ndarray, usable: np.ndarray) -> np.ndarray:
 
 
 def gross_outliers(
-    version: Version, test: np.ndarray, labels: np.ndarray, seed: int = SEED
+    version: Version, test: np.ndarray, labels: np.ndarray, seed: int = SEED, normal: Normal | None = None
 ) -> dict[str, Any] | None:
     """§2's gross outliers from up to MAX_GROSS_ROWS normal test rows; None when the set has none."""
     rng = np.random.default_rng(seed)
@@ -243,7 +276,7 @@ def gross_outliers(
         return None
     n_pushed = min(GROSS_SENSORS, test.shape[1])
     x, pushed = push_out_of_range(test[rows], version.low, version.high, rng, n_pushed)
-    orders = method_orders(version, x, seed)
+    orders = method_orders(version, x, seed, normal)
     return {
         "rows": int(rows.size),
         "pushed": n_pushed,
@@ -261,18 +294,20 @@ def explain_set(
     seed: int = SEED,
 ) -> dict[str, Any]:
     """Every measure for one set: rankings where the set labels fault sensors (`fault_sensors`, row ->
-    sensors; `kinds` [N test rows] for per-kind figures), deletion against the median of `train` (the
-    normal training rows) and gross outliers everywhere."""
+    sensors; `kinds` [N test rows] for per-kind figures), deletion and gross outliers everywhere; `train`
+    (the normal training rows) gives the deviation method its medians and spreads, and deletion its
+    median where the version has no expected value."""
     version = open_version(version_dir)
+    normal = Normal.of(train)
     out: dict[str, Any] = {"rankings": None}
     if fault_sensors:
         rows = sorted(fault_sensors)
         out["rankings"] = ranking_quality(
-            method_orders(version, test[rows], seed),
+            method_orders(version, test[rows], seed, normal),
             [fault_sensors[r] for r in rows],
             None if kinds is None else np.asarray(kinds, dtype=object)[rows],
         )
         out["ranked_rows"] = len(rows)
-    out["deletion"] = deletion(version, test, labels, np.median(train, axis=0), seed)
-    out["gross_outliers"] = gross_outliers(version, test, labels, seed)
+    out["deletion"] = deletion(version, test, labels, normal, seed)
+    out["gross_outliers"] = gross_outliers(version, test, labels, seed, normal)
     return out

@@ -162,6 +162,7 @@ def _build(result: TrainResult, name: str, build: Path, test: TestRecording | No
         library_versions=library_versions(),
         metrics=metrics,
         alarms=_alarm_spec(result),
+        sensor_units=result.sensor_units,
     )
     write_manifest(manifest, build)  # provisional: lets the evaluation read the version being built
 

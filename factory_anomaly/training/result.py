@@ -40,3 +40,4 @@ class TrainResult:
     stuck_limits: np.ndarray | None = None  # int [n] (`alarms.stuck`); None: no stuck channel
     jitter: JitterSpec | None = None  # the jitter channel (`alarms.jitter`), calibrated; None: none
     velocity: VelocitySpec | None = None  # the velocity channel (`alarms.velocity`), calibrated; None: none
+    sensor_units: tuple[str, ...] | None = None  # per sensor ("" unknown); None: the data named none

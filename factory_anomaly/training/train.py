@@ -6,6 +6,7 @@ nothing below imports this module, so the dependencies run one way (train -> pip
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,13 +28,15 @@ def train(
     config: TrainConfig,
     val_data: Dataset | None = None,
     test: TestRecording | None = None,
+    sensor_units: tuple[str, ...] | None = None,
 ) -> Path:
     """Train and publish a new version under `model_dir` (= <store>/<name>); return the version's path.
+    `sensor_units` (`data.load_sensor_units`), one per sensor of `data`, go to the manifest as they are.
 
     The version is built beside its final place and renamed into it, and `CURRENT` moves to it only once
     it verifies: a failing or interrupted run leaves neither a partial version nor a moved `CURRENT`.
     """
-    return publish(fit_models(data, config, val_data), model_dir, test)
+    return publish(replace(fit_models(data, config, val_data), sensor_units=sensor_units), model_dir, test)
 
 
 def add_explainer(
@@ -44,10 +47,13 @@ def add_explainer(
     *,
     epochs: int | None = None,
     progress: bool = True,
+    sensor_units: tuple[str, ...] | None = None,
 ) -> Path:
     """Train the explainer for the version `model_dir/CURRENT` names, keeping its autoencoder, and publish
     the pair as a new version. `data` (and `val_data`) must be the recording the version was trained on
-    (its sha256 is checked), so the splits — and the result — are those `train` would have produced."""
+    (its sha256 is checked), so the splits — and the result — are those `train` would have produced.
+    The version's sensor units carry over, replaced by `sensor_units` when given."""
     trained = load_trained(model_dir)
     result = refit_explainer(trained, data, val_data, epochs=epochs, progress=progress)
-    return publish(result, model_dir, test)
+    units = trained.manifest.sensor_units if sensor_units is None else sensor_units
+    return publish(replace(result, sensor_units=units), model_dir, test)

@@ -117,6 +117,19 @@ def test_an_abrupt_change_opens_an_episode_on_its_own_and_names_what_moved() -> 
     assert states[-1] == "none" and states[RULE.n - 1] == "closing"  # it closes as any episode does
 
 
+def test_a_frozen_sensor_is_named_flat() -> None:
+    alarm = AssetAlarm("press-7", RULE)
+    stuck = [(3, "st1_flow_03", 400)]
+    for ts in range(4):
+        alarm.observe(float(ts), 0.1, (), stuck=stuck)  # a quiet score, but frozen: over the level
+    assert alarm.episode is not None
+    # opened by the second frozen reading (k = 2), named by it and the two after
+    assert alarm.episode.top_sensors()[0] == {
+        "index": 3, "name": "st1_flow_03", "share": 1.0, "readings": 3, "since": 1.0, "direction": "flat"
+    }  # fmt: skip
+    assert "reading unchanged: st1_flow_03 for 400 readings" in alarm.episode.evidence
+
+
 def test_the_top_sensors_follow_every_new_reading_over_the_level() -> None:
     from factory_anomaly.alarms.lifecycle import Episode
 
@@ -132,7 +145,7 @@ def test_the_top_sensors_follow_every_new_reading_over_the_level() -> None:
     assert [s["index"] for s in episode.top_sensors(2)] == [entry[0] for entry in episode.sensor_sums()[:2]]
 
 
-def test_an_episode_says_which_sensors_how_consistently_and_since_when() -> None:
+def test_an_episode_says_which_sensors_how_consistently_since_when_and_what_they_did() -> None:
     alarm = AssetAlarm("press-7", RULE)
     lead, other = [(4, "st1_pres_04", 0.7)], [(9, "st1_temp_09", 0.6)]
     alarm.observe(10.0, 2.0, lead)
@@ -142,11 +155,13 @@ def test_an_episode_says_which_sensors_how_consistently_and_since_when() -> None
     alarm.observe(14.0, 2.0, lead)
     episode = alarm.episode
     assert episode is not None
-    top = {s["name"]: (s["readings"], s["since"]) for s in episode.top_sensors()}
-    assert top == {"st1_pres_04": (2, 11.0), "st1_temp_09": (1, 13.0)}  # counted from the opening reading
+    top = {s["name"]: (s["readings"], s["since"], s["direction"]) for s in episode.top_sensors()}
+    # counted from the opening reading; jitter saw the lead sensor noisy, only the error named the other
+    assert top == {"st1_pres_04": (2, 11.0, "noisy"), "st1_temp_09": (1, 13.0, None)}
     again = type(episode)(id="e", asset="a", opened=0.0, since=0.0, evidence="x")
     again.restore_sensors(episode.sensor_sums())  # through the journal
     assert again.top_sensors() == episode.top_sensors()
     again.restore_sensors([[4, "st1_pres_04", 1.0]])  # journalled before the counts: none, no time
     assert again.top_sensors()[0] | {"share": 1.0} == {"index": 4, "name": "st1_pres_04", "share": 1.0,
-                                                       "readings": 0, "since": None}  # fmt: skip
+                                                       "readings": 0, "since": None,
+                                                       "direction": None}  # fmt: skip

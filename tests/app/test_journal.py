@@ -51,7 +51,8 @@ def test_a_book_comes_back_from_its_journal(tmp_path: Path) -> None:
     assert episode["closed"] is None and episode["acknowledgements"][0]["note"] == "on it"
     assert episode["lead_sensor"] == "a"  # fixed at opening, kept across the restart
     # the counts and the first mention come back too: one reading (the opening one) named it, at ts 1
-    assert episode["top_sensors"][0] == {"index": 0, "name": "a", "share": 0.75, "readings": 1, "since": 1.0}
+    assert episode["top_sensors"][0] == {"index": 0, "name": "a", "share": 0.75, "readings": 1, "since": 1.0,
+                                          "direction": None}  # fmt: skip
     assert again.alarm(closed.id)["closed_by"] == "quiet"
     states = {a["asset"]: a["state"] for a in again.assets(now=20.0)}
     assert states == {"press-7": "acknowledged", "press-9": "shelved"}

@@ -273,6 +273,8 @@ def test_from_dict_refuses_a_non_object() -> None:
         (("n_sensors",), 4, "inconsistent", "n_sensors is 4 but sensor_names has 3 entries"),
         (("n_sensors",), 0, "inconsistent", "n_sensors must be > 0, got 0"),
         (("sensor_high",), [1.0, 2.0], "inconsistent", "n_sensors is 3 but sensor_high has 2 entries"),
+        (("sensor_units",), ["bar", "V"], "inconsistent", "n_sensors is 3 but sensor_units has 2 entries"),
+        (("sensor_units",), ["bar", 5, "V"], "manifest_invalid", "sensor_units[1] must be a string, got 5"),
         (("sensor_names", 2), "temp", "inconsistent", "sensor name 'temp' is not unique"),
         (("sensor_names", 1), "", "inconsistent", "sensor_names[1] is empty"),
         (("sensor_low", 1), 3.0, "inconsistent", "sensor_low[1] = 3.0 > sensor_high[1] = 2.5"),

@@ -12,6 +12,7 @@ from bench.quality import SHARED_DATA, explanation_tables
 from factory_anomaly.plant.synthetic import Plant, Run
 from factory_anomaly.training.explanation_quality import (
     METHODS,
+    Normal,
     Version,
     descending,
     explain_set,
@@ -47,6 +48,20 @@ def test_an_order_is_judged_as_ranking_metrics_judges_its_scores() -> None:
     m = ranking_quality({"m": order}, [[0, 2]])["m"]["all"]
     assert m["hitrate@100%"] == 0.5 and m["hitrate@150%"] == 1.0  # k = 2, then 3
     assert m["ndcg@100%"] == pytest.approx(1.0 / (1.0 + 1.0 / np.log2(3)))
+
+
+def test_deviation_counts_robust_spreads_from_the_training_median() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(4000, 3)) * [1.0, 10.0, 1.0] + [0.0, 100.0, 5.0]
+    train[:, 2] = 5.0  # a sensor that never moved: its spread is floored, not zero
+    train[:20, 0] = 1e6  # a few wild training rows move neither the median nor the spread
+    normal = Normal.of(train)
+    np.testing.assert_allclose(normal.median, [0.0, 100.0, 5.0], atol=0.3)
+    np.testing.assert_allclose(normal.spread[:2], [1.0, 10.0], rtol=0.06)
+    assert normal.spread[2] == 1.0
+    # 4 spreads off on the first sensor outranks 3 on the second, whatever their units
+    row = np.array([[4.0, 130.0, 5.0]])
+    np.testing.assert_array_equal(descending(normal.deviation(row)), [[0, 1, 2]])
 
 
 def test_ranking_quality_splits_by_fault_kind() -> None:

@@ -38,10 +38,15 @@ def test_synth_train_evaluate_end_to_end(tmp_path: Path) -> None:
     trained = cli(
         "train", "--data", str(tmp_path / "train" / "readings.csv"), "--out", str(tmp_path / "model"),
         "--epochs", "5", "--hidden", "32,6", "--target-fpr", "0.01", "--threads", "1", "--no-progress", "-q",
+        "--sensor-units", str(tmp_path / "train" / "sensors.json"),
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["threshold"]["target_fpr"] == 0.01
     assert (tmp_path / "model" / "CURRENT").is_file()
+    version = Path(json.loads(trained.stdout)["version"])
+    records = json.loads((tmp_path / "train" / "sensors.json").read_text())
+    units = json.loads((version / "manifest.json").read_text())["sensor_units"]
+    assert units == [r["unit"] for r in records] and "bar" in units
     test = tmp_path / "test"
     evaluated = cli(
         "evaluate", "--model", str(tmp_path / "model"), "--data", str(test / "readings.parquet"),
@@ -79,6 +84,17 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], messa
     done = cli(*args)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and re.search(message, done.stderr), done.stderr
+
+
+def test_train_names_the_bad_entry_of_a_units_file(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    units = tmp_path / "units.json"
+    units.write_text('{"a": "bar", "c": "V"}')
+    done = cli("train", "--data", str(data), "--out", str(tmp_path / "m"), "--sensor-units", str(units))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {units}: key 'c': sensor 'c' is not one of"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
 def test_train_reports_the_bad_cell(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from factory_anomaly.training.data import (
     load_dataset,
     load_fault_sensors,
     load_labels,
+    load_sensor_units,
 )
 
 
@@ -528,3 +529,39 @@ def test_load_fault_sensors_errors(tmp_path: Path, text: str, message: str) -> N
 def test_load_fault_sensors_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"fault-sensor file not found: .*f\.json"):
         load_fault_sensors(tmp_path / "f.json", n_rows=1, n_sensors=1)
+
+
+# --- load_sensor_units -----------------------------------------------------------------------------------
+
+
+def test_load_sensor_units_from_a_mapping_and_from_synths_records(tmp_path: Path) -> None:
+    names = ("a", "b", "c")
+    mapping = write(tmp_path / "m.json", json.dumps({"c": " bar ", "a": "rpm"}))
+    assert load_sensor_units(mapping, names) == ("rpm", "", "bar")
+    records = [{"index": 1, "name": "b", "unit": "°C", "kind": "temperature"}, {"name": "a", "unit": ""}]
+    assert load_sensor_units(write(tmp_path / "r.json", json.dumps(records)), names) == ("", "°C", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": "bar"', r"not valid JSON: .* at line 1, column 12"),
+        ('"bar"', "expected an object of sensor name -> unit or an array of records, got a string"),
+        ('{"z": "bar"}', "key 'z': sensor 'z' is not one of the recording's sensors"),
+        ('{"a": "bar", "a": "V"}', "key 'a': sensor 'a' is given more than once"),
+        ('{"a": 3}', "key 'a': the unit must be a string of at most 32 characters, got a number"),
+        ('{"a": "' + "x" * 33 + '"}', "key 'a': the unit must be a string of at most 32 characters"),
+        ('[{"name": "a"}]', "item 0: the record has no 'unit'"),
+        ('[{"unit": "V"}]', "item 0: the record has no 'name'"),
+        ('[{"name": "a", "unit": "V"}, 7]', "item 1: expected a record with 'name' and 'unit', got a number"),
+        ('[{"name": 1, "unit": "V"}]', "item 0: 'name' must be a string, got a number"),
+    ],
+)
+def test_load_sensor_units_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_sensor_units(write(tmp_path / "u.json", text), ("a", "b"))
+
+
+def test_load_sensor_units_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"sensor-units file not found: .*u\.json"):
+        load_sensor_units(tmp_path / "u.json", ("a",))

@@ -90,7 +90,8 @@ def test_explainer_graph_matches_torch(trained_small: Path, small_plant) -> None
 def test_add_explainer_to_a_version_trained_without_one(small_plant, tmp_path: Path, small_config) -> None:
     data = as_dataset(small_plant, small_plant.simulate(3000, seed=6, anomaly_rate=0.05))
     config = replace(small_config, max_epochs=3, explainer=False, explainer_epochs=2)
-    plain = train(data, tmp_path / "m", config)
+    units = tuple(f"u{j}" for j in range(data.n_sensors))
+    plain = train(data, tmp_path / "m", config, sensor_units=units)
     assert "explainer" not in verify_artifact(plain).graphs
     with pytest.raises(DataError, match="is not the recording"):
         other = as_dataset(small_plant, small_plant.simulate(3000, seed=7))
@@ -102,3 +103,6 @@ def test_add_explainer_to_a_version_trained_without_one(small_plant, tmp_path: P
     assert after.threshold == before.threshold  # the same autoencoder and threshold, now explained
     assert after.files["model.pt"] == before.files["model.pt"]
     assert after.training["config"]["explainer_epochs"] == 2
+    assert after.sensor_units == units  # the version's units carry over, or are replaced when given
+    relabelled = add_explainer(tmp_path / "m", data, progress=False, sensor_units=("V",) * data.n_sensors)
+    assert verify_artifact(relabelled).sensor_units == ("V",) * data.n_sensors

@@ -85,6 +85,11 @@ class LoadedModel:
         return self.manifest.sensor_names
 
     @property
+    def sensor_units(self) -> tuple[str, ...] | None:
+        """Each sensor's unit as the training data named it ("" unknown); None when it named none."""
+        return self.manifest.sensor_units
+
+    @property
     def has_explainer(self) -> bool:
         return self.explainer is not None
 

@@ -99,6 +99,7 @@ async def model_info(model: ModelDep) -> ModelInfo:
         version=manifest.version,
         n_sensors=manifest.n_sensors,
         sensor_names=list(manifest.sensor_names),
+        sensor_units=None if manifest.sensor_units is None else list(manifest.sensor_units),
         threshold=ThresholdInfo(
             value=threshold.value,
             method=threshold.method,

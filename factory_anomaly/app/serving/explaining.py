@@ -18,6 +18,7 @@ Per sensor:
   out_of_range  how far outside its training range [sensor_low, sensor_high], in ranges (0 inside)
   direction     "high" or "low": against the training range when outside it, else against `expected`;
                 None inside the range when there is no expected value
+  unit          the sensor's unit where the training data named one (`train --sensor-units`), else None
 Sensors are listed in the operator's order (`factory_anomaly.explain.ranking`): out of range first, then
 by error; attention is reported beside it, not used to order.
 """
@@ -44,6 +45,7 @@ class SensorBlame:
     expected: float | None
     out_of_range: float  # in training ranges; 0 inside
     direction: str | None  # "high", "low", or None inside the range
+    unit: str | None  # as the training data named it; None where it named none
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
     low, high = model.training_range
     reading = x[0].astype(np.float64)
     excess = out_of_range(reading, low, high)
+    units = model.sensor_units
     sensors = []
     for j in order_by_excess(excess, errors, top_k).tolist():
         share = float(errors[j]) / total if usable else math.nan
@@ -96,6 +99,7 @@ def explain_reading(model: LoadedModel, x: np.ndarray, top_k: int, log_top_k: in
                 expected=guess,
                 out_of_range=float(excess[j]),
                 direction=direction,
+                unit=(units[j] or None) if units is not None else None,
             )
         )
     return Explanation(assessment, sensors)

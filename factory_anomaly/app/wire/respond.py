@@ -74,6 +74,7 @@ def explain_answer(model: LoadedModel, readings: Readings, explanation: Explanat
                 "expected": None if sensor.expected is None else finite_or_none(sensor.expected),
                 "out_of_range": finite_or_none(sensor.out_of_range),
                 "direction": sensor.direction,
+                "unit": sensor.unit,
             }
             for sensor in explanation.sensors
         ],

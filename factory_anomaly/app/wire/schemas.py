@@ -107,6 +107,11 @@ class AlarmSensor(BaseModel):
         description="When a reading first named it, Unix seconds (null for an episode journalled "
         "before these were kept).",
     )
+    direction: Literal["flat", "noisy"] | None = Field(
+        None,
+        description="What a channel saw the sensor do: 'flat' (its reading frozen, the stuck channel) or "
+        "'noisy' (jitter far above normal); null when only the model's error named it.",
+    )
 
 
 class Alarm(BaseModel):
@@ -201,6 +206,11 @@ class SensorExplanation(BaseModel):
     direction: Literal["high", "low"] | None = Field(
         description="'high' or 'low': against the training range when the value lies outside it, else "
         "against `expected`; null inside the range when there is no expected value."
+    )
+    unit: str | None = Field(
+        None,
+        description="The sensor's unit as the training data named it (value and expected are in it); null "
+        "where the data named none.",
     )
 
 
@@ -324,6 +334,11 @@ class ModelInfo(BaseModel):
     version: str
     n_sensors: int
     sensor_names: list[str]
+    sensor_units: list[str] | None = Field(
+        None,
+        description='Each sensor\'s unit, in sensor_names order, as the training data named it ("" where it '
+        "named none); null when the version was trained without units (`train --sensor-units`).",
+    )
     threshold: ThresholdInfo
     provider: str = Field(description="The onnxruntime execution provider in use.")
     created_at: str

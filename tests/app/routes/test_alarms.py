@@ -221,6 +221,7 @@ def test_a_frozen_sensor_opens_an_episode_over_http(
     episode = client.get(f"/v1/alarms/{opened['id']}").json()
     assert episode["evidence"].startswith(f"reading unchanged: {manifest.sensor_names[sensor]}")
     assert episode["top_sensors"][0]["index"] == sensor
+    assert episode["top_sensors"][0]["direction"] == "flat"  # what the stuck channel saw it do
 
 
 def test_a_noise_burst_opens_an_episode_by_its_jitter_over_http(
@@ -247,6 +248,7 @@ def test_a_noise_burst_opens_an_episode_by_its_jitter_over_http(
         stop_server(server)
     assert "reading jitter far above normal: " in episode["evidence"]
     assert episode["top_sensors"][0]["index"] in burst
+    assert {s["direction"] for s in episode["top_sensors"] if s["index"] in burst} == {"noisy"}
 
 
 def test_an_abrupt_excursion_opens_an_episode_by_its_velocity_over_http(

@@ -60,6 +60,7 @@ def expected_explanation(
             "direction": ("high" if value[j] > high[j] else "low")
             if outside[j] > 0
             else ("high" if value[j] >= expected[j] else "low"),
+            "unit": manifest.sensor_units[j] or None if manifest.sensor_units else None,
         }
         for j in order
     ]
@@ -162,6 +163,20 @@ def test_an_anomalous_reading_is_logged_as_scoring_logs_it(
     errors = [s["sensor_error"] for s in line["top_sensors"]]
     assert errors == sorted(errors, reverse=True)
     assert line["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_each_sensor_carries_the_unit_its_training_data_named(
+    client: httpx.Client, manifest: Manifest
+) -> None:
+    """The small model's data named a unit for every sensor but the first: /v1/model lists them ("" for
+    the first) and every explained sensor carries its own, null for the first."""
+    assert manifest.sensor_units is not None and manifest.sensor_units[0] == ""
+    assert all(manifest.sensor_units[1:])
+    assert client.get("/v1/model").json()["sensor_units"] == list(manifest.sensor_units)
+    response = client.post(EXPLAIN, json={"values": anomalous(manifest).tolist(), "top_k": N})
+    units = {s["index"]: s["unit"] for s in response.json()["sensors"]}
+    assert units == {j: manifest.sensor_units[j] or None for j in range(N)}
+    assert units[0] is None and {"bar", "rpm"} <= set(units.values())
 
 
 def test_model_info_says_the_version_has_an_explainer(client: httpx.Client) -> None:
