@@ -350,6 +350,7 @@ class Route:
     body: str  # "single" | "batch_json" | "batch_binary"
     rows: int  # readings per request
     assets: int = 0  # > 0: each request carries X-Asset, the assets in turn (the alarm path)
+    headers: tuple[tuple[str, str], ...] = ()  # further headers every request carries (an API key)
 
 
 SCORE = Route("score", "ours /v1/score JSON x1", "/v1/score", JSON, "single", 1)
@@ -373,6 +374,7 @@ def wrk(
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={WRK_TIMEOUT}"]
     argv += ["-s", str(WRK_LUA), url, "--", route.path, route.content_type]
     argv += [f"--assets={route.assets}"] if route.assets else []
+    argv += [f"--header={name}:{value}" for name, value in route.headers]
     argv += list(map(str, bodies))
     done = subprocess.run(argv, capture_output=True, text=True, preexec_fn=pinned_to(cpu), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_JSON ")]

@@ -1,5 +1,5 @@
-"""Throughput and latency of the service under load, against the onnxruntime ceiling, a typical FastAPI +
-torch service and the HTTP floor (issue 7, phase 1: measurement only).
+"""Throughput and latency of the service under load, against the onnxruntime ceiling, a lean one-file app,
+a typical FastAPI + torch service and the HTTP floor (issues 7 and 17).
 
 1. In-process ceiling: the shipped version's scorer graph (`model.onnx`) in an onnxruntime session built
    as the service builds it (ORT_ENABLE_ALL, 1 inter-op thread), at batch 1, 8, 64 and 512 with 1 and 2
@@ -11,19 +11,26 @@ torch service and the HTTP floor (issue 7, phase 1: measurement only).
    pre-built from real readings of the synthetic plant the model was trained on (plant seed 0, 10 % in
    fault episodes) and sent round-robin. Each (target, connections) run: `--warmup-s` untimed, then
    `--duration-s` timed. Targets:
-     ours      `uvicorn factory_anomaly.app.main:app` (defaults): /v1/score JSON, /v1/score/batch JSON and
-     binary at 64
-               rows, /v1/explain;
-     typical   `uvicorn bench.typical_service:app`: /score and /score/batch JSON at 64 rows;
-     floor     `uvicorn bench.floor:app`: POST /noop with the single-reading body (our app, no work).
-   Every server runs pinned to CPU 0, `wrk` to CPU 1 (sched_setaffinity, as `taskset -c` does), when
-   the machine allows it (the output says whether). Any non-2xx answer or socket error fails the run.
+     ours        `uvicorn factory_anomaly.app.main:app` (defaults): /v1/score JSON, /v1/score/batch JSON
+                 and binary at 64 rows, /v1/explain, and the alarm path (X-Asset) single and binary;
+     ours-plant  the same app as a plant runs it: API keys set (every request sends one) and every
+                 reading carries an asset: /v1/score JSON x1 and /v1/score/batch JSON x64;
+     lean        `uvicorn bench.lean_service:app --no-access-log`: the one-file reference of issue 17,
+                 /score and /score/batch JSON at 64 rows;
+     typical     `uvicorn bench.typical_service:app`: /score and /score/batch JSON at 64 rows;
+     floor       `uvicorn bench.floor:app`: POST /noop with the single-reading body (our app, no work).
+   ours, lean and ours-plant run `--repeats` times, alternating (ours, lean, ours-plant, ours, ...), so drift
+   on a shared machine lands on all three; each figure is the median over the repetitions, and every
+   repetition is kept in the JSON. Every server runs pinned to CPU 0, `wrk` to CPU 1 (sched_setaffinity,
+   as `taskset -c` does), when the machine allows it (the output says whether). Any non-2xx answer or
+   socket error fails the run.
 3. Server RSS (VmRSS) after the warm-up of every route and after each run; start (spawn) to ready.
 
 Prints a table with the command and the machine and writes JSON (`--out`). The figures, with the command
 that measured them and what stands between them and issue 7's targets: docs/benchmarks.md.
 
-    .venv/bin/python -m bench.load [--duration-s 5] [--warmup-s 1] [--out bench/results/load.json]
+    .venv/bin/python -m bench.load [--duration-s 5] [--warmup-s 1] [--repeats 2]
+                                   [--out bench/results/load.json]
 
 Needs `wrk` (`make bench` installs it) and the `train` extra (torch, the synthetic plant). Run it alone.
 """
@@ -101,6 +108,22 @@ OURS = (
 )  # fmt: skip
 # The alarm path (X-Asset) against the same route without it: its per-reading cost.
 PLAIN_OF = {"score_asset": "score", "batch_binary_asset": "batch_binary"}
+# Ours as a plant runs it (issue 17): API keys set, every reading with an asset.
+PLANT_KEY = "bench-plant-key"
+PLANT_HEADERS = (("X-API-Key", PLANT_KEY),)
+PLANT = (
+    Route("plant_score", f"ours-plant /v1/score JSON x1, API key, X-Asset of {ASSETS}", "/v1/score", JSON,
+          "single", 1, ASSETS, PLANT_HEADERS),
+    Route("plant_batch_json", f"ours-plant /v1/score/batch JSON x{BATCH_ROWS}, API key, X-Asset of {ASSETS}",
+          "/v1/score/batch", JSON, "batch_json", BATCH_ROWS, ASSETS, PLANT_HEADERS),
+)  # fmt: skip
+LEAN = (
+    Route("lean_score", "lean /score JSON x1", "/score", JSON, "single", 1),
+    Route("lean_batch", f"lean /score/batch JSON x{BATCH_ROWS}", "/score/batch", JSON, "batch_json",
+          BATCH_ROWS),
+)  # fmt: skip
+LEAN_OF = {"score": "lean_score", "plant_score": "lean_score", "batch_json": "lean_batch",
+           "plant_batch_json": "lean_batch"}  # fmt: skip
 TYPICAL = (
     Route("typical_score", "typical /score JSON x1", "/score", JSON, "single", 1),
     Route(
@@ -191,7 +214,7 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
     intra-op thread count) and `vs_floor` (req/s, same connections) to each of our rows."""
     by = {(r["key"], r["connections"]): r for r in results["runs"]}
     ceil = {(c["intra_op_threads"], c["batch"]): c["readings_per_s"] for c in results["ceiling"]}
-    for route in OURS:
+    for route in (*OURS, *PLANT):
         for c in results["connections"]:
             row = by[(route.key, c)]
             typical = by.get((TYPICAL_OF.get(route.key, ""), c))
@@ -203,10 +226,14 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
             row["vs_floor"] = ratio(row["requests_per_s"], floor and floor["requests_per_s"])
             plain = by.get((PLAIN_OF.get(route.key, ""), c))
             row["vs_plain"] = ratio(row["readings_per_s"], plain and plain["readings_per_s"])
+            lean = by.get((LEAN_OF.get(route.key, ""), c))
+            row["vs_lean"] = ratio(row["readings_per_s"], lean and lean["readings_per_s"])
+            row["p99_vs_lean"] = ratio(row["p99_ms"], lean and lean["p99_ms"])
 
 
 def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, Any]]:
-    """Issue 7's targets, each with the measured number and met / not met."""
+    """Issues 7 and 17's targets, each with the measured number and met / not met (n/a where the run
+    did not measure it, e.g. a connection count left out)."""
     by = {(r["key"], r["connections"]): r for r in results["runs"]}
     ceil = {(c["intra_op_threads"], c["batch"]): c["readings_per_s"] for c in results["ceiling"]}
     out: list[dict[str, Any]] = []
@@ -215,38 +242,62 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
         met = None if value is None else (value >= goal if higher_is_better else value <= goal)
         out.append({"target": name, "measured": value, "goal": goal, "unit": unit, "met": met})
 
-    add(
-        "single JSON /v1/score >= 4x typical req/s at 8 connections",
-        by[("score", 8)]["vs_typical"],
-        4.0,
-        True,
-        "x",
-    )
-    add("single JSON /v1/score p99 <= 5 ms at 8 connections", by[("score", 8)]["p99_ms"], 5.0, False, "ms")
-    add("single JSON /v1/score p50 <= 0.5 ms at 1 connection", by[("score", 1)]["p50_ms"], 0.5, False, "ms")
-    best_binary = max(
-        (by[("batch_binary", c)] for c in results["connections"]), key=lambda r: r["readings_per_s"]
-    )
-    cap = ceil[(intra_op_threads, BATCH_ROWS)]
-    name = (
-        f"binary batch-{BATCH_ROWS} >= 80 % of in-process ORT readings/s at {intra_op_threads} intra-op "
-        f"thread(s) (batch {BATCH_ROWS}: {cap:.0f}/s); best over connections (c={best_binary['connections']})"
-    )
-    add(name, best_binary["readings_per_s"] / cap, 0.8, True, "of ceiling")
-    best_json = max(
-        (by[("batch_json", c)] for c in results["connections"]), key=lambda r: r["readings_per_s"]
-    )
-    name = f"JSON batch-{BATCH_ROWS} >= 25 k readings/s; best over connections (c={best_json['connections']})"
-    add(name, best_json["readings_per_s"], 25_000.0, True, "readings/s")
+    def at(key: str, c: int, figure: str) -> float | None:
+        row = by.get((key, c))
+        return None if row is None else row.get(figure)
+
+    def best(key: str) -> dict[str, Any]:
+        return max((by[(key, c)] for c in results["connections"]), key=lambda r: r["readings_per_s"])
+
+    # issue 7
+    add("single JSON /v1/score >= 4x typical req/s at 8 connections", at("score", 8, "vs_typical"), 4.0,
+        True, "x")  # fmt: skip
+    add("single JSON /v1/score p99 <= 5 ms at 8 connections", at("score", 8, "p99_ms"), 5.0, False, "ms")
+    add("single JSON /v1/score p50 <= 0.5 ms at 1 connection", at("score", 1, "p50_ms"), 0.5, False, "ms")
+    binary, cap = best("batch_binary"), ceil[(intra_op_threads, BATCH_ROWS)]
+    add(f"binary batch-{BATCH_ROWS} >= 80 % of in-process ORT readings/s at {intra_op_threads} intra-op "
+        f"thread(s) (batch {BATCH_ROWS}: {cap:.0f}/s); best over connections (c={binary['connections']})",
+        binary["readings_per_s"] / cap, 0.8, True, "of ceiling")  # fmt: skip
+    batch_json = best("batch_json")
+    add(f"JSON batch-{BATCH_ROWS} >= 25 k readings/s; best over connections (c={batch_json['connections']})",
+        batch_json["readings_per_s"], 25_000.0, True, "readings/s")  # fmt: skip
     for key, label in (("score_asset", "single JSON"), ("batch_binary_asset", f"binary batch-{BATCH_ROWS}")):
-        row = by.get((key, 8))
-        name = (
-            f"{label} with X-Asset (alarm path) >= 0.9x the same route without, readings/s at 8 connections"
-        )
-        add(name, row and row["vs_plain"], 0.9, True, "x")
+        add(f"{label} with X-Asset (alarm path) >= 0.9x the same route without, readings/s at 8 connections",
+            at(key, 8, "vs_plain"), 0.9, True, "x")  # fmt: skip
     rss_mib = results["servers"]["ours"]["rss_after_warmup_mib"]
     add("RSS after warm-up <= 130 MB", rss_mib and rss_mib * MIB / 1e6, 130.0, False, "MB")
     add("start to ready <= 2 s", results["servers"]["ours"]["start_to_ready_s"], 2.0, False, "s")
+    # issue 17: against the lean one-file app, in the same run
+    for key, config in (("score", "defaults"), ("plant_score", "as a plant runs it")):
+        for c in (1, 8):
+            add(f"single JSON, ours ({config}) >= 1.0x lean req/s at {c} connection(s)",
+                at(key, c, "vs_lean"), 1.0, True, "x")  # fmt: skip
+        add(f"single JSON, ours ({config}) p99 <= 1.2x lean's at 8 connections", at(key, 8, "p99_vs_lean"),
+            1.2, False, "x")  # fmt: skip
+    lean_json = best("lean_batch")["readings_per_s"]
+    add(f"JSON batch-{BATCH_ROWS} >= 1.3x lean readings/s; best of each over connections",
+        ratio(batch_json["readings_per_s"], lean_json), 1.3, True, "x")  # fmt: skip
+    lean_rss = results["servers"]["lean"]["rss_after_warmup_mib"]
+    over_lean = None if rss_mib is None or lean_rss is None else rss_mib - lean_rss
+    add("RSS after warm-up <= lean's + 15 MiB", over_lean, 15.0, False, "MiB over lean")
+    return out
+
+
+RATIO_KEYS = ("vs_lean", "p99_vs_lean", "vs_typical", "vs_ceiling", "vs_floor", "vs_plain")
+
+
+def median_runs(repetitions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (route, connections): the first repetition's row with every figure replaced by the
+    median over the repetitions (each figure on its own), and `repetitions` the count."""
+    out = []
+    for rows in zip(*repetitions, strict=True):
+        row = dict(rows[0])
+        for key, value in rows[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "connections":
+                present = [r[key] for r in rows if r.get(key) is not None]
+                row[key] = float(np.median(present)) if present else None
+        row["repetitions"] = len(rows)
+        out.append(row)
     return out
 
 
@@ -254,11 +305,11 @@ def table(results: dict[str, Any]) -> str:
     """The results as Markdown tables: the runs, the in-process ceiling, the targets (what is printed)."""
     runs = markdown_table(
         ["run", "conns", "req/s", "readings/s", "p50 ms", "p99 ms", "RSS MiB"]
-        + ["ours/typical", "ours/ceiling", "ours/floor", "asset/plain"],
+        + ["ours/lean", "p99/lean's", "ours/typical", "ours/ceiling", "ours/floor", "asset/plain"],
         (
             [r["label"], r["connections"], f"{r['requests_per_s']:.0f}", f"{r['readings_per_s']:.0f}"]
             + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", fmt(r["rss_mib"], ".0f")]
-            + [fmt(r.get(key), ".2f") for key in ("vs_typical", "vs_ceiling", "vs_floor", "vs_plain")]
+            + [fmt(r.get(key), ".2f") for key in RATIO_KEYS]
             for r in results["runs"]
         ),
     )
@@ -286,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=5.0, help="timed seconds per run")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="untimed seconds before each run")
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of ours, lean, ours-plant")
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--model-name", default="factory-ae")
     parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
@@ -310,33 +362,50 @@ def main(argv: list[str] | None = None) -> int:
     env = env | {"ANOMALY_ALARM_DB": str(workdir / "alarms.sqlite3")}  # the X-Asset runs' journal
     files = write_bodies(values, workdir)
 
-    runs: list[dict[str, Any]] = []
+    env_lean = env | {"LEAN_MODEL_DIR": str(model_dir)}
+    env_plant = env | {"ANOMALY_API_KEYS": PLANT_KEY}
+    targets_ = {  # name -> (uvicorn target, routes, environment, readiness path, uvicorn options)
+        "ours": (APP, OURS, env, "/readyz", []),
+        "lean": ("bench.lean_service:app", LEAN, env_lean, "/health", ["--no-access-log"]),
+        "ours-plant": (APP, PLANT, env_plant, "/readyz", []),
+        "typical": ("bench.typical_service:app", TYPICAL, env_typical, "/health", []),
+        "floor": ("bench.floor:app", (FLOOR,), env, "/readyz", []),
+    }
+    alternating = ("ours", "lean", "ours-plant")
+    order = [*alternating * max(1, args.repeats), "typical", "floor"]
+    by_server: dict[str, list[list[dict[str, Any]]]] = {}
     servers: dict[str, Any] = {}
-    for name, target, routes, target_env, ready_path in (
-        ("ours", APP, OURS, env, "/readyz"),
-        ("typical", "bench.typical_service:app", TYPICAL, env_typical, "/health"),
-        ("floor", "bench.floor:app", (FLOOR,), env, "/readyz"),
-    ):
+    for i, name in enumerate(order):
+        target, routes, target_env, ready_path, options = targets_[name]
         print(f"{name}: {target} ...", flush=True)
-        server = Server(args.python, target, target_env, workdir / f"{name}.log", pinning.server_cpu)
+        log = workdir / f"{i:02d}-{name}.log"
+        if "ANOMALY_ALARM_DB" in target_env:  # each start its own journal: no episodes carried over
+            target_env = target_env | {"ANOMALY_ALARM_DB": str(workdir / f"{i:02d}-alarms.sqlite3")}
+        server = Server(args.python, target, target_env, log, pinning.server_cpu, options)
         try:
             ready_s = server.wait_ready(ready_path)
             rows, rss_warm = measure(server, routes, files, connections, args, pinning.client_cpu)
-            servers[name] = {
-                "command": server.shown_command,
-                "start_to_ready_s": ready_s,
-                "ready_path": ready_path,
-                "rss_after_warmup_mib": rss_warm,
-            }
-            runs += rows
         finally:
             server.stop()
+        by_server.setdefault(name, []).append(rows)
+        first = {"command": server.shown_command, "ready_path": ready_path,
+                 "start_to_ready_s_each": [], "rss_after_warmup_mib_each": []}  # fmt: skip
+        seen = servers.setdefault(name, first)
+        seen["start_to_ready_s_each"].append(ready_s)
+        seen["rss_after_warmup_mib_each"].append(rss_warm)
+    for seen in servers.values():
+        seen["start_to_ready_s"] = float(np.median(seen["start_to_ready_s_each"]))
+        rss = [r for r in seen["rss_after_warmup_mib_each"] if r is not None]
+        seen["rss_after_warmup_mib"] = float(np.median(rss)) if rss else None
+    runs = [row for name in targets_ for row in median_runs(by_server[name])]
 
     results = results_head("bench.load", argv, pinning, manifest, wrk_version) | {
         "readings": {"plant_seed": PLANT_SEED, "seed": READINGS_SEED, "anomaly_rate": ANOMALY_RATE},
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "connections": list(connections),
+        "repeats": max(1, args.repeats),
+        "repetitions": by_server,
         "server_intra_op_threads": intra_op_threads,
         "ceiling": ceiling_rows,
         "servers": servers,

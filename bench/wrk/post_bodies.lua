@@ -1,16 +1,34 @@
 -- wrk script for bench.load: POST pre-built bodies, round-robin, and print a JSON summary line.
--- Usage: wrk ... -s bench/wrk/post_bodies.lua <url> -- <path> <content-type> [--assets=N] <body file>...
+-- Usage: wrk ... -s bench/wrk/post_bodies.lua <url> -- <path> <content-type> [--assets=N] [--header=Name:value]...
+--        <body file>...
 -- Each request is formatted once in init(), so the load generator does no per-request encoding.
 -- --assets=N: each body is sent once per asset (X-Asset: bench-1 .. bench-N, the assets in turn), so every
 -- asset receives the bodies in order and no asset sees the same reading twice in a row.
+-- --header=Name:value: a header every request carries (an API key), repeatable.
 local requests_ = {}
 local next_ = 0
 
 function init(args)
   local path, content_type = args[1], args[2]
-  local first, assets = 3, 0
-  if args[3] and args[3]:sub(1, 9) == "--assets=" then
-    assets, first = tonumber(args[3]:sub(10)), 4
+  local first, assets, extra = 3, 0, {}
+  while args[first] and args[first]:sub(1, 2) == "--" do
+    local option = args[first]
+    if option:sub(1, 9) == "--assets=" then
+      assets = tonumber(option:sub(10))
+    elseif option:sub(1, 9) == "--header=" then
+      local name, value = option:sub(10):match("^([^:]+):%s*(.*)$")
+      assert(name, "--header needs Name:value, got " .. option)
+      extra[name] = value
+    else
+      error("unknown option " .. option)
+    end
+    first = first + 1
+  end
+  local function headers(asset)
+    local h = {["Content-Type"] = content_type}
+    for name, value in pairs(extra) do h[name] = value end
+    if asset then h["X-Asset"] = "bench-" .. asset end
+    return h
   end
   for i = first, #args do
     local f = assert(io.open(args[i], "rb"))
@@ -18,11 +36,10 @@ function init(args)
     f:close()
     if assets > 0 then
       for a = 1, assets do
-        local headers = {["Content-Type"] = content_type, ["X-Asset"] = "bench-" .. a}
-        requests_[#requests_ + 1] = wrk.format("POST", path, headers, body)
+        requests_[#requests_ + 1] = wrk.format("POST", path, headers(a), body)
       end
     else
-      requests_[#requests_ + 1] = wrk.format("POST", path, {["Content-Type"] = content_type}, body)
+      requests_[#requests_ + 1] = wrk.format("POST", path, headers(nil), body)
     end
   end
   assert(#requests_ > 0, "no body files given")

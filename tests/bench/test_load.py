@@ -1,0 +1,114 @@
+"""`make bench`'s harness (bench/load.py) as a smoke run on the shipped model: every server answers every
+route, the issue 17 comparison (ours twice, the lean app, in alternation) lands in one table with its
+ratios and targets; and the lean reference refuses what ours refuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from bench.common import ROOT
+from tests.app.conftest import free_port
+
+
+@pytest.mark.slow
+def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    argv = [sys.executable, "-m", "bench.load", "--duration-s", "1", "--warmup-s", "0", "--connections", "1",
+            "--repeats", "2", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    by = {(r["key"], r["connections"]): r for r in results["runs"]}
+    for key in ("score", "batch_json", "batch_binary", "explain", "plant_score", "plant_batch_json",
+                "lean_score", "lean_batch", "typical_score", "floor"):  # fmt: skip
+        assert by[(key, 1)]["requests"] > 0, key
+    # ours, lean and ours-plant ran twice each, alternating; every figure is the median of the two
+    assert [len(results["repetitions"][name]) for name in ("ours", "lean", "ours-plant")] == [2, 2, 2]
+    assert by[("score", 1)]["repetitions"] == 2
+    first, second = (rows[0]["requests_per_s"] for rows in results["repetitions"]["ours"])
+    assert by[("score", 1)]["requests_per_s"] == pytest.approx((first + second) / 2)
+    assert by[("score", 1)]["vs_lean"] == pytest.approx(
+        by[("score", 1)]["readings_per_s"] / by[("lean_score", 1)]["readings_per_s"]
+    )
+    assert by[("plant_batch_json", 1)]["vs_lean"] is not None
+    targets = {t["target"]: t for t in results["targets"]}
+    assert "single JSON, ours (as a plant runs it) >= 1.0x lean req/s at 1 connection(s)" in targets
+    assert any(name.startswith("RSS after warm-up <= lean's + 15 MiB") for name in targets)
+    assert "ours/lean" in done.stdout and "lean /score JSON x1" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def lean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """The lean app on a real uvicorn, serving the shipped model."""
+    port = free_port()
+    env = {"LEAN_MODEL_DIR": str(ROOT / "model_store" / "factory-ae"), "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "uvicorn", "bench.lean_service:app", "--port", str(port), "--no-access-log"]
+    log_path = tmp_path_factory.mktemp("lean") / "lean.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield client
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+N = 1000  # the shipped model's sensors
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/score", b"{", 400),
+        ("/score", b'{"vals": []}', 400),
+        ("/score", b'{"values": [1.0, 2.0]}', 422),
+        ("/score", b'{"values": [' + b",".join([b"1.0"] * (N - 1) + [b"1e39"]) + b"]}", 422),
+        ("/score", b'{"values": [' + b",".join([b"1.0"] * (N - 1) + [b'"x"']) + b"]}", 422),
+        ("/score/batch", b'{"vectors": []}', 422),
+        ("/score/batch", b'{"vectors": [[1.0]]}', 422),
+    ],
+)
+def test_the_lean_app_refuses_what_ours_refuses(
+    lean: httpx.Client, path: str, body: bytes, status: int
+) -> None:
+    response = lean.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert "error" in response.json()
+
+
+def test_the_lean_app_scores_as_the_graph_does(lean: httpx.Client) -> None:
+    from factory_anomaly.artifact import resolve_current, verify_artifact
+
+    version = resolve_current(ROOT / "model_store" / "factory-ae")
+    manifest = verify_artifact(version)
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    rows = np.random.default_rng(0).normal(size=(3, N)).astype(np.float32)
+    rows[2] *= 50.0  # far off: anomalous
+    expected = session.run(["score"], {"readings": rows})[0]
+    single = lean.post("/score", json={"values": rows[0].tolist()}).json()
+    batch = lean.post("/score/batch", json={"vectors": rows.tolist()}).json()["results"]
+    assert single["score"] == pytest.approx(float(expected[0]), rel=1e-5)
+    assert [r["score"] for r in batch] == pytest.approx(expected.astype(float).tolist(), rel=1e-5)
+    threshold = manifest.threshold.value
+    assert [r["is_anomaly"] for r in batch] == [float(s) > threshold for s in expected]
+    assert batch[2]["is_anomaly"]
