@@ -123,3 +123,18 @@ def test_formatter_handles_unserialisable_extras() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     record.thing = object()
     assert json.loads(JsonFormatter().format(record))["thing"].startswith("<object")
+
+
+def test_formatter_writes_the_time_of_each_record_and_valid_json_for_any_number() -> None:
+    formatter = JsonFormatter()
+    times = [1795673520.999, 1795673521.0, 1795673521.5, 1795673520.25]  # the second changes, and back
+    stamps = []
+    for created in times:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        record.ratio, record.by_code = float("nan"), {404: 2}
+        entry = json.loads(formatter.format(record))  # strict JSON: NaN is written as null
+        assert entry["ratio"] is None and entry["by_code"] == {"404": 2}
+        stamps.append(entry["ts"])
+    assert stamps == ["2026-11-26T06:12:00.999Z", "2026-11-26T06:12:01.000Z", "2026-11-26T06:12:01.500Z",
+                      "2026-11-26T06:12:00.250Z"]  # fmt: skip

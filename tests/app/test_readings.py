@@ -15,6 +15,8 @@ from factory_anomaly.app.wire.parse import (
     Readings,
     _batch_json_fast,
     _batch_json_full,
+    _single_json_fast,
+    _single_json_full,
     parse_batch_binary,
     parse_batch_json,
     parse_explain_json,
@@ -272,4 +274,91 @@ def test_the_fast_path_may_decline_what_the_full_path_reads() -> None:
         b'{"vectors": [[1, 2, 3]], "ids": ["\\u00e9"]}',
     ):
         fast, full = _both(body)
+        assert fast is None and full is not None
+
+
+# --- the single-reading fast path (simdjson) ---------------------------------------------------------------
+
+
+def _single_both(body: bytes, n: int = 3) -> tuple[Readings | None, Readings | None]:
+    """(fast path's answer or None, full path's answer or None when it refuses)."""
+    try:
+        full: Readings | None = _single_json_full(body, [f"s{i}" for i in range(n)])
+    except (InvalidInput, MalformedRequest, PayloadTooLarge):
+        full = None
+    return _single_json_fast(body, n), full
+
+
+def test_the_single_fast_path_reads_what_the_full_path_reads_bit_for_bit() -> None:
+    x = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-50, 3.4028235e38, -3.4028235e38, 7], np.float32)
+    bodies = [
+        orjson.dumps({"values": x}, option=orjson.OPT_SERIALIZE_NUMPY),
+        orjson.dumps({"values": x.astype(np.float64).tolist(), "id": "r:[1]\u00e9", "asset": "press:[7]"}),
+        json.dumps({"id": None, "values": [1, -0, 9007199254740993, 2**63, 1.5e-320, 5, 6, 1e38]}).encode(),
+        b' \n{ "values" : [1,2,3,4,5,6,7,8] }\t',
+        orjson.dumps({"values": x.astype(np.float64).tolist(), "ts": "2026-11-26T06:12:00Z"}),
+        orjson.dumps({"values": x.astype(np.float64).tolist(), "ts": 1795673521, "asset": "a"}),
+        orjson.dumps({"values": x.astype(np.float64).tolist(), "ts": 1795673521.25}),
+    ]
+    for body in bodies:
+        fast, full = _single_both(body, n=8)
+        assert fast is not None and full is not None, body[:80]
+        assert fast.x.dtype == np.float32 and fast.x.flags.c_contiguous and fast.x.shape == (1, 8)
+        assert fast.x.tobytes() == full.x.tobytes()  # bit for bit, signs of zero included
+        assert fast.ids == full.ids and fast.ts == full.ts and fast.asset == full.asset
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"values": [1, 2, true]}',
+        b'{"values": [1, 2, null]}',
+        b'{"values": [1, 2, "3"]}',
+        b'{"values": [1, 2, [3]]}',
+        b'{"values": [1, [2], 3]}',
+        b'{"values": [[1, 2, 3]]}',
+        b'\xef\xbb\xbf{"values": [1, 2, 3]}',
+        b'{"values": [1, 2, 3], "id": "a\x01b"}',
+        b'{"values": [1, 2, {"a": 3}]}',
+        b'{"values": [1, 2, [3]], "id": "\\u005b"}',
+        b'{"values": [1, [2], 3], "id": "["}',  # a "[" in a string balances nothing
+        b'{"values": [1, 2, NaN]}',
+        b'{"values": [1, 2, 1e39]}',
+        b'{"values": [1, 2, -1e309]}',
+        b'{"values": [1, 2]}',
+        b'{"values": [1, 2, 3, 4]}',
+        b'{"values": []}',
+        b'{"values": [1, 2, 3], "id": 1}',
+        b'{"values": [1, 2, 3], "id": ["a"]}',
+        b'{"values": [1, 2, 3], "top_k": 1}',
+        b'{"values": [1, 2, 3], "vectors": [[1, 2, 3]]}',
+        b'{"values": [1, 2, 3], "values": [4, 5, 6]}',
+        b'{"values": [1, 2, 3]} []',
+        b'{"values": [1, 2, 3],}',
+        b'{"values": [1, 2, 3], "id": "\xff"}',
+        b'{"values": {"0": 1, "1": 2, "2": 3}}',
+        b"[1, 2, 3]",
+        b'{"values": [1, 2, 3]' + b"]" * 5,
+        b'{"values": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"values": [1, 2, 3], "ts": "yesterday"}',
+        b'{"values": [1, 2, 3], "ts": "2026-11-26T06:12:00"}',  # no zone
+        b'{"values": [1, 2, 3], "ts": 1795673521000}',  # milliseconds by mistake
+        b'{"values": [1, 2, 3], "ts": [1]}',
+        b'{"values": [1, 2, 3], "ts": true}',
+        b'{"id": "a"}',
+    ],
+)
+def test_the_single_fast_path_leaves_every_bad_body_to_the_full_path(body: bytes) -> None:
+    fast, full = _single_both(body)
+    assert fast is None
+    assert full is None  # the full path refuses it, with the error that names what is wrong
+
+
+def test_the_single_fast_path_may_decline_what_the_full_path_reads() -> None:
+    for body in (
+        b'{"values": [1, 2, 18446744073709551616]}',
+        b'{"values": [1, 2, 3], "id": "\\u00e9"}',
+        b'{"values": [1, 2, 3], "asset": 7}',  # the asset rules (wire.assets) name it, after parsing
+    ):
+        fast, full = _single_both(body)
         assert fast is None and full is not None

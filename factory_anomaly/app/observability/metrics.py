@@ -33,6 +33,7 @@ without traffic.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -154,6 +155,7 @@ class BulkHistogram(Collector):
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._bounds = np.array([*buckets, math.inf], dtype=np.float64)
+        self._bound_list = self._bounds.tolist()  # for `observe_one`'s bisect
         self._le = [floatToGoString(b) for b in self._bounds]
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
@@ -177,6 +179,18 @@ class BulkHistogram(Collector):
             buckets, sum_cell = self._series[label_values]
             buckets += counts
             sum_cell[0] += total
+
+    def observe_one(self, label_values: tuple[str, ...], value: float) -> None:
+        """Record one finite float: `observe_many` of one element without numpy's per-call overhead (a
+        single reading's request)."""
+        index = bisect.bisect_left(self._bound_list, value)  # the first bound >= value, as above
+        series = self._series.get(label_values)
+        if series is None:
+            self.labels(*label_values)
+            series = self._series[label_values]
+        with self._lock:
+            series[0][index] += 1
+            series[1][0] += value
 
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self.name, self._documentation, labels=self._labelnames)]
@@ -450,6 +464,7 @@ class Metrics:
         GCCollector(registry=reg)
 
         model = model_name
+        self._model_labels = (model,)
         for operation in OPERATIONS:
             self.inference_duration.labels(model, operation)
         self._batch = {route: self.batch_size.labels(model, route) for route in SCORING_ROUTES}
@@ -524,6 +539,9 @@ class Metrics:
         n = len(x)
         self._inference["score"].observe(assessment.run_seconds)
         self._readings.inc(n)
+        if n == 1:  # one reading: the same figures with Python scalars (numpy's per-call cost dominates)
+            self._observe_one(model, x, assessment)
+            return
         flagged = int(np.count_nonzero(assessment.is_anomaly))
         if flagged:
             self._anomalies.inc(flagged)
@@ -532,6 +550,16 @@ class Metrics:
         ratio = np.where(np.isfinite(ratio), np.minimum(ratio, SCORE_RATIO_CAP), SCORE_RATIO_CAP)
         self.score_ratio.observe_many((self.model_name,), ratio)
         self.drift.observe_many((self.model_name,), model.out_of_range_share(x))
+
+    def _observe_one(self, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
+        flagged = 1 if assessment.is_anomaly[0] else 0
+        if flagged:
+            self._anomalies.inc()
+        model.calibration.observe(flagged, 1, time.time())
+        ratio = float(assessment.scores[0]) / model.threshold
+        capped = min(ratio, SCORE_RATIO_CAP) if math.isfinite(ratio) else SCORE_RATIO_CAP
+        self.score_ratio.observe_one(self._model_labels, capped)
+        self.drift.observe_one(self._model_labels, float(model.out_of_range_share(x)[0]))
 
     def asset_label(self, asset: str) -> str:
         """The asset's label value: its name for the first `max_assets` assets seen, else OTHER_ASSET."""
