@@ -238,7 +238,7 @@ def _single_json_fast(body: bytes, n: int) -> Readings | None:
     if body.count(b"[") != 1 + sum(text.count("[") for text in strings):
         return None
     try:
-        ts = None if stamp is None else [parse_ts(stamp, "ts")]
+        ts: list[float | None] | None = None if stamp is None else [parse_ts(stamp, "ts")]
     except InvalidInput:  # the full path names it
         return None
     return Readings(x.astype(np.float32).reshape(1, n), [ident], ts, asset)
