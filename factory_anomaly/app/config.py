@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """Level of the service's JSON log lines (stderr)."""
 
+    access_log_sample: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Share of successful (2xx) requests that write an access line: every 1/x-th one (0: none, 1: all).
+    Every other answer (4xx, 5xx, a dropped connection) always writes one, and so does every anomalous
+    reading (`app.anomaly`); the request metrics count every request. Default one in a hundred: a line
+    for each of thousands of readings a second costs about a tenth of the throughput (docs/benchmarks.md)
+    and tells ops nothing the metrics do not."""
+
     log_top_sensors: int = Field(default=5, ge=0)
     """How many sensors (largest `sensor_error` first) the log line of an anomalous reading names."""
 

@@ -22,10 +22,11 @@ from factory_anomaly.app.errors import ReloadFailed
 from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
 from factory_anomaly.app.observability.metrics import Metrics
-from factory_anomaly.app.observability.middleware import MetricsMiddleware, RequestContextMiddleware
+from factory_anomaly.app.observability.middleware import ServiceMiddleware
 from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
+from factory_anomaly.app.routes.hot import hot_routes
 from factory_anomaly.app.serving.assets import AssetBook
 from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
 from factory_anomaly.app.serving.pool import InferencePool
@@ -86,13 +87,13 @@ def create_app(
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
-    # Added after RequestContextMiddleware, so outside it: it sees the final status of every request,
-    # the catch-all 500 included.
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     routers = [module.router for module in (scoring, explain, alarms, model, health, admin, metrics_route)]
     for router in routers:
         app.include_router(router)
+    hot = hot_routes(route for router in routers for route in router.routes)
+    app.add_middleware(
+        ServiceMiddleware, metrics=metrics, hot=hot, access_log_sample=settings.access_log_sample
+    )
     metrics.init_routes(route for router in routers for route in router.routes)
     return app
 

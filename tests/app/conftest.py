@@ -251,6 +251,7 @@ def server_env(store: Path, **extra: str) -> dict[str, str]:
         "ANOMALY_ADMIN_TOKEN": ADMIN_TOKEN,
         "ANOMALY_MAX_BODY_BYTES": str(4 << 20),
         "ANOMALY_ALARM_DB": str(Path(tempfile.mkdtemp(prefix="journal-")) / "alarms.sqlite3"),
+        "ANOMALY_ACCESS_LOG_SAMPLE": "1",  # tests follow requests through their access lines
     } | extra
 
 

@@ -68,3 +68,27 @@ def test_request_id_from_headers() -> None:
     assert request_id_from([(b"x-request-id", b"abc-1.2_3")]) == "abc-1.2_3"
     assert len(request_id_from([(b"x-request-id", "é".encode())])) == 32
     assert len(request_id_from([])) == 32
+
+
+@pytest.mark.parametrize(("sample", "ok_lines"), [(0.25, 2), (0.0, 0), (1.0, 8)])
+async def test_successes_write_a_sampled_access_line_and_every_error_writes_one(
+    store: Path, caplog: pytest.LogCaptureFixture, sample: float, ok_lines: int
+) -> None:
+    async with running(settings_for(store, access_log_sample=sample)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            with caplog.at_level(logging.INFO, logger="app.request"):
+                for i in range(8):
+                    assert (
+                        await client.get("/healthz", headers={"X-Request-ID": f"ok-{i}"})
+                    ).status_code == 200
+                    if i % 4 == 0:
+                        assert (
+                            await client.get("/nowhere", headers={"X-Request-ID": f"no-{i}"})
+                        ).status_code == 404
+    lines = [r for r in caplog.records if r.name == "app.request" and r.getMessage() == "request"]
+    by_status = {200: [], 404: []}
+    for record in lines:
+        by_status[record.__dict__["status"]].append(record.__dict__["path"])
+    assert len(by_status[200]) == ok_lines  # every 1/sample-th success, the first included
+    assert by_status[404] == ["/nowhere", "/nowhere"]  # errors always

@@ -209,7 +209,7 @@ class LoadedModel:
         # that a NaN score (readings near float32's limits overflow inside the graph) counts as anomalous.
         is_anomaly = ~(scores.astype(np.float64) <= self.threshold)
         top: dict[int, list[tuple[str, float]]] = {}
-        if top_k > 0:
+        if top_k > 0 and is_anomaly.any():
             for row in np.flatnonzero(is_anomaly).tolist():
                 errors = sensor_error[row]
                 order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]

@@ -102,6 +102,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
 
 def log_anomalies(model: LoadedModel, ids: Sequence[str | None], assessment: Assessment) -> None:
     """One log line per anomalous reading (the request id comes from the logging context)."""
+    if not assessment.is_anomaly.any():
+        return
     for row in np.flatnonzero(assessment.is_anomaly).tolist():
         anomaly_log.warning(
             "anomalous reading",

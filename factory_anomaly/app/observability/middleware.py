@@ -1,5 +1,5 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware): request ids, one access log line, the catch-all 500, and
-the request metrics (`MetricsMiddleware`).
+"""One pure-ASGI layer around the app (no BaseHTTPMiddleware): request ids, the request metrics, one
+access log line, the catch-all 500, and the hot routes dispatched straight to their endpoints.
 
 Request id: the client's `X-Request-ID` when it is a sane token (1-128 of [A-Za-z0-9._-]), otherwise a
 fresh uuid4 hex. It is echoed in the response header, put in every error body and on every log line of
@@ -10,17 +10,35 @@ header block of any size, where its pure-Python h11 stopped near 16 KiB. A block
 (names and values, summed) is answered 431 `headers_too_large` here, with `Connection: close`, before
 any route runs. The bytes have been read by then: bounding the memory a client can make the server hold
 for headers is a job for the proxy in front (docs/reliability.md).
+
+Access line: one per request, `method`, `path`, `status`, `duration_ms`; for 2xx answers only every
+1/ACCESS_LOG_SAMPLE-th (`app.config.Settings.access_log_sample`), every other status always.
+
+Metrics: per request, two clock reads, a gauge up and down, one histogram observation on a cached child;
+the route template is the `route` in the scope (Starlette's router leaves it there; the hot dispatch
+sets it). The status is the final one, the catch-all 500 included; a request that fails before its answer
+starts counts as a 5xx.
+
+Hot routes (`HotRoute`, built by `app.routes.hot`): POST /v1/score, /v1/score/batch and /v1/explain go
+from here to their endpoint function, skipping FastAPI's routing and request machinery (dependency
+solving, exit stacks, the exception middleware), which cost as much as the work itself on a single
+reading (docs/benchmarks.md). The endpoint is the same function the router would call, and a
+`ServiceError` it raises is rendered by the same `error_response`, so the answer is byte for byte the one
+the router gives; anything else goes the normal way.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from factory_anomaly.app.errors import HeadersTooLarge, ServiceError
@@ -31,6 +49,7 @@ from factory_anomaly.app.routes.errors import error_response
 log = logging.getLogger("app.request")
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_BYTES = REQUEST_ID_HEADER.encode()
 MAX_HEADER_BYTES = 32 * 1024
 """Largest header block (names + values) a request may carry; browsers and proxies send a few KiB."""
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -38,33 +57,70 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
-        if name == REQUEST_ID_HEADER.encode() and _SANE_REQUEST_ID.fullmatch(value):
+        if name == REQUEST_ID_BYTES and _SANE_REQUEST_ID.fullmatch(value):
             return value.decode("ascii")
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+@dataclass(frozen=True)
+class HotRoute:
+    """A route dispatched without the router: its APIRoute (the metrics' template) and endpoint."""
+
+    route: Any  # fastapi.routing.APIRoute: `path_format` is the metrics' route label
+    endpoint: Callable[[Request], Awaitable[Response]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.route
+        try:
+            response = await self.endpoint(Request(scope, receive))
+        except ServiceError as exc:
+            response = error_response(exc, scope)
+        await response(scope, receive, send)
+
+
+class ServiceMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        hot: Mapping[tuple[str, str], HotRoute] | None = None,
+        access_log_sample: float = 1.0,
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.hot = dict(hot or {})  # (method, path) -> HotRoute
+        # every `_every`-th 2xx writes its access line (0: none); other statuses always do
+        self._every = round(1.0 / access_log_sample) if access_log_sample > 0 else 0
+        self._successes = 0
+
+    def _logs_success(self) -> bool:
+        every = self._every
+        if every == 0:
+            return False
+        self._successes += 1
+        return every == 1 or self._successes % every == 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        metrics = self.metrics
         request_id = request_id_from(scope["headers"])
         token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status: dict[str, Any] = {"code": None}
+        started = perf_counter()
+        status: list[int | None] = [None]
+        id_header = (REQUEST_ID_BYTES, request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == REQUEST_ID_HEADER.encode() for name, _ in headers):
-                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                status[0] = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == REQUEST_ID_BYTES for name, _ in headers):
+                    headers.append(id_header)
                 message = {**message, "headers": headers}
             await send(message)
 
+        metrics.in_flight.inc()
         try:
             header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
             if header_bytes > MAX_HEADER_BYTES:
@@ -73,60 +129,29 @@ class RequestContextMiddleware:
                 )
                 await error_response(refused, scope)(scope, receive, send_with_id)
                 return
-            await self.app(scope, receive, send_with_id)
+            hot = self.hot.get((scope["method"], scope["path"]))
+            await (hot or self.app)(scope, receive, send_with_id)
         except Exception:
             # Anything the exception handlers did not turn into a response is a bug: log the traceback,
             # tell the client nothing but the request id.
             log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
-            if status["code"] is not None:
-                raise  # the response has started; the server can only drop the connection
+            if status[0] is not None:
+                status[0] = None  # the answer had started; the server can only drop the connection
+                raise
             error = ServiceError("internal error; quote the request id to the operator")
-            response = error_response(error, scope)
-            await response(scope, receive, send_with_id)
-        finally:
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status["code"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-            request_id_var.reset(token)
-
-
-class MetricsMiddleware:
-    """Pure ASGI: times each HTTP request and counts error answers by code.
-
-    Added after (so outside) `RequestContextMiddleware`, it sees the final status, the catch-all 500
-    included. Per request: two clock reads, a gauge up and down, one histogram observation on a cached
-    child; the route template is the `route` Starlette's router leaves in the scope.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        metrics = self.metrics
-        status: list[int | None] = [None]
-
-        async def send_recording_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        metrics.in_flight.inc()
-        started = perf_counter()
-        try:
-            await self.app(scope, receive, send_recording_status)
+            await error_response(error, scope)(scope, receive, send_with_id)
         except BaseException:
             status[0] = None  # the answer did not complete: count it as a server error
             raise
         finally:
-            metrics.observe_request(scope, status[0], perf_counter() - started)
+            seconds = perf_counter() - started
+            metrics.observe_request(scope, status[0], seconds)
             metrics.in_flight.dec()
+            code = status[0]
+            if code is None or not 200 <= code < 300 or self._logs_success():
+                log.info(
+                    "request",
+                    extra={"method": scope["method"], "path": scope["path"], "status": code,
+                           "duration_ms": round(seconds * 1000, 3)},
+                )  # fmt: skip
+            request_id_var.reset(token)

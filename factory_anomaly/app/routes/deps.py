@@ -158,14 +158,21 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
             raise PayloadTooLarge(f"the body has {declared} bytes; at most {max_bytes} are accepted")
     chunks: list[bytes] = []
     size = 0
+    receive = request.receive  # the ASGI messages themselves: Starlette's stream() adds a generator
     try:
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes, the most accepted")
                 if chunk:
                     chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         expected = f"of {declared} " if declared is not None else ""
         raise BodyTimeout(

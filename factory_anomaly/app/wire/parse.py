@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ EXPLAIN_FIELDS = ("values", "top_k", "id")
 BATCH_FIELDS = ("vectors", "ids", "asset", "ts")
 _BATCH_FIELD_SET = frozenset(BATCH_FIELDS)
 _SINGLE_FIELD_SET = frozenset(SINGLE_FIELDS)
+_thread = threading.local()  # `_single_json_fast`'s simdjson parser, one per thread
 DEFAULT_TOP_K = 10
 """Sensors an explanation lists when the request does not say (all of them on a model with fewer)."""
 _NUMBER_TYPES = frozenset({float, int})  # exact types: bool is a subclass of int and must not pass
@@ -209,11 +211,15 @@ def _single_json_fast(body: bytes, n: int) -> Readings | None:
     float64 buffer. The same guards as `_batch_json_fast`: no escapes or byte-order mark, every field
     known and given once, `values` a flat array of n numbers within float32 (the brackets are counted,
     since as_buffer would flatten a nested list), `id` and `asset` strings, `ts` a string or a number
-    that `parse_ts` accepts."""
+    that `parse_ts` accepts. One parser per thread, reused: a parser must not parse again while one of its
+    documents is alive, and nothing here outlives the call (values are copied out, strings are str)."""
     if body.startswith(b"\xef\xbb\xbf") or b"\\" in body:
         return None
+    parser = getattr(_thread, "parser", None)
+    if parser is None:
+        parser = _thread.parser = simdjson.Parser()
     try:
-        doc = simdjson.Parser().parse(body)
+        doc = parser.parse(body)
         if not isinstance(doc, simdjson.Object):
             return None
         keys = list(doc.keys())
