@@ -25,7 +25,7 @@ def hot_routes(routes: Iterable[object]) -> dict[tuple[str, str], HotRoute]:
     for route in routes:
         if not isinstance(route, APIRoute) or route.path not in HOT_PATHS or not _takes_request_only(route):
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             table[(method, route.path)] = HotRoute(route, route.endpoint)
     return table
 
