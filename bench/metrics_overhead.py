@@ -2,8 +2,9 @@
 
 (a) Middleware: an ASGI app that only answers 200 (and, as Starlette's router does, leaves the matched
 route in the scope), called `--requests` times directly, bare and wrapped in
-`app.observability.middleware.MetricsMiddleware`; the difference per request is the middleware's cost (two
-clock reads, the in-flight gauge up and down, one histogram observation on a cached child). (b) Scoring
+`app.observability.middleware.ServiceMiddleware` with no access lines (ACCESS_LOG_SAMPLE=0); the
+difference per request is the layer's cost (the request id, two clock reads, the in-flight gauge up and
+down, one histogram observation on a cached child). (b) Scoring
 metrics: `Metrics.observe_scoring` for a batch of 1 and of 1024 readings of 1000 sensors (counters,
 batch-size and inference histograms, score ratios and the drift share as numpy passes). (c) Rendering
 `GET /metrics` of a fresh app's registry.
@@ -31,7 +32,7 @@ from factory_anomaly.app.config import Settings
 from factory_anomaly.app.main import create_app
 from factory_anomaly.app.model import Assessment
 from factory_anomaly.app.observability.metrics import Metrics
-from factory_anomaly.app.observability.middleware import MetricsMiddleware
+from factory_anomaly.app.observability.middleware import ServiceMiddleware
 
 REPEATS = 3
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     metrics = Metrics(CollectorRegistry(), "bench")
-    wrapped = MetricsMiddleware(_answer, metrics)
+    wrapped = ServiceMiddleware(_answer, metrics, access_log_sample=0.0)
     bare_s = _best(lambda n: asyncio.run(_per_request_s(_answer, n)), args.requests)
     wrapped_s = _best(lambda n: asyncio.run(_per_request_s(wrapped, n)), args.requests)
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             ["what", "cost"],
             [
                 ["ASGI app, bare (µs/request)", mw["bare"]],
-                ["ASGI app + MetricsMiddleware (µs/request)", mw["with_metrics"]],
+                ["ASGI app + ServiceMiddleware, no access lines (µs/request)", mw["with_metrics"]],
                 ["middleware overhead (µs/request)", mw["overhead"]],
                 *(
                     [f"observe_scoring, {rows} x 1000 sensors (µs)", us]

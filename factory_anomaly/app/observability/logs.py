@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 anomaly_log = logging.getLogger("app.anomaly")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-"""The current request's id; set by `app.middleware.RequestContextMiddleware`."""
+"""The current request's id; set by `app.observability.middleware.ServiceMiddleware`."""
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

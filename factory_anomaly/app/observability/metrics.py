@@ -2,7 +2,7 @@
 
 `create_app` builds one `Metrics` on its own `CollectorRegistry` (a fresh one unless it is given one), so
 two apps in one process (the tests build dozens) never share or collide on a metric. `GET /metrics`
-exposes that registry; `MetricsMiddleware` (pure ASGI) times every HTTP request; the scoring routes, the
+exposes that registry; `ServiceMiddleware` (pure ASGI) times every HTTP request; the scoring routes, the
 model registry and the error handlers report through the `Metrics` methods.
 
 Names carry their unit (`_seconds`, `_rows`, `_ratio`, `_total`). Labels are bounded: `route` is the

@@ -2,7 +2,7 @@
 
 Renders the service's own errors (`app.errors.ServiceError`) and FastAPI's and Starlette's (404, 405,
 request validation) in the same shape, with `X-Request-ID` set. Unexpected exceptions are caught by
-`app.middleware.RequestContextMiddleware`, which logs them and renders a bare 500 here.
+`app.observability.middleware.ServiceMiddleware`, which logs them and renders a bare 500 here.
 """
 
 from __future__ import annotations
