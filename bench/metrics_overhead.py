@@ -33,6 +33,7 @@ from factory_anomaly.app.main import create_app
 from factory_anomaly.app.model import Assessment
 from factory_anomaly.app.observability.metrics import Metrics
 from factory_anomaly.app.observability.middleware import ServiceMiddleware
+from factory_anomaly.app.serving.drift import DriftDetector
 
 REPEATS = 3
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     model = SimpleNamespace(
         threshold=10.0,
         out_of_range_share=lambda x: np.count_nonzero((x < -2) | (x > 2), axis=1) / x.shape[1],
+        calibration=DriftDetector(1e-4),  # the real calibration-drift detector every reading feeds
     )
     scoring: dict[str, float] = {}
     for rows in (1, 1024):
