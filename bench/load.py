@@ -122,6 +122,9 @@ LEAN = (
     Route("lean_batch", f"lean /score/batch JSON x{BATCH_ROWS}", "/score/batch", JSON, "batch_json",
           BATCH_ROWS),
 )  # fmt: skip
+# The floor with the binary batch's body (256 KiB at 1000 sensors): what HTTP alone costs that request.
+FLOOR_BINARY = Route("floor_binary", f"floor POST /noop (binary x{BATCH_ROWS} body)", "/noop", OCTET,
+                     "batch_binary", BATCH_ROWS)  # fmt: skip
 LEAN_OF = {"score": "lean_score", "plant_score": "lean_score", "batch_json": "lean_batch",
            "plant_batch_json": "lean_batch"}  # fmt: skip
 TYPICAL = (
@@ -258,6 +261,7 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     add(f"binary batch-{BATCH_ROWS} >= 80 % of in-process ORT readings/s at {intra_op_threads} intra-op "
         f"thread(s) (batch {BATCH_ROWS}: {cap:.0f}/s); best over connections (c={binary['connections']})",
         binary["readings_per_s"] / cap, 0.8, True, "of ceiling")  # fmt: skip
+    results["binary_limit"] = binary_limit(results, cap)
     batch_json = best("batch_json")
     add(f"JSON batch-{BATCH_ROWS} >= 25 k readings/s; best over connections (c={batch_json['connections']})",
         batch_json["readings_per_s"], 25_000.0, True, "readings/s")  # fmt: skip
@@ -281,6 +285,20 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     over_lean = None if rss_mib is None or lean_rss is None else rss_mib - lean_rss
     add("RSS after warm-up <= lean's + 15 MiB", over_lean, 15.0, False, "MiB over lean")
     return out
+
+
+def binary_limit(results: dict[str, Any], ceiling: float) -> dict[str, Any] | None:
+    """How close the binary batch can come to the ceiling on one core: the graph's time for the batch
+    (from the ceiling) plus what HTTP alone costs the same body (the floor's best req/s with it), as
+    readings/s and as a share of the ceiling. None without the floor's run."""
+    rows = [r for r in results["runs"] if r["key"] == "floor_binary"]
+    if not rows:
+        return None
+    floor_s = 1.0 / max(r["requests_per_s"] for r in rows)
+    graph_s = BATCH_ROWS / ceiling
+    limit = BATCH_ROWS / (graph_s + floor_s)
+    return {"floor_ms": floor_s * 1e3, "graph_ms": graph_s * 1e3, "readings_per_s": limit,
+            "share_of_ceiling": limit / ceiling}  # fmt: skip
 
 
 RATIO_KEYS = ("vs_lean", "p99_vs_lean", "vs_typical", "vs_ceiling", "vs_floor", "vs_plain")
@@ -369,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "lean": ("bench.lean_service:app", LEAN, env_lean, "/health", ["--no-access-log"]),
         "ours-plant": (APP, PLANT, env_plant, "/readyz", []),
         "typical": ("bench.typical_service:app", TYPICAL, env_typical, "/health", []),
-        "floor": ("bench.floor:app", (FLOOR,), env, "/readyz", []),
+        "floor": ("bench.floor:app", (FLOOR, FLOOR_BINARY), env, "/readyz", []),
     }
     alternating = ("ours", "lean", "ours-plant")
     order = [*alternating * max(1, args.repeats), "typical", "floor"]
@@ -424,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             f"# {name}: {s['command']}: ready in {s['start_to_ready_s']:.2f} s, RSS after warm-up {rss} MiB"
         )
     print(table(results))
+    limit = results.get("binary_limit")
+    if limit is not None:
+        graph, floor = limit["graph_ms"], limit["floor_ms"]
+        print(f"# binary batch-{BATCH_ROWS}: graph {graph:.2f} ms + HTTP floor {floor:.2f} ms a request: "
+              f"at most {limit['readings_per_s']:.0f} readings/s on one core, "
+              f"{limit['share_of_ceiling']:.2f} of the ceiling")  # fmt: skip
     write_results(results, args.out)
     print(f"# in {results['wall_s']:.0f} s")
     return 0

@@ -51,6 +51,18 @@ def order_by_excess(excess: np.ndarray, sensor_error: np.ndarray, top_k: int | N
     return order if top_k is None else order[:top_k]
 
 
+def largest(values: np.ndarray, k: int) -> np.ndarray:
+    """int [min(k, n)]: the first k of a stable descending sort of `values` [n] (ties by index, NaN as the
+    largest), found with a partial sort: an anomalous reading's top sensors cost a fraction of sorting
+    all of them."""
+    keys = -np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)
+    if k >= keys.size:
+        return np.argsort(keys, kind="stable")[:k]
+    cut = np.partition(keys, k - 1)[k - 1]  # the k-th smallest key: every one of the first k is <= it
+    candidates = np.flatnonzero(keys <= cut)  # ascending index, ties at the cut included
+    return candidates[np.argsort(keys[candidates], kind="stable")][:k]
+
+
 def order_rows(
     x: np.ndarray, sensor_error: np.ndarray, low: np.ndarray, high: np.ndarray, top_k: int
 ) -> np.ndarray:

@@ -30,7 +30,7 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
     results = json.loads(out.read_text())
     by = {(r["key"], r["connections"]): r for r in results["runs"]}
     for key in ("score", "batch_json", "batch_binary", "explain", "plant_score", "plant_batch_json",
-                "lean_score", "lean_batch", "typical_score", "floor"):  # fmt: skip
+                "lean_score", "lean_batch", "typical_score", "floor", "floor_binary"):  # fmt: skip
         assert by[(key, 1)]["requests"] > 0, key
     # ours, lean and ours-plant ran twice each, alternating; every figure is the median of the two
     assert [len(results["repetitions"][name]) for name in ("ours", "lean", "ours-plant")] == [2, 2, 2]
@@ -45,6 +45,11 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
     assert "single JSON, ours (as a plant runs it) >= 1.0x lean req/s at 1 connection(s)" in targets
     assert any(name.startswith("RSS after warm-up <= lean's + 15 MiB") for name in targets)
     assert "ours/lean" in done.stdout and "lean /score JSON x1" in done.stdout
+    # how close binary batches can come to the ceiling: the graph's time plus HTTP's for the same body
+    limit = results["binary_limit"]
+    floor_rps = by[("floor_binary", 1)]["requests_per_s"]
+    assert limit["floor_ms"] == pytest.approx(1e3 / floor_rps)
+    assert 0 < limit["share_of_ceiling"] < 1 and "HTTP floor" in done.stdout
 
 
 @pytest.fixture(scope="module")

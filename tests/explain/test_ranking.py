@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factory_anomaly.explain.ranking import order_rows, order_sensors, out_of_range, range_widths
+from factory_anomaly.explain.ranking import largest, order_rows, order_sensors, out_of_range, range_widths
 
 LOW = np.array([0.0, 0.0, 10.0, 5.0, -1.0])
 HIGH = np.array([1.0, 2.0, 20.0, 5.0, 1.0])  # sensor 3 read one value in training
@@ -40,3 +40,15 @@ def test_the_batch_form_matches_row_by_row() -> None:
     assert ranked.shape == (200, 3)
     for i in range(200):
         assert ranked[i].tolist() == order_sensors(x[i], error[i], LOW, HIGH, 3).tolist()
+
+
+def test_largest_is_the_head_of_a_stable_descending_sort() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 60))
+        values = rng.integers(0, 6, size=n).astype(np.float32)  # many ties
+        values[rng.random(n) < 0.1] = np.nan
+        values[rng.random(n) < 0.05] = np.inf
+        for k in (1, 3, 5, n, n + 2):
+            expected = np.argsort(-np.nan_to_num(values, nan=np.inf), kind="stable")[:k]
+            np.testing.assert_array_equal(largest(values, k), expected, err_msg=f"{trial} {k} {values}")

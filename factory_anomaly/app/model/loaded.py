@@ -28,6 +28,7 @@ from factory_anomaly.alarms.velocity import VelocitySpec
 from factory_anomaly.app.errors import ExplainerUnavailable
 from factory_anomaly.app.serving.drift import DriftDetector
 from factory_anomaly.artifact import EXPLAINER, Manifest
+from factory_anomaly.explain.ranking import largest
 
 SCORE_OUTPUT = "score"
 SENSOR_ERROR_OUTPUT = "sensor_error"
@@ -214,6 +215,5 @@ class LoadedModel:
         if top_k > 0 and is_anomaly.any():
             for row in np.flatnonzero(is_anomaly).tolist():
                 errors = sensor_error[row]
-                order = np.argsort(-np.nan_to_num(errors, nan=np.inf), kind="stable")[:top_k]
-                top[row] = [(self.sensor_names[j], float(errors[j])) for j in order.tolist()]
+                top[row] = [(self.sensor_names[j], float(errors[j])) for j in largest(errors, top_k).tolist()]
         return Assessment(scores, is_anomaly, top, run_seconds, sensor_error)
