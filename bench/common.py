@@ -255,15 +255,20 @@ class Server:
 # --- onnxruntime --------------------------------------------------------------------------------------------
 
 
+CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
+PROVIDERS = ("cpu", "cuda")
+
+
 def ort_session(
     graph: Path,
     intra_op_threads: int = 1,
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     optimised_to: Path | None = None,
+    providers: Sequence[str] = (CPU_PROVIDER,),
 ) -> ort.InferenceSession:
-    """A CPU session with the service's options (factory_anomaly.app.model.loader: 1 inter-op thread,
-    sequential, errors-only logging), `intra_op_threads` and the optimisation `level`; `optimised_to`
-    also saves the optimised graph there."""
+    """A session with the service's options (factory_anomaly.app.model.loader: 1 inter-op thread,
+    sequential, errors-only logging), `intra_op_threads` and the optimisation `level`, on `providers`
+    (CPU unless told: `providers_for`); `optimised_to` also saves the optimised graph there."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -272,7 +277,38 @@ def ort_session(
     options.log_severity_level = 3
     if optimised_to is not None:
         options.optimized_model_filepath = str(optimised_to)
-    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(graph), options, providers=list(providers))
+
+
+def providers_for(choice: str) -> list[str]:
+    """onnxruntime providers for a benchmark's `--provider` (cpu | cuda), as the service picks them for
+    ANOMALY_PROVIDER; exits saying what is missing when CUDA is asked for and this onnxruntime has none."""
+    if choice == "cpu":
+        return [CPU_PROVIDER]
+    available = ort.get_available_providers()
+    if choice != "cuda" or CUDA_PROVIDER not in available:
+        raise SystemExit(
+            f"--provider {choice}: onnxruntime {ort.__version__} offers {', '.join(available)}; CUDA needs "
+            'onnxruntime-gpu on a CUDA host (the `gpu` image, docs/benchmarks.md "GPU")'
+        )
+    return [CUDA_PROVIDER, CPU_PROVIDER]
+
+
+def accelerator(provider: str) -> dict[str, Any]:
+    """What the figures ran on besides the CPU: the provider asked for, onnxruntime's version, build
+    device and providers, and each GPU `nvidia-smi` lists (none without one)."""
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+        done = subprocess.run(query, capture_output=True, text=True, check=False)
+        gpus = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return {
+        "provider": provider,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_build": ort.get_device(),
+        "available_providers": ort.get_available_providers(),
+        "gpus": gpus,
+    }
 
 
 # --- readings and bodies ------------------------------------------------------------------------------------
@@ -463,11 +499,14 @@ def results_head(
     pinning: Pinning | None = None,
     manifest: Manifest | None = None,
     wrk_version: str | None = None,
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """What every benchmark's results start with: the command that produced them and the machine; where
-    given, the pinning, the model and the load generator (closed loop: wrk has no coordinated-omission
-    correction)."""
+    given, the pinning, the model, the load generator (closed loop: wrk has no coordinated-omission
+    correction) and the onnxruntime provider with what it ran on (`accelerator`)."""
     head: dict[str, Any] = {"command": command(module, argv), "machine": machine()}
+    if provider is not None:
+        head["accelerator"] = accelerator(provider)
     if pinning is not None:
         head["pinning"] = pinning.as_json()
     if manifest is not None:

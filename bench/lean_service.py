@@ -38,7 +38,10 @@ options.intra_op_num_threads = int(os.environ.get("LEAN_INTRA_OP_THREADS", "1"))
 options.inter_op_num_threads = 1
 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-session = ort.InferenceSession(str(VERSION / "model.onnx"), options, providers=["CPUExecutionProvider"])
+# LEAN_PROVIDER=cuda (bench.load --provider cuda): onnxruntime's CUDA provider first, as ours takes it
+CUDA_FIRST = os.environ.get("LEAN_PROVIDER") == "cuda"
+PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"] if CUDA_FIRST else ["CPUExecutionProvider"]
+session = ort.InferenceSession(str(VERSION / "model.onnx"), options, providers=PROVIDERS)
 INPUT = session.get_inputs()[0].name
 
 app = FastAPI(title="Anomaly scoring (lean)")

@@ -38,11 +38,14 @@ Needs `wrk` (`make bench` installs it) and the `train` extra (torch, the synthet
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench.common import (
@@ -54,6 +57,7 @@ from bench.common import (
     MIB,
     OCTET,
     PLANT_SEED,
+    PROVIDERS,
     READINGS_SEED,
     ROOT,
     SCORE,
@@ -66,6 +70,7 @@ from bench.common import (
     ort_session,
     pin_client,
     plant_readings,
+    providers_for,
     ratio,
     require_wrk,
     results_head,
@@ -146,11 +151,11 @@ TYPICAL_OF = {"score": "typical_score", "batch_json": "typical_batch", "batch_bi
 # --- 1. in-process ceiling ---------------------------------------------------------------------------------
 
 
-def ceiling(model_path: Path, x: np.ndarray) -> list[dict[str, Any]]:
+def ceiling(model_path: Path, x: np.ndarray, providers: Sequence[str]) -> list[dict[str, Any]]:
     """Readings/s of the scorer graph at each batch size and intra-op thread count (best of 3 windows)."""
     out = []
     for threads in CEILING_THREADS:
-        session = ort_session(model_path, threads)
+        session = ort_session(model_path, threads, providers=providers)
         name = session.get_inputs()[0].name
         for batch in CEILING_BATCHES:
             inputs = [np.ascontiguousarray(x[i : i + batch]) for i in range(0, len(x) - batch + 1, batch)]
@@ -287,6 +292,13 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     return out
 
 
+def provider_in_use(url: str, env: dict[str, str]) -> str:
+    """The onnxruntime provider our server reports in GET /v1/model (with the run's API key where set)."""
+    key = env.get("ANOMALY_API_KEYS", "").split(",")[0]
+    with httpx.Client(base_url=url, timeout=5.0, headers={"X-API-Key": key} if key else {}) as client:
+        return str(client.get("/v1/model").json()["provider"])
+
+
 def binary_limit(results: dict[str, Any], ceiling: float) -> dict[str, Any] | None:
     """How close the binary batch can come to the ceiling on one core: the graph's time for the batch
     (from the ceiling) plus what HTTP alone costs the same body (the floor's best req/s with it), as
@@ -356,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0, help="untimed seconds before each run")
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of ours, lean, ours-plant")
+    provider = os.environ.get("ANOMALY_PROVIDER", "cpu").replace("auto", "cpu")
+    parser.add_argument("--provider", choices=PROVIDERS, default=provider,
+                        help="onnxruntime provider of ours, lean and the ceiling (default: ANOMALY_PROVIDER, "
+                        "auto read as cpu)")  # fmt: skip
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--model-name", default="factory-ae")
     parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
@@ -369,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verify_artifact(model_dir)
     values = plant_readings(manifest.sensor_names, READING_ROWS)
 
-    print("in-process ceiling ...", flush=True)
-    ceiling_rows = ceiling(model_dir / manifest.graphs[SCORER].file, values)
+    providers = providers_for(args.provider)  # exits before any server starts when CUDA is missing
+    print(f"in-process ceiling ({', '.join(providers)}) ...", flush=True)
+    ceiling_rows = ceiling(model_dir / manifest.graphs[SCORER].file, values, providers)
 
     pinning = pin_client()  # after the ceiling, which may use both cores
     env = server_env(args.model_store, args.model_name)
@@ -380,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     env = env | {"ANOMALY_ALARM_DB": str(workdir / "alarms.sqlite3")}  # the X-Asset runs' journal
     files = write_bodies(values, workdir)
 
-    env_lean = env | {"LEAN_MODEL_DIR": str(model_dir)}
+    # the provider, stated to every server (server_env drops the caller's ANOMALY_ variables, and the
+    # service's own default, auto, would take CUDA where there is one while lean and the ceiling did not)
+    env = env | {"ANOMALY_PROVIDER": args.provider}
+    env_lean = env | {"LEAN_MODEL_DIR": str(model_dir), "LEAN_PROVIDER": args.provider}
     env_plant = env | {"ANOMALY_API_KEYS": PLANT_KEY}
     targets_ = {  # name -> (uvicorn target, routes, environment, readiness path, uvicorn options)
         "ours": (APP, OURS, env, "/readyz", []),
@@ -402,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(args.python, target, target_env, log, pinning.server_cpu, options)
         try:
             ready_s = server.wait_ready(ready_path)
+            in_use = provider_in_use(server.url, target_env) if target == APP else None
             rows, rss_warm = measure(server, routes, files, connections, args, pinning.client_cpu)
         finally:
             server.stop()
@@ -410,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                  "start_to_ready_s_each": [], "rss_after_warmup_mib_each": []}  # fmt: skip
         seen = servers.setdefault(name, first)
         seen["start_to_ready_s_each"].append(ready_s)
+        if in_use is not None:
+            seen["provider_in_use"] = in_use
         seen["rss_after_warmup_mib_each"].append(rss_warm)
     for seen in servers.values():
         seen["start_to_ready_s"] = float(np.median(seen["start_to_ready_s_each"]))
@@ -417,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         seen["rss_after_warmup_mib"] = float(np.median(rss)) if rss else None
     runs = [row for name in targets_ for row in median_runs(by_server[name])]
 
-    results = results_head("bench.load", argv, pinning, manifest, wrk_version) | {
+    results = results_head("bench.load", argv, pinning, manifest, wrk_version, args.provider) | {
         "readings": {"plant_seed": PLANT_SEED, "seed": READINGS_SEED, "anomaly_rate": ANOMALY_RATE},
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
@@ -435,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{heading(results)}")
     applied = "applied" if pinning.applied else "NOT applied"
     print(f"# {results['load_generator']}; pinning {applied}: {pinning.detail}")
+    acc = results["accelerator"]
+    in_use, gpus = servers["ours"].get("provider_in_use"), ", ".join(acc["gpus"]) or "none"
+    print(f"# provider {acc['provider']} (ours reports {in_use}); onnxruntime {acc['onnxruntime']} "
+          f"{acc['onnxruntime_build']}; GPUs: {gpus}")  # fmt: skip
     print(f"# {args.duration_s:g} s per run after {args.warmup_s:g} s warm-up; model {manifest.version}")
     for name, s in servers.items():
         rss = fmt(s["rss_after_warmup_mib"], ".0f")

@@ -45,11 +45,29 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
     assert "single JSON, ours (as a plant runs it) >= 1.0x lean req/s at 1 connection(s)" in targets
     assert any(name.startswith("RSS after warm-up <= lean's + 15 MiB") for name in targets)
     assert "ours/lean" in done.stdout and "lean /score JSON x1" in done.stdout
+    # what the figures ran on (issue 17 §4): the provider asked for, and the one ours reports using
+    accelerator = results["accelerator"]
+    assert accelerator["provider"] == "cpu" and accelerator["onnxruntime_build"] in ("CPU", "GPU")
+    assert results["servers"]["ours"]["provider_in_use"] == "CPUExecutionProvider"
+    assert results["servers"]["ours-plant"]["provider_in_use"] == "CPUExecutionProvider"
     # how close binary batches can come to the ceiling: the graph's time plus HTTP's for the same body
     limit = results["binary_limit"]
     floor_rps = by[("floor_binary", 1)]["requests_per_s"]
     assert limit["floor_ms"] == pytest.approx(1e3 / floor_rps)
     assert 0 < limit["share_of_ceiling"] < 1 and "HTTP floor" in done.stdout
+
+
+def test_cuda_without_a_cuda_onnxruntime_is_refused_before_any_server_starts(tmp_path: Path) -> None:
+    """No GPU here: `--provider cuda` must say what is missing, not measure the CPU under a CUDA label."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    argv = [sys.executable, "-m", "bench.load", "--provider", "cuda", "--out", str(tmp_path / "l.json")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "--provider cuda: onnxruntime" in done.stderr, done.stderr[-2000:]
+    assert "needs onnxruntime-gpu" in done.stderr and "ours:" not in done.stdout
+    assert not (tmp_path / "l.json").exists()
 
 
 @pytest.fixture(scope="module")
