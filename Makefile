@@ -182,11 +182,13 @@ bench-microbatch: $(DEV_STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	$(PY) -m bench.microbatch --out bench/results/microbatch.json
 
-# Issue 7's harness (docs/benchmarks.md): the in-process onnxruntime ceiling, then wrk over loopback against
-# the service (/v1/score, /v1/score/batch JSON and binary at 64 rows, /v1/explain), a typical FastAPI +
-# pydantic + torch service on the same weights (bench/typical_service.py) and the HTTP floor (bench/floor.py)
-# at 1, 8 and 32 connections; server on CPU 0, wrk on CPU 1. About 3 minutes; not part of `make test`
-# (run alone: two cores). Installs Debian's wrk when missing.
+# Issues 7 and 17's harness (docs/benchmarks.md): the in-process onnxruntime ceiling, then wrk over loopback
+# against the service (/v1/score, /v1/score/batch JSON and binary at 64 rows, /v1/explain, the X-Asset
+# path), the lean one-file app (bench/lean_service.py) and ours as a plant runs it (API keys, X-Asset),
+# those three alternating --repeats times; then a typical FastAPI + pydantic + torch service on the same
+# weights (bench/typical_service.py) and the HTTP floor (bench/floor.py). Server on CPU 0, wrk on CPU 1.
+# About 8 minutes; not part of `make test` (run alone: two cores). ANOMALY_PROVIDER=cuda runs it on a GPU
+# (docs/benchmarks.md, "GPU"). Installs Debian's wrk when missing.
 bench: $(DEV_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
