@@ -194,6 +194,15 @@ bench: $(DEV_STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	$(PY) -m bench.load --out bench/results/load.json
 
+# Where a request's time goes (issue 17 §3): py-spy samples the real server while wrk drives one route
+# (PROFILE_ARGS, e.g. --route batch_binary or --plant); bench/results/profile-<route>.{json,svg,raw.txt}.
+PROFILE_ARGS ?=
+.PHONY: profile
+profile: $(DEV_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	$(PY) -m bench.profile $(PROFILE_ARGS)
+
 # The serving image's dependency locks (docs/reliability.md, "Security"): the base dependencies of
 # pyproject.toml resolved to exact versions with the sha256 of every file PyPI has for them, for the CPU
 # image's Python (python:3.11 slim) and the GPU image's (Ubuntu 24.04: 3.12, onnxruntime-gpu). The
