@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     """Level of the service's JSON log lines (stderr)."""
 
     access_log_sample: float = Field(default=0.01, ge=0.0, le=1.0)
-    """Share of successful (2xx) requests that write an access line: every 1/x-th one (0: none, 1: all).
+    """Share of successful (2xx) requests that write an access line, evenly spread (0: none, 1: all).
     Every other answer (4xx, 5xx, a dropped connection) always writes one, and so does every anomalous
     reading (`app.anomaly`); the request metrics count every request. Default one in a hundred: a line
     for each of thousands of readings a second costs about a tenth of the throughput (docs/benchmarks.md)

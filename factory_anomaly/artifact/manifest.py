@@ -185,8 +185,13 @@ class Manifest:
     sensor_units: tuple[StrictStr, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (tuples become lists, free-form dicts are copied); `from_dict` inverts it."""
-        return _plain(_ADAPTERS[Manifest].dump_python(self))
+        """JSON-ready (tuples become lists, free-form dicts are copied); `from_dict` inverts it. A version
+        without units leaves `sensor_units` out, so a server from before the field still reads it (a
+        rollback keeps working)."""
+        data = _plain(_ADAPTERS[Manifest].dump_python(self))
+        if data.get("sensor_units") is None:
+            data.pop("sensor_units", None)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:

@@ -290,7 +290,7 @@ def load_sensor_units(path: str | Path, sensor_names: Sequence[str]) -> tuple[st
             raise DataError(f"{path}: {where}: sensor {name!r} is not one of the recording's sensors")
         if name in seen:
             raise DataError(f"{path}: {where}: sensor {name!r} is given more than once")
-        if not isinstance(unit, str) or len(unit) > MAX_UNIT_CHARS:
+        if not isinstance(unit, str) or len(unit.strip()) > MAX_UNIT_CHARS:
             raise DataError(
                 f"{path}: {where}: the unit must be a string of at most {MAX_UNIT_CHARS} characters, "
                 f"got {_json_type(unit) if not isinstance(unit, str) else repr(unit[:_VALUE_CHARS_SHOWN])}"
@@ -305,6 +305,9 @@ def _unit_record(path: Path, index: int, item: Any) -> tuple[str, Any, Any]:
     if not isinstance(item, _JsonObject):
         raise DataError(f"{path}: {where}: expected a record with 'name' and 'unit', got {_json_type(item)}")
     fields = dict(item.pairs)
+    if len(fields) != len(item.pairs):
+        repeated = next(key for key, _ in item.pairs if sum(k == key for k, _ in item.pairs) > 1)
+        raise DataError(f"{path}: {where}: the record gives {repeated!r} more than once")
     for key in ("name", "unit"):
         if key not in fields:
             raise DataError(f"{path}: {where}: the record has no {key!r}")

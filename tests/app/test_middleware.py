@@ -70,7 +70,7 @@ def test_request_id_from_headers() -> None:
     assert len(request_id_from([])) == 32
 
 
-@pytest.mark.parametrize(("sample", "ok_lines"), [(0.25, 2), (0.0, 0), (1.0, 8)])
+@pytest.mark.parametrize(("sample", "ok_lines"), [(0.25, 2), (0.4, 3), (0.0, 0), (1.0, 8), (1e-320, 1)])
 async def test_successes_write_a_sampled_access_line_and_every_error_writes_one(
     store: Path, caplog: pytest.LogCaptureFixture, sample: float, ok_lines: int
 ) -> None:
@@ -90,5 +90,5 @@ async def test_successes_write_a_sampled_access_line_and_every_error_writes_one(
     by_status = {200: [], 404: []}
     for record in lines:
         by_status[record.__dict__["status"]].append(record.__dict__["path"])
-    assert len(by_status[200]) == ok_lines  # every 1/sample-th success, the first included
+    assert len(by_status[200]) == ok_lines  # the share `sample` of 8 successes, the first included
     assert by_status[404] == ["/nowhere", "/nowhere"]  # errors always

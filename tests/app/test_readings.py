@@ -8,6 +8,7 @@ import json
 import numpy as np
 import orjson
 import pytest
+import simdjson
 
 from factory_anomaly.app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from factory_anomaly.app.wire.parse import (
@@ -362,3 +363,29 @@ def test_the_single_fast_path_may_decline_what_the_full_path_reads() -> None:
     ):
         fast, full = _single_both(body)
         assert fast is None and full is not None
+
+
+def test_a_body_larger_than_a_reading_needs_never_grows_the_reused_parser() -> None:
+    """A parser keeps the capacity of its largest document: a body past what a reading needs gets one of
+    its own (the thread's stays small), and is still read."""
+    import factory_anomaly.app.wire.parse as parse
+
+    class Spy:
+        def __init__(self) -> None:
+            self.parser, self.bodies = simdjson.Parser(), 0
+
+        def parse(self, body: bytes) -> object:
+            self.bodies += 1
+            return self.parser.parse(body)
+
+    spy = Spy()
+    parse._thread.parser = spy
+    try:
+        small = b'{"values": [1, 2, 3]}'
+        assert _single_json_fast(small, 3) is not None and spy.bodies == 1
+        padded = b'{"values": [1, 2, 3]' + b" " * (parse.REUSED_PARSER_SLACK_BYTES + 200) + b"}"
+        read = _single_json_fast(padded, 3)
+        assert read is not None and read.x.tolist() == [[1.0, 2.0, 3.0]]
+        assert spy.bodies == 1 and parse._thread.parser is spy  # not through the thread's parser
+    finally:
+        del parse._thread.parser

@@ -134,6 +134,17 @@ def test_to_dict_makes_free_form_fields_json_ready_copies() -> None:
     assert manifest.training == {"hidden": (32, 6)}
 
 
+def test_sensor_units_round_trip_and_a_version_without_them_leaves_the_field_out() -> None:
+    """Left out rather than null: a server from before the field (which refuses unknown fields) still
+    reads a new version trained without units, so a rollback keeps working."""
+    plain = valid_manifest({"model.onnx": SHA_ZERO})
+    assert "sensor_units" not in plain.to_dict() and Manifest.from_dict(plain.to_dict()) == plain
+    with_units = replace(plain, sensor_units=("degC", "bar", ""))
+    check_consistency(with_units)
+    assert with_units.to_dict()["sensor_units"] == ["degC", "bar", ""]
+    assert Manifest.from_dict(json.loads(json.dumps(with_units.to_dict()))) == with_units
+
+
 ALARMS = AlarmSpec(k=3, n=10, level=2.5, close_after=300, reading_period_s=1.0, target_episodes_per_day=1.0,
                    method="gumbel_block_maxima")  # fmt: skip
 

@@ -536,7 +536,7 @@ def test_load_fault_sensors_missing_file(tmp_path: Path) -> None:
 
 def test_load_sensor_units_from_a_mapping_and_from_synths_records(tmp_path: Path) -> None:
     names = ("a", "b", "c")
-    mapping = write(tmp_path / "m.json", json.dumps({"c": " bar ", "a": "rpm"}))
+    mapping = write(tmp_path / "m.json", json.dumps({"c": " bar ", "a": "rpm" + " " * 40}))  # fits, stripped
     assert load_sensor_units(mapping, names) == ("rpm", "", "bar")
     records = [{"index": 1, "name": "b", "unit": "°C", "kind": "temperature"}, {"name": "a", "unit": ""}]
     assert load_sensor_units(write(tmp_path / "r.json", json.dumps(records)), names) == ("", "°C", "")
@@ -555,6 +555,7 @@ def test_load_sensor_units_from_a_mapping_and_from_synths_records(tmp_path: Path
         ('[{"unit": "V"}]', "item 0: the record has no 'name'"),
         ('[{"name": "a", "unit": "V"}, 7]', "item 1: expected a record with 'name' and 'unit', got a number"),
         ('[{"name": 1, "unit": "V"}]', "item 0: 'name' must be a string, got a number"),
+        ('[{"name": "a", "unit": "V", "unit": "bar"}]', "item 0: the record gives 'unit' more than once"),
     ],
 )
 def test_load_sensor_units_errors(tmp_path: Path, text: str, message: str) -> None:

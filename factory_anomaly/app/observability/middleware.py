@@ -11,8 +11,9 @@ header block of any size, where its pure-Python h11 stopped near 16 KiB. A block
 any route runs. The bytes have been read by then: bounding the memory a client can make the server hold
 for headers is a job for the proxy in front (docs/reliability.md).
 
-Access line: one per request, `method`, `path`, `status`, `duration_ms`; for 2xx answers only every
-1/ACCESS_LOG_SAMPLE-th (`app.config.Settings.access_log_sample`), every other status always.
+Access line: one per request, `method`, `path`, `status`, `duration_ms`; for 2xx answers only a share
+ACCESS_LOG_SAMPLE of them, evenly spread (`app.config.Settings.access_log_sample`), every other status
+always.
 
 Metrics: per request, two clock reads, a gauge up and down, one histogram observation on a cached child;
 the route template is the `route` in the scope (Starlette's router leaves it there; the hot dispatch
@@ -89,16 +90,19 @@ class ServiceMiddleware:
         self.app = app
         self.metrics = metrics
         self.hot = dict(hot or {})  # (method, path) -> HotRoute
-        # every `_every`-th 2xx writes its access line (0: none); other statuses always do
-        self._every = round(1.0 / access_log_sample) if access_log_sample > 0 else 0
-        self._successes = 0
+        # a share `sample` of the 2xx answers write their access line, evenly spread and the first one
+        # included (a credit of `sample` per success, a line whenever it reaches 1); others always do
+        self._sample = access_log_sample
+        self._credit = 1.0 - access_log_sample
 
     def _logs_success(self) -> bool:
-        every = self._every
-        if every == 0:
+        if self._sample <= 0.0:
             return False
-        self._successes += 1
-        return every == 1 or self._successes % every == 1
+        self._credit += self._sample
+        if self._credit < 1.0 - 1e-9:
+            return False
+        self._credit -= 1.0
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -42,6 +42,8 @@ BATCH_FIELDS = ("vectors", "ids", "asset", "ts")
 _BATCH_FIELD_SET = frozenset(BATCH_FIELDS)
 _SINGLE_FIELD_SET = frozenset(SINGLE_FIELDS)
 _thread = threading.local()  # `_single_json_fast`'s simdjson parser, one per thread
+REUSED_PARSER_BYTES_PER_SENSOR = 40  # a reading's JSON rarely takes more than ~25 bytes a value
+REUSED_PARSER_SLACK_BYTES = 4096  # id, asset, ts and whitespace
 DEFAULT_TOP_K = 10
 """Sensors an explanation lists when the request does not say (all of them on a model with fewer)."""
 _NUMBER_TYPES = frozenset({float, int})  # exact types: bool is a subclass of int and must not pass
@@ -212,12 +214,17 @@ def _single_json_fast(body: bytes, n: int) -> Readings | None:
     known and given once, `values` a flat array of n numbers within float32 (the brackets are counted,
     since as_buffer would flatten a nested list), `id` and `asset` strings, `ts` a string or a number
     that `parse_ts` accepts. One parser per thread, reused: a parser must not parse again while one of its
-    documents is alive, and nothing here outlives the call (values are copied out, strings are str)."""
+    documents is alive, and nothing here outlives the call (values are copied out, strings are str). A
+    parser keeps the capacity of the largest document it parsed, so a body larger than a reading needs
+    (up to MAX_BODY_BYTES) gets a parser of its own, freed with it."""
     if body.startswith(b"\xef\xbb\xbf") or b"\\" in body:
         return None
-    parser = getattr(_thread, "parser", None)
-    if parser is None:
-        parser = _thread.parser = simdjson.Parser()
+    if len(body) > REUSED_PARSER_BYTES_PER_SENSOR * n + REUSED_PARSER_SLACK_BYTES:
+        parser = simdjson.Parser()  # a parser keeps the size of its largest document: not for this one
+    else:
+        parser = getattr(_thread, "parser", None)
+        if parser is None:
+            parser = _thread.parser = simdjson.Parser()
     try:
         doc = parser.parse(body)
         if not isinstance(doc, simdjson.Object):
