@@ -219,12 +219,11 @@ def _single_json_fast(body: bytes, n: int) -> Readings | None:
     (up to MAX_BODY_BYTES) gets a parser of its own, freed with it."""
     if body.startswith(b"\xef\xbb\xbf") or b"\\" in body:
         return None
+    parser: Any = getattr(_thread, "parser", None)
     if len(body) > REUSED_PARSER_BYTES_PER_SENSOR * n + REUSED_PARSER_SLACK_BYTES:
         parser = simdjson.Parser()  # a parser keeps the size of its largest document: not for this one
-    else:
-        parser = getattr(_thread, "parser", None)
-        if parser is None:
-            parser = _thread.parser = simdjson.Parser()
+    elif parser is None:
+        parser = _thread.parser = simdjson.Parser()
     try:
         doc = parser.parse(body)
         if not isinstance(doc, simdjson.Object):
