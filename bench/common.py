@@ -390,6 +390,11 @@ class Route:
 
 
 SCORE = Route("score", "ours /v1/score JSON x1", "/v1/score", JSON, "single", 1)
+BATCH_JSON = Route("batch_json", f"ours /v1/score/batch JSON x{BATCH_ROWS}", "/v1/score/batch", JSON,
+                   "batch_json", BATCH_ROWS)  # fmt: skip
+BATCH_BINARY = Route("batch_binary", f"ours /v1/score/batch binary x{BATCH_ROWS}", "/v1/score/batch", OCTET,
+                     "batch_binary", BATCH_ROWS)  # fmt: skip
+EXPLAIN = Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1)
 FLOOR = Route("floor", "floor POST /noop (x1 body)", "/noop", JSON, "single", 1)
 
 

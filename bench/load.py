@@ -51,7 +51,10 @@ import numpy as np
 from bench.common import (
     ANOMALY_RATE,
     APP,
+    BATCH_BINARY,
+    BATCH_JSON,
     BATCH_ROWS,
+    EXPLAIN,
     FLOOR,
     JSON,
     MIB,
@@ -89,23 +92,9 @@ ASSETS = 16  # assets the X-Asset runs cycle through (coprime with the bench's b
 
 OURS = (
     SCORE,
-    Route(
-        "batch_json",
-        f"ours /v1/score/batch JSON x{BATCH_ROWS}",
-        "/v1/score/batch",
-        JSON,
-        "batch_json",
-        BATCH_ROWS,
-    ),
-    Route(
-        "batch_binary",
-        f"ours /v1/score/batch binary x{BATCH_ROWS}",
-        "/v1/score/batch",
-        OCTET,
-        "batch_binary",
-        BATCH_ROWS,
-    ),
-    Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1),
+    BATCH_JSON,
+    BATCH_BINARY,
+    EXPLAIN,
     Route("score_asset", f"ours /v1/score JSON x1, X-Asset of {ASSETS}", "/v1/score", JSON, "single", 1,
           ASSETS),
     Route("batch_binary_asset", f"ours /v1/score/batch binary x{BATCH_ROWS}, X-Asset of {ASSETS}",

@@ -26,14 +26,17 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     APP,
+    BATCH_BINARY,
+    BATCH_JSON,
     BODY_ROWS,
+    EXPLAIN,
     SCORE,
-    Route,
     Server,
     default_python,
     markdown_table,
@@ -48,14 +51,7 @@ from bench.common import (
 )
 from factory_anomaly.artifact import resolve_current, verify_artifact
 
-ROUTES = {
-    "score": SCORE,
-    "batch_json": Route("batch_json", "/v1/score/batch JSON x64", "/v1/score/batch", "application/json",
-                        "batch_json", 64),
-    "batch_binary": Route("batch_binary", "/v1/score/batch binary x64", "/v1/score/batch",
-                          "application/octet-stream", "batch_binary", 64),
-    "explain": Route("explain", "/v1/explain JSON x1", "/v1/explain", "application/json", "single", 1),
-}  # fmt: skip
+ROUTES = {route.key: route for route in (SCORE, BATCH_JSON, BATCH_BINARY, EXPLAIN)}
 PLANT_KEY = "bench-profile-key"
 ASSETS = 16
 TOP = 30
@@ -164,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verify_artifact(resolve_current(Path("model_store") / "factory-ae"))
     route = ROUTES[args.route]
     headers: tuple[tuple[str, str], ...] = (("X-API-Key", PLANT_KEY),) if args.plant else ()
-    route = Route(route.key, route.label, route.path, route.content_type, route.body, route.rows,
-                  ASSETS if args.plant else 0, headers)  # fmt: skip
+    route = replace(route, assets=ASSETS if args.plant else 0, headers=headers)
     pinning = pin_client()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     files = write_bodies(plant_readings(manifest.sensor_names, BODY_ROWS), workdir)
