@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     """Worker threads that parse request bodies and run onnxruntime, so neither blocks the event loop;
     more concurrent requests queue for a free worker. Each inference uses `intra_op_threads`."""
 
+    malloc_arenas: int = Field(default=1, ge=0)
+    """glibc malloc arenas the process may use (0 = glibc's default: eight per core; an explicit
+    MALLOC_ARENA_MAX in the environment wins over this). Each thread that allocates would get an arena of
+    its own, and each keeps the pages its largest request freed, so every scoring thread added several MiB
+    of RSS after batch traffic. One arena loses nothing measurable: the threads allocate under the GIL
+    anyway, and onnxruntime serves its runs from its own pool (docs/benchmarks.md, "Issue 17")."""
+
+    memory_trim_s: float = Field(default=2.0, ge=0)
+    """Every this many seconds in which requests were served, freed heap pages go back to the OS (glibc's
+    `malloc_trim`, in a worker thread): without it the heap stays at the size of the busiest batch
+    traffic. 0 = never."""
+
     inline_max_body_bytes: int = Field(default=32 * 1024, ge=0)
     """Scoring requests (/v1/score, /v1/score/batch; explain always uses the workers: its attention costs
     more) whose body is at most this size are parsed and scored on the event loop instead of a worker

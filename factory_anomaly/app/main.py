@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from factory_anomaly.app.config import Settings, get_settings
 from factory_anomaly.app.errors import ReloadFailed
+from factory_anomaly.app.model.memory import limit_malloc_arenas, release_freed_memory
 from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
 from factory_anomaly.app.observability.metrics import Metrics
@@ -50,6 +51,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_malloc_arenas(settings.malloc_arenas)  # before the first of our threads starts
         registry = ModelRegistry(settings, observer=metrics)
         pool = InferencePool(settings.scoring_threads)
         app.state.registry, app.state.pool = registry, pool
@@ -66,12 +68,16 @@ def create_app(
         syncing = None
         if assets.journal is not None:  # alone on the journal too: the rounds write the held state
             syncing = asyncio.create_task(sync_journal(assets, settings.journal_sync_s))
+        trimming = None
+        if settings.memory_trim_s > 0:
+            trimming = asyncio.create_task(trim_memory(metrics, settings.memory_trim_s))
         try:
             yield
         finally:
-            if syncing is not None:
-                syncing.cancel()
-                await asyncio.gather(syncing, return_exceptions=True)
+            for task in (syncing, trimming):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             if batcher is not None:
                 await batcher.close()
             await asyncio.to_thread(pool.close)  # in-flight inferences finish first
@@ -127,6 +133,20 @@ async def sync_journal(book: AssetBook, interval_s: float) -> None:
             await asyncio.to_thread(book.sync)
         except Exception:  # a bug: logged, and the next round tries again
             log.exception("alarm journal sync failed")
+
+
+async def trim_memory(metrics: Metrics, interval_s: float) -> None:
+    """Every `interval_s` in which requests were served, hand the pages they freed back to the OS
+    (`release_freed_memory`, in a worker thread). glibc keeps a freed block's pages while anything lives
+    above it on the heap, so batch traffic leaves the heap at its busiest size for good; a trim gives the
+    free part back at the cost of faulting it in again on the next burst (docs/benchmarks.md, "Issue 17")."""
+    served = metrics.requests_served()
+    while True:
+        await asyncio.sleep(interval_s)
+        now = metrics.requests_served()
+        if now != served:
+            served = now
+            await asyncio.to_thread(release_freed_memory)
 
 
 app = create_app()

@@ -158,7 +158,23 @@ def _open_session(
     if providers[0] != used:
         log.warning("asked onnxruntime for %s, running %s on %s", providers[0], spec.file, used)
     _check_session(session, spec)
+    if used == CPU:
+        _drop_graph_copy(session)
     return session, used
+
+
+def _drop_graph_copy(session: ort.InferenceSession) -> None:
+    """Let go of the serialized graph onnxruntime's Python session keeps (the graph's size, per session;
+    its own comment calls holding it "bad").
+
+    It is kept only to rebuild the session when a run fails in an execution provider and falls back to the
+    next one. A CPU session has no provider to fall back to, so its fallback is switched off (a failed run
+    raises, as any other does) and the copy is dropped. `tests/test_model_memory.py` pins the attribute,
+    so an onnxruntime that renames it fails a test instead of silently keeping the copy.
+    """
+    session.disable_fallback()
+    if isinstance(getattr(session, "_model_bytes", None), bytes):
+        session._model_bytes = None
 
 
 def _mismatch(message: str) -> ModelLoadError:

@@ -481,6 +481,7 @@ class Metrics:
             self.reloads.labels(model, outcome)
         self._rejected = {code: self.rejected.labels(code) for code in (*ERROR_CODES, OTHER_CODE)}
         self._http: dict[tuple[str, str, str], Any] = {}
+        self._served = 0  # requests finished: lets housekeeping skip idle rounds
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
@@ -506,12 +507,17 @@ class Metrics:
             child = self._http[key] = self.http_duration.labels(route, method, status_class)
         return child
 
+    def requests_served(self) -> int:
+        """HTTP requests finished so far (a plain count: for the service's own housekeeping)."""
+        return self._served
+
     def observe_request(self, scope: Scope, status: int | None, seconds: float) -> None:
         """One finished HTTP request; `status` None = it failed before an answer started (a 5xx)."""
         route = getattr(scope.get("route"), "path_format", None) or UNMATCHED_ROUTE
         method = scope["method"] if scope["method"] in HTTP_METHODS else OTHER_METHOD
         status_class = "5xx" if status is None else f"{status // 100}xx"
         self._http_child(route, method, status_class).observe(seconds)
+        self._served += 1
         code = scope.get(ERROR_CODE_SCOPE_KEY)
         if code is not None:
             self._rejected.get(code, self._rejected[OTHER_CODE]).inc()
