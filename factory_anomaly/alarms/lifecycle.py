@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,10 @@ class Episode:
     # the answer of top_sensors() until the sums change: every reading's answer shows it, and ranking a
     # long episode's sums for each one was most of the alarm path's cost (docs/benchmarks.md)
     _top: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    # the sensors of the last ranking and those named since: sums only grow, so the next top can only come
+    # from them (no sensor left out of a ranking overtakes one that grew at least as much as it did)
+    _ranked: list[int] | None = field(default=None, repr=False, compare=False)
+    _grown: set[int] = field(default_factory=set, repr=False, compare=False)
 
     def note_sensors(
         self, shares: Sequence[tuple[int, str, float]], ts: float | None = None, how: str | None = None
@@ -67,6 +71,10 @@ class Episode:
         ("flat" from the stuck channel, "noisy" from jitter), kept from the first such channel."""
         for index, name, share in shares:
             self._shares[index] = self._shares.get(index, 0.0) + share
+            if share >= 0.0:
+                self._grown.add(index)
+            else:  # a sum that shrinks (or NaN) breaks the rule `_ranked` relies on: rank them all again
+                self._ranked = None
             self._names[index] = name
             if how is not None:
                 self._how.setdefault(index, how)
@@ -90,7 +98,7 @@ class Episode:
         self._named = {int(entry[0]): int(entry[3]) for entry in sums if len(entry) > 3}
         self._first = {int(e[0]): float(e[4]) for e in sums if len(e) > 4 and e[4] is not None}
         self._how = {int(e[0]): str(e[5]) for e in sums if len(e) > 5 and e[5] is not None}
-        self._top = None
+        self._top = self._ranked = None
 
     def top_sensors(self, k: int = TOP_SENSORS) -> list[dict[str, Any]]:
         """The sensors that carried most of the error over the episode's readings above the level, each
@@ -100,7 +108,14 @@ class Episode:
         if k == TOP_SENSORS and self._top is not None:
             return [dict(entry) for entry in self._top]
         total = sum(self._shares.values())
-        ranked = heapq.nsmallest(k, self._shares.items(), key=lambda item: (-item[1], item[0]))
+        shares = self._shares
+        if k == TOP_SENSORS and self._ranked is not None:  # only these can be in the top now
+            candidates: Iterable[tuple[int, float]] = [(i, shares[i]) for i in {*self._ranked, *self._grown}]
+        else:
+            candidates = shares.items()
+        ranked = heapq.nsmallest(k, candidates, key=lambda item: (-item[1], item[0]))
+        if k == TOP_SENSORS:
+            self._ranked, self._grown = [i for i, _ in ranked], set()
         top = [
             {"index": i, "name": self._names[i], "share": round(v / total, 4) if total > 0 else 0.0,
              "readings": self._named.get(i, 0), "since": self._first.get(i), "direction": self._how.get(i)}

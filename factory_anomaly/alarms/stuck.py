@@ -90,4 +90,5 @@ class StuckTracker:
         over = runs > self.cutoff
         if not over.any():
             return []
-        return [(int(i), int(runs[i])) for i in np.flatnonzero(over)]
+        stuck = np.flatnonzero(over)
+        return list(zip(stuck.tolist(), runs[stuck].tolist(), strict=True))

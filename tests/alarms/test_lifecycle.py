@@ -3,9 +3,10 @@ repeated readings; shelving."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from factory_anomaly.alarms.lifecycle import AssetAlarm
+from factory_anomaly.alarms.lifecycle import TOP_SENSORS, AssetAlarm, Episode
 from factory_anomaly.alarms.rule import EpisodeRule
 
 RULE = EpisodeRule(k=2, n=3, level=1.0, close_after=5)
@@ -165,3 +166,29 @@ def test_an_episode_says_which_sensors_how_consistently_since_when_and_what_they
     assert again.top_sensors()[0] | {"share": 1.0} == {"index": 4, "name": "st1_pres_04", "share": 1.0,
                                                        "readings": 0, "since": None,
                                                        "direction": None}  # fmt: skip
+
+
+def _full_ranking(episode: Episode, k: int) -> list[tuple[int, float]]:
+    shares = episode._shares
+    return sorted(shares.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_kept_top_sensors_equal_a_full_ranking_after_every_reading(seed: int) -> None:
+    """The top is re-ranked from the last top and the sensors named since (issue 17): the same answer as
+    ranking every sensor, with ties (shares on a coarse grid), sensors named again, a restore from the
+    journal and a negative share (which forces a full ranking)."""
+    rng = np.random.default_rng(seed)
+    episode = Episode(id="e", asset="a", opened=0.0, since=0.0, evidence="test")
+    for reading in range(300):
+        named = rng.choice(40, size=int(rng.integers(0, 8)), replace=False)
+        shares = [(int(i), f"s{i}", float(rng.integers(0, 4)) / 4) for i in named]
+        if reading == 150:
+            shares.append((3, "s3", -5.0))
+        episode.note_sensors(shares, float(reading))
+        if reading == 200:
+            episode.restore_sensors(episode.sensor_sums())
+        top = episode.top_sensors()
+        total = sum(episode._shares.values())
+        expected = [(i, round(v / total, 4)) for i, v in _full_ranking(episode, TOP_SENSORS)]
+        assert [(t["index"], t["share"]) for t in top] == expected
