@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     """glibc malloc arenas the process may use (0 = glibc's default: eight per core; an explicit
     MALLOC_ARENA_MAX in the environment wins over this). Each thread that allocates would get an arena of
     its own, and each keeps the pages its largest request freed, so every scoring thread added several MiB
-    of RSS after batch traffic. One arena loses nothing measurable: the threads allocate under the GIL
-    anyway, and onnxruntime serves its runs from its own pool (docs/benchmarks.md, "Issue 17")."""
+    of RSS after batch traffic. The price, with `memory_trim_s`, is a few per cent of JSON batch throughput
+    (docs/benchmarks.md, "Issue 17, third session")."""
 
     memory_trim_s: float = Field(default=2.0, ge=0)
     """Every this many seconds in which requests were served, freed heap pages go back to the OS (glibc's

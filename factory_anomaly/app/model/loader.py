@@ -169,7 +169,7 @@ def _drop_graph_copy(session: ort.InferenceSession) -> None:
 
     It is kept only to rebuild the session when a run fails in an execution provider and falls back to the
     next one. A CPU session has no provider to fall back to, so its fallback is switched off (a failed run
-    raises, as any other does) and the copy is dropped. `tests/test_model_memory.py` pins the attribute,
+    raises, as any other does) and the copy is dropped. `tests/app/test_memory.py` pins the attribute,
     so an onnxruntime that renames it fails a test instead of silently keeping the copy.
     """
     session.disable_fallback()

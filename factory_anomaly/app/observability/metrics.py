@@ -554,8 +554,8 @@ class Metrics:
         model.calibration.observe(flagged, n, time.time())
         ratio = assessment.scores.astype(np.float64) / model.threshold
         ratio = np.where(np.isfinite(ratio), np.minimum(ratio, SCORE_RATIO_CAP), SCORE_RATIO_CAP)
-        self.score_ratio.observe_many((self.model_name,), ratio)
-        self.drift.observe_many((self.model_name,), model.out_of_range_share(x))
+        self.score_ratio.observe_many(self._model_labels, ratio)
+        self.drift.observe_many(self._model_labels, model.out_of_range_share(x))
 
     def _observe_one(self, model: LoadedModel, x: np.ndarray, assessment: Assessment) -> None:
         flagged = 1 if assessment.is_anomaly[0] else 0

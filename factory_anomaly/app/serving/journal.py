@@ -337,10 +337,8 @@ class AlarmJournal:
 
     def changed(self) -> bool:
         """Whether another connection committed since the last call (`PRAGMA data_version`: no I/O)."""
-        try:  # once a reading: the statement without the context manager's cost
+        with self._failures():
             (version,) = self._db.execute("PRAGMA data_version").fetchone()
-        except sqlite3.Error as exc:
-            raise JournalError(f"alarm journal {self.path}: {exc}") from exc
         changed, self._data_version = version != self._data_version, version
         return changed
 
