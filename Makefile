@@ -195,7 +195,7 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench.load --out bench/results/load.json
 
 # Where a request's time goes (issue 17 §3): py-spy samples the real server while wrk drives one route
-# (PROFILE_ARGS, e.g. --route batch_binary or --plant); bench/results/profile-<route>.{json,svg,raw.txt}.
+# (PROFILE_ARGS, e.g. --route batch_binary or --plant); bench/results/profile-<route>[-plant].{json,svg,raw.txt}.
 PROFILE_ARGS ?=
 .PHONY: profile
 profile: $(DEV_STAMP)

@@ -45,6 +45,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from factory_anomaly.alarms.rule import EpisodeRule
+from factory_anomaly.app.model.loader import CPU, ModelLoadError, select_providers
 from factory_anomaly.app.serving.drift import DRIFT, DriftDetector, DriftSettings
 from factory_anomaly.artifact import Manifest
 from factory_anomaly.plant.synthetic import Plant, PlantConfig
@@ -255,7 +256,6 @@ class Server:
 # --- onnxruntime --------------------------------------------------------------------------------------------
 
 
-CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 PROVIDERS = ("cpu", "cuda")
 
 
@@ -264,7 +264,7 @@ def ort_session(
     intra_op_threads: int = 1,
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     optimised_to: Path | None = None,
-    providers: Sequence[str] = (CPU_PROVIDER,),
+    providers: Sequence[str] = (CPU,),
 ) -> ort.InferenceSession:
     """A session with the service's options (factory_anomaly.app.model.loader: 1 inter-op thread,
     sequential, errors-only logging), `intra_op_threads` and the optimisation `level`, on `providers`
@@ -281,17 +281,16 @@ def ort_session(
 
 
 def providers_for(choice: str) -> list[str]:
-    """onnxruntime providers for a benchmark's `--provider` (cpu | cuda), as the service picks them for
-    ANOMALY_PROVIDER; exits saying what is missing when CUDA is asked for and this onnxruntime has none."""
-    if choice == "cpu":
-        return [CPU_PROVIDER]
-    available = ort.get_available_providers()
-    if choice != "cuda" or CUDA_PROVIDER not in available:
+    """onnxruntime providers for a benchmark's `--provider` (cpu | cuda), chosen as the service chooses them
+    for ANOMALY_PROVIDER (`select_providers`); exits saying what is missing when CUDA is asked for and
+    this onnxruntime has none."""
+    try:
+        return select_providers(choice, ort.get_available_providers())
+    except ModelLoadError as exc:
         raise SystemExit(
-            f"--provider {choice}: onnxruntime {ort.__version__} offers {', '.join(available)}; CUDA needs "
-            'onnxruntime-gpu on a CUDA host (the `gpu` image, docs/benchmarks.md "GPU")'
-        )
-    return [CUDA_PROVIDER, CPU_PROVIDER]
+            f"--provider {choice}: onnxruntime cannot run it here; CUDA needs onnxruntime-gpu on a CUDA host "
+            f'(the `gpu` image, docs/benchmarks.md "GPU"). {exc.message}'
+        ) from None
 
 
 def accelerator(provider: str) -> dict[str, Any]:
@@ -396,6 +395,17 @@ BATCH_BINARY = Route("batch_binary", f"ours /v1/score/batch binary x{BATCH_ROWS}
                      "batch_binary", BATCH_ROWS)  # fmt: skip
 EXPLAIN = Route("explain", "ours /v1/explain JSON x1", "/v1/explain", JSON, "single", 1)
 FLOOR = Route("floor", "floor POST /noop (x1 body)", "/noop", JSON, "single", 1)
+# As a plant runs the service (issue 17): API keys set (`plant_env`), every request with an API key and
+# an X-Asset; each body goes to each of ASSETS assets in turn (bench/wrk/post_bodies.lua), so every asset
+# receives all the bodies in order.
+ASSETS = 16
+PLANT_KEY = "bench-plant-key"
+PLANT_HEADERS = (("X-API-Key", PLANT_KEY),)
+
+
+def plant_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the API key PLANT_HEADERS send."""
+    return env | {"ANOMALY_API_KEYS": PLANT_KEY}
 
 
 def require_wrk() -> str:

@@ -34,7 +34,7 @@ N = int(MANIFEST["n_sensors"])
 THRESHOLD = float(MANIFEST["threshold"]["value"])
 
 options = ort.SessionOptions()
-options.intra_op_num_threads = int(os.environ.get("LEAN_INTRA_OP_THREADS", "1"))
+options.intra_op_num_threads = 1
 options.inter_op_num_threads = 1
 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

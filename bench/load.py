@@ -51,6 +51,7 @@ import numpy as np
 from bench.common import (
     ANOMALY_RATE,
     APP,
+    ASSETS,
     BATCH_BINARY,
     BATCH_JSON,
     BATCH_ROWS,
@@ -59,6 +60,7 @@ from bench.common import (
     JSON,
     MIB,
     OCTET,
+    PLANT_HEADERS,
     PLANT_SEED,
     PROVIDERS,
     READINGS_SEED,
@@ -72,6 +74,7 @@ from bench.common import (
     markdown_table,
     ort_session,
     pin_client,
+    plant_env,
     plant_readings,
     providers_for,
     ratio,
@@ -88,7 +91,6 @@ CEILING_BATCHES = (1, 8, 64, 512)
 CEILING_THREADS = (1, 2)
 CEILING_SECONDS = 0.6
 READING_ROWS = 4096
-ASSETS = 16  # assets the X-Asset runs cycle through (coprime with the bench's body counts)
 
 OURS = (
     SCORE,
@@ -103,8 +105,6 @@ OURS = (
 # The alarm path (X-Asset) against the same route without it: its per-reading cost.
 PLAIN_OF = {"score_asset": "score", "batch_binary_asset": "batch_binary"}
 # Ours as a plant runs it (issue 17): API keys set, every reading with an asset.
-PLANT_KEY = "bench-plant-key"
-PLANT_HEADERS = (("X-API-Key", PLANT_KEY),)
 PLANT = (
     Route("plant_score", f"ours-plant /v1/score JSON x1, API key, X-Asset of {ASSETS}", "/v1/score", JSON,
           "single", 1, ASSETS, PLANT_HEADERS),
@@ -232,7 +232,6 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     """Issues 7 and 17's targets, each with the measured number and met / not met (n/a where the run
     did not measure it, e.g. a connection count left out)."""
     by = {(r["key"], r["connections"]): r for r in results["runs"]}
-    ceil = {(c["intra_op_threads"], c["batch"]): c["readings_per_s"] for c in results["ceiling"]}
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
@@ -251,11 +250,10 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
         True, "x")  # fmt: skip
     add("single JSON /v1/score p99 <= 5 ms at 8 connections", at("score", 8, "p99_ms"), 5.0, False, "ms")
     add("single JSON /v1/score p50 <= 0.5 ms at 1 connection", at("score", 1, "p50_ms"), 0.5, False, "ms")
-    binary, cap = best("batch_binary"), ceil[(intra_op_threads, BATCH_ROWS)]
+    binary, cap = best("batch_binary"), ceiling_at(results, intra_op_threads)
     add(f"binary batch-{BATCH_ROWS} >= 80 % of in-process ORT readings/s at {intra_op_threads} intra-op "
         f"thread(s) (batch {BATCH_ROWS}: {cap:.0f}/s); best over connections (c={binary['connections']})",
         binary["readings_per_s"] / cap, 0.8, True, "of ceiling")  # fmt: skip
-    results["binary_limit"] = binary_limit(results, cap)
     batch_json = best("batch_json")
     add(f"JSON batch-{BATCH_ROWS} >= 25 k readings/s; best over connections (c={batch_json['connections']})",
         batch_json["readings_per_s"], 25_000.0, True, "readings/s")  # fmt: skip
@@ -281,20 +279,23 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     return out
 
 
-def provider_in_use(url: str, env: dict[str, str]) -> str:
-    """The onnxruntime provider our server reports in GET /v1/model (with the run's API key where set)."""
-    key = env.get("ANOMALY_API_KEYS", "").split(",")[0]
-    with httpx.Client(base_url=url, timeout=5.0, headers={"X-API-Key": key} if key else {}) as client:
+def ceiling_at(results: dict[str, Any], intra_op_threads: int) -> float:
+    """The in-process readings/s of a batch of BATCH_ROWS at the server's thread count."""
+    return next(c["readings_per_s"] for c in results["ceiling"]
+                if (c["intra_op_threads"], c["batch"]) == (intra_op_threads, BATCH_ROWS))  # fmt: skip
+
+
+def provider_in_use(url: str, headers: Sequence[tuple[str, str]]) -> str:
+    """The onnxruntime provider our server reports in GET /v1/model (with the run's headers: its API key)."""
+    with httpx.Client(base_url=url, timeout=5.0, headers=list(headers)) as client:
         return str(client.get("/v1/model").json()["provider"])
 
 
-def binary_limit(results: dict[str, Any], ceiling: float) -> dict[str, Any] | None:
+def binary_limit(results: dict[str, Any], ceiling: float) -> dict[str, Any]:
     """How close the binary batch can come to the ceiling on one core: the graph's time for the batch
     (from the ceiling) plus what HTTP alone costs the same body (the floor's best req/s with it), as
-    readings/s and as a share of the ceiling. None without the floor's run."""
+    readings/s and as a share of the ceiling."""
     rows = [r for r in results["runs"] if r["key"] == "floor_binary"]
-    if not rows:
-        return None
     floor_s = 1.0 / max(r["requests_per_s"] for r in rows)
     graph_s = BATCH_ROWS / ceiling
     limit = BATCH_ROWS / (graph_s + floor_s)
@@ -366,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
     parser.add_argument("--out", type=Path, default=Path("bench/results/load.json"))
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    providers = providers_for(args.provider)  # exits before anything is set up when CUDA is missing
     connections = tuple(int(c) for c in args.connections.split(","))
     wrk_version = require_wrk()
 
@@ -374,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verify_artifact(model_dir)
     values = plant_readings(manifest.sensor_names, READING_ROWS)
 
-    providers = providers_for(args.provider)  # exits before any server starts when CUDA is missing
     print(f"in-process ceiling ({', '.join(providers)}) ...", flush=True)
     ceiling_rows = ceiling(model_dir / manifest.graphs[SCORER].file, values, providers)
 
@@ -383,14 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     env_typical = env | {"TYPICAL_MODEL_DIR": str(model_dir)}
     intra_op_threads = 1  # app.config.Settings' default, which the server runs with
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    env = env | {"ANOMALY_ALARM_DB": str(workdir / "alarms.sqlite3")}  # the X-Asset runs' journal
     files = write_bodies(values, workdir)
 
     # the provider, stated to every server (server_env drops the caller's ANOMALY_ variables, and the
     # service's own default, auto, would take CUDA where there is one while lean and the ceiling did not)
     env = env | {"ANOMALY_PROVIDER": args.provider}
     env_lean = env | {"LEAN_MODEL_DIR": str(model_dir), "LEAN_PROVIDER": args.provider}
-    env_plant = env | {"ANOMALY_API_KEYS": PLANT_KEY}
+    env_plant = plant_env(env)
     targets_ = {  # name -> (uvicorn target, routes, environment, readiness path, uvicorn options)
         "ours": (APP, OURS, env, "/readyz", []),
         "lean": ("bench.lean_service:app", LEAN, env_lean, "/health", ["--no-access-log"]),
@@ -399,19 +401,19 @@ def main(argv: list[str] | None = None) -> int:
         "floor": ("bench.floor:app", (FLOOR, FLOOR_BINARY), env, "/readyz", []),
     }
     alternating = ("ours", "lean", "ours-plant")
-    order = [*alternating * max(1, args.repeats), "typical", "floor"]
+    order = [*alternating * args.repeats, "typical", "floor"]
     by_server: dict[str, list[list[dict[str, Any]]]] = {}
     servers: dict[str, Any] = {}
     for i, name in enumerate(order):
         target, routes, target_env, ready_path, options = targets_[name]
         print(f"{name}: {target} ...", flush=True)
         log = workdir / f"{i:02d}-{name}.log"
-        if "ANOMALY_ALARM_DB" in target_env:  # each start its own journal: no episodes carried over
-            target_env = target_env | {"ANOMALY_ALARM_DB": str(workdir / f"{i:02d}-alarms.sqlite3")}
+        # each start its own alarm journal, so no episode carries over (the others ignore the variable)
+        target_env = target_env | {"ANOMALY_ALARM_DB": str(workdir / f"{i:02d}-alarms.sqlite3")}
         server = Server(args.python, target, target_env, log, pinning.server_cpu, options)
         try:
             ready_s = server.wait_ready(ready_path)
-            in_use = provider_in_use(server.url, target_env) if target == APP else None
+            in_use = provider_in_use(server.url, routes[0].headers) if target == APP else None
             rows, rss_warm = measure(server, routes, files, connections, args, pinning.client_cpu)
         finally:
             server.stop()
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "connections": list(connections),
-        "repeats": max(1, args.repeats),
+        "repeats": args.repeats,
         "repetitions": by_server,
         "server_intra_op_threads": intra_op_threads,
         "ceiling": ceiling_rows,
@@ -443,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ratios(results, intra_op_threads)
     results["targets"] = targets(results, intra_op_threads)
+    limit = results["binary_limit"] = binary_limit(results, ceiling_at(results, intra_op_threads))
     results["wall_s"] = time.perf_counter() - started
     print(f"\n{heading(results)}")
     applied = "applied" if pinning.applied else "NOT applied"
@@ -453,17 +456,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{acc['onnxruntime_build']}; GPUs: {gpus}")  # fmt: skip
     print(f"# {args.duration_s:g} s per run after {args.warmup_s:g} s warm-up; model {manifest.version}")
     for name, s in servers.items():
-        rss = fmt(s["rss_after_warmup_mib"], ".0f")
+        warm = fmt(s["rss_after_warmup_mib"], ".0f")
         print(
-            f"# {name}: {s['command']}: ready in {s['start_to_ready_s']:.2f} s, RSS after warm-up {rss} MiB"
+            f"# {name}: {s['command']}: ready in {s['start_to_ready_s']:.2f} s, RSS after warm-up {warm} MiB"
         )
     print(table(results))
-    limit = results.get("binary_limit")
-    if limit is not None:
-        graph, floor = limit["graph_ms"], limit["floor_ms"]
-        print(f"# binary batch-{BATCH_ROWS}: graph {graph:.2f} ms + HTTP floor {floor:.2f} ms a request: "
-              f"at most {limit['readings_per_s']:.0f} readings/s on one core, "
-              f"{limit['share_of_ceiling']:.2f} of the ceiling")  # fmt: skip
+    graph, floor = limit["graph_ms"], limit["floor_ms"]
+    print(f"# binary batch-{BATCH_ROWS}: graph {graph:.2f} ms + HTTP floor {floor:.2f} ms a request: "
+          f"at most {limit['readings_per_s']:.0f} readings/s on one core, "
+          f"{limit['share_of_ceiling']:.2f} of the ceiling")  # fmt: skip
     write_results(results, args.out)
     print(f"# in {results['wall_s']:.0f} s")
     return 0

@@ -26,21 +26,27 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     APP,
+    ASSETS,
     BATCH_BINARY,
     BATCH_JSON,
     BODY_ROWS,
     EXPLAIN,
+    PLANT_HEADERS,
+    ROOT,
     SCORE,
     Server,
     default_python,
     markdown_table,
     pin_client,
+    plant_env,
     plant_readings,
     require_wrk,
     results_head,
@@ -52,8 +58,6 @@ from bench.common import (
 from factory_anomaly.artifact import resolve_current, verify_artifact
 
 ROUTES = {route.key: route for route in (SCORE, BATCH_JSON, BATCH_BINARY, EXPLAIN)}
-PLANT_KEY = "bench-profile-key"
-ASSETS = 16
 TOP = 30
 _PATH = re.compile(r" \((?:.*/(?:site-packages|lib/python3\.\d+)/|/.*?/(?=factory_anomaly/|bench/))")
 
@@ -63,18 +67,21 @@ def frame_name(frame: str) -> str:
     return _PATH.sub(" (", frame)
 
 
+def samples(raw: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw format (`frame;frame;... count` per line, outermost first) -> (frames, count) per
+    stack, each frame as `frame_name` writes it."""
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield [frame_name(f) for f in stack.split(";")], int(count)
+
+
 def summarise(raw: str, top: int = TOP) -> dict[str, Any]:
-    """Samples in py-spy's raw format (`frame;frame;... count` per line, outermost first) -> the total and
-    the `top` frames by inclusive and by self share."""
+    """Samples in py-spy's raw format -> the total and the `top` frames by inclusive and by self share."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [frame_name(f) for f in stack.split(";")]
+    for frames, n in samples(raw):
         total += n
         for frame in set(frames):
             inclusive[frame] += n
@@ -106,40 +113,34 @@ def flame_graph_svg(raw: str, width: int = 1400, row: int = 16) -> str:
     """A plain SVG icicle chart of the stacks (outermost at the top; width = share of samples), so the
     picture comes from the very samples the table counts."""
     tree: dict[str, Any] = {"n": 0, "kids": {}}
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
+    for frames, n in samples(raw):
         node = tree
-        node["n"] += int(count)
-        for frame in stack.split(";"):
-            node = node["kids"].setdefault(frame_name(frame), {"n": 0, "kids": {}})
-            node["n"] += int(count)
+        node["n"] += n
+        for frame in frames:
+            node = node["kids"].setdefault(frame, {"n": 0, "kids": {}})
+            node["n"] += n
     total = tree["n"] or 1
     boxes: list[str] = []
-    deepest = [0]
+    deepest = 0
 
     def draw(node: dict[str, Any], x: float, depth: int) -> None:
+        nonlocal deepest
         for name, kid in sorted(node["kids"].items(), key=lambda kv: -kv[1]["n"]):
             w = kid["n"] / total * width
             if w >= 1.0:
-                deepest[0] = max(deepest[0], depth)
+                deepest = max(deepest, depth)
                 label = name[: int(w / 7)]
-                boxes.append(f'<g><title>{_escape(name)} ({kid["n"] / total:.1%})</title>'
+                boxes.append(f'<g><title>{escape(name, quote=False)} ({kid["n"] / total:.1%})</title>'
                              f'<rect x="{x:.1f}" y="{depth * row}" width="{w:.1f}" height="{row - 1}" '
                              f'fill="hsl({sum(map(ord, name)) % 40 + 10},80%,65%)"/>'
                              f'<text x="{x + 2:.1f}" y="{depth * row + 12}" font-size="11">'
-                             f"{_escape(label)}</text></g>")  # fmt: skip
+                             f"{escape(label, quote=False)}</text></g>")  # fmt: skip
                 draw(kid, x, depth + 1)
             x += w
 
     draw(tree, 0.0, 0)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{(deepest[0] + 1) * row}" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{(deepest + 1) * row}" '
             f'font-family="monospace">{"".join(boxes)}</svg>\n')  # fmt: skip
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,22 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="samples a second")
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--python", type=Path, default=default_python(), help="runs uvicorn")
-    parser.add_argument("--out", type=Path, help="JSON (default bench/results/profile-<route>.json)")
+    parser.add_argument("--out", type=Path, help="JSON (default bench/results/profile-<route>[-plant].json)")
     args = parser.parse_args(argv)
     if py_spy() is None:
         raise SystemExit("py-spy is not installed (the `dev` extra has it: make dev)")
     wrk_version = require_wrk()
-    out = args.out or Path(f"bench/results/profile-{args.route}{'-plant' if args.plant else ''}.json")
-    manifest = verify_artifact(resolve_current(Path("model_store") / "factory-ae"))
+    out = args.out or ROOT / f"bench/results/profile-{args.route}{'-plant' if args.plant else ''}.json"
+    manifest = verify_artifact(resolve_current(ROOT / "model_store" / "factory-ae"))
     route = ROUTES[args.route]
-    headers: tuple[tuple[str, str], ...] = (("X-API-Key", PLANT_KEY),) if args.plant else ()
-    route = replace(route, assets=ASSETS if args.plant else 0, headers=headers)
+    if args.plant:
+        route = replace(route, assets=ASSETS, headers=PLANT_HEADERS)
     pinning = pin_client()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     files = write_bodies(plant_readings(manifest.sensor_names, BODY_ROWS), workdir)
     env = server_env("model_store", "factory-ae") | {"ANOMALY_ALARM_DB": str(workdir / "alarms.sqlite3")}
     if args.plant:
-        env |= {"ANOMALY_API_KEYS": PLANT_KEY}
+        env = plant_env(env)
     server = Server(args.python, APP, env, workdir / "server.log", pinning.server_cpu)
     raw, svg = out.with_suffix(".raw.txt"), out.with_suffix(".svg")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,13 @@
 """`make bench`'s harness (bench/load.py) as a smoke run on the shipped model: every server answers every
 route, the issue 17 comparison (ours twice, the lean app, in alternation) lands in one table with its
-ratios and targets; and the lean reference refuses what ours refuses."""
+ratios and targets; and the lean reference refuses malformed and invalid readings, as ours does (with
+our own codes and statuses)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bench.common import ROOT
-from tests.app.conftest import free_port
+from bench.common import ROOT, Server, default_python
 
 
 @pytest.mark.slow
@@ -59,9 +58,7 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
 
 def test_cuda_without_a_cuda_onnxruntime_is_refused_before_any_server_starts(tmp_path: Path) -> None:
     """No GPU here: `--provider cuda` must say what is missing, not measure the CPU under a CUDA label."""
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     argv = [sys.executable, "-m", "bench.load", "--provider", "cuda", "--out", str(tmp_path / "l.json")]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -72,28 +69,16 @@ def test_cuda_without_a_cuda_onnxruntime_is_refused_before_any_server_starts(tmp
 
 @pytest.fixture(scope="module")
 def lean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """The lean app on a real uvicorn, serving the shipped model."""
-    port = free_port()
+    """The lean app on a real uvicorn, serving the shipped model, started as `make bench` starts it."""
     env = {"LEAN_MODEL_DIR": str(ROOT / "model_store" / "factory-ae"), "PATH": "/usr/bin:/bin"}
-    argv = [sys.executable, "-m", "uvicorn", "bench.lean_service:app", "--port", str(port), "--no-access-log"]
     log_path = tmp_path_factory.mktemp("lean") / "lean.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+    server = Server(default_python(), "bench.lean_service:app", env, log_path, None, ["--no-access-log"])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield client
+        server.wait_ready("/health")
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            yield client
     finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 N = 1000  # the shipped model's sensors
@@ -111,7 +96,7 @@ N = 1000  # the shipped model's sensors
         ("/score/batch", b'{"vectors": [[1.0]]}', 422),
     ],
 )
-def test_the_lean_app_refuses_what_ours_refuses(
+def test_the_lean_app_refuses_malformed_and_invalid_readings(
     lean: httpx.Client, path: str, body: bytes, status: int
 ) -> None:
     response = lean.post(path, content=body, headers={"Content-Type": "application/json"})
