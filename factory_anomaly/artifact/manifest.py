@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,7 +90,7 @@ class ThresholdSpec:
     n_calibration: StrictInt  # rows it was calibrated on, > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(_ADAPTERS[ThresholdSpec].dump_python(self))
+        return _dump(self)
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -156,7 +157,7 @@ class AlarmSpec:
         return self.target_episodes_per_day - sum(shares)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(_ADAPTERS[AlarmSpec].dump_python(self))
+        return _dump(self)
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -185,13 +186,9 @@ class Manifest:
     sensor_units: tuple[StrictStr, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (tuples become lists, free-form dicts are copied); `from_dict` inverts it. A version
-        without units leaves `sensor_units` out, so a server from before the field still reads it (a
-        rollback keeps working)."""
-        data = _plain(_ADAPTERS[Manifest].dump_python(self))
-        if data.get("sensor_units") is None:
-            data.pop("sensor_units", None)
-        return data
+        """JSON-ready (tuples become lists, free-form dicts are copied, optional fields left out when
+        unset: `_dump`); `from_dict` inverts it."""
+        return _dump(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -274,6 +271,24 @@ def _from_pydantic(exc: ValidationError) -> ArtifactError:
     else:
         expected = _EXPECTED.get(kind, f"valid ({error['msg']})")
     return _invalid(path, expected, value)
+
+
+def _dump(spec: Any) -> dict[str, Any]:
+    """`spec` (one of the dataclasses above) JSON-ready. An optional field (default None) that is None is
+    left out, here and in the sections within: reading it back gives the same None, and a server from
+    before the field still reads the version (it refuses fields it does not know), so rollbacks work."""
+    data = _plain(_ADAPTERS[type(spec)].dump_python(spec))
+    _drop_unset(spec, data)
+    return data
+
+
+def _drop_unset(spec: Any, data: dict[str, Any]) -> None:
+    for field in fields(spec):
+        value = getattr(spec, field.name)
+        if value is None and field.default is None:
+            data.pop(field.name, None)
+        elif is_dataclass(value) and isinstance(data.get(field.name), dict):
+            _drop_unset(value, data[field.name])
 
 
 def _plain(value: Any) -> Any:

@@ -58,12 +58,10 @@ def check_consistency(manifest: Manifest) -> None:
     n = manifest.n_sensors
     if n <= 0:
         raise _inconsistent(f"n_sensors must be > 0, got {n}")
-    for field in ("sensor_names", "sensor_low", "sensor_high"):
-        length = len(getattr(manifest, field))
-        if length != n:
-            raise _inconsistent(f"n_sensors is {n} but {field} has {length} entries")
-    if manifest.sensor_units is not None and len(manifest.sensor_units) != n:
-        raise _inconsistent(f"n_sensors is {n} but sensor_units has {len(manifest.sensor_units)} entries")
+    for field in ("sensor_names", "sensor_low", "sensor_high", "sensor_units"):
+        values = getattr(manifest, field)
+        if values is not None and len(values) != n:  # sensor_units is optional
+            raise _inconsistent(f"n_sensors is {n} but {field} has {len(values)} entries")
     first_index: dict[str, int] = {}
     for i, sensor in enumerate(manifest.sensor_names):
         if not sensor:

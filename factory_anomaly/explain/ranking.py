@@ -51,12 +51,19 @@ def order_by_excess(excess: np.ndarray, sensor_error: np.ndarray, top_k: int | N
     return order if top_k is None else order[:top_k]
 
 
+PARTIAL_SORT_FROM = 2048
+"""Sensors from which `largest` partially sorts: below it one stable sort of them all is faster (numpy's
+partition, mask and second sort cost more than they save on a 1 000-sensor model; docs/benchmarks.md)."""
+
+
 def largest(values: np.ndarray, k: int) -> np.ndarray:
     """int [min(k, n)]: the first k of a stable descending sort of `values` [n] (ties by index, NaN as the
-    largest), found with a partial sort: an anomalous reading's top sensors cost a fraction of sorting
-    all of them."""
-    keys = -np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)
-    if k >= keys.size:
+    largest). On a wide model (PARTIAL_SORT_FROM sensors or more), found with a partial sort, which costs
+    a fraction of sorting them all."""
+    keys = np.asarray(values).astype(np.result_type(values, np.float32))  # a copy, negated in place
+    np.nan_to_num(keys, copy=False, nan=np.inf)
+    np.negative(keys, out=keys)
+    if k >= keys.size or keys.size < PARTIAL_SORT_FROM:
         return np.argsort(keys, kind="stable")[:k]
     cut = np.partition(keys, k - 1)[k - 1]  # the k-th smallest key: every one of the first k is <= it
     candidates = np.flatnonzero(keys <= cut)  # ascending index, ties at the cut included

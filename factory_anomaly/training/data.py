@@ -213,18 +213,7 @@ def load_fault_sensors(path: str | Path, n_rows: int, n_sensors: int) -> dict[in
     ascending order, each with its sensor indices sorted and de-duplicated. An empty list is allowed.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"fault-sensor file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read as UTF-8 text: {error}") from error
-    try:
-        parsed = json.loads(text, object_pairs_hook=_JsonObject)
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from error
+    parsed = _read_json(path, "fault-sensor")
     if not isinstance(parsed, _JsonObject):
         raise DataError(
             f"{path}: expected a JSON object mapping row index to a list of sensor indices, "
@@ -265,16 +254,7 @@ def load_sensor_units(path: str | Path, sensor_names: Sequence[str]) -> tuple[st
     twice, or a unit that is not a string of at most MAX_UNIT_CHARS characters is an error naming the item.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"sensor-units file not found: {path}")
-    try:
-        parsed = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_JsonObject)
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read as UTF-8 text: {error}") from error
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from error
+    parsed = _read_json(path, "sensor-units")
     if isinstance(parsed, _JsonObject):
         pairs = [(f"key {name!r}", name, unit) for name, unit in parsed.pairs]
     elif isinstance(parsed, list):
@@ -300,13 +280,31 @@ def load_sensor_units(path: str | Path, sensor_names: Sequence[str]) -> tuple[st
     return tuple(units)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON document at `path`, objects as `_JsonObject` (their pairs in order, repeats kept); a
+    missing file, text that is not UTF-8 or JSON that does not parse is a DataError naming `path` and,
+    for JSON, the line and column."""
+    if not path.exists():
+        raise DataError(f"{what} file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read as UTF-8 text: {error}") from error
+    try:
+        return json.loads(text, object_pairs_hook=_JsonObject)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from error
+
+
 def _unit_record(path: Path, index: int, item: Any) -> tuple[str, Any, Any]:
     where = f"item {index}"
     if not isinstance(item, _JsonObject):
         raise DataError(f"{path}: {where}: expected a record with 'name' and 'unit', got {_json_type(item)}")
     fields = dict(item.pairs)
     if len(fields) != len(item.pairs):
-        repeated = next(key for key, _ in item.pairs if sum(k == key for k, _ in item.pairs) > 1)
+        repeated = _duplicates([key for key, _ in item.pairs])[0]
         raise DataError(f"{path}: {where}: the record gives {repeated!r} more than once")
     for key in ("name", "unit"):
         if key not in fields:

@@ -576,6 +576,7 @@ def refit_explainer(
         stuck_limits=_stuck_limits(trained.manifest.alarms),
         jitter=_jitter(trained.manifest),
         velocity=_velocity(trained.manifest),
+        sensor_units=trained.manifest.sensor_units,
     )
 
 

@@ -55,5 +55,6 @@ def add_explainer(
     The version's sensor units carry over, replaced by `sensor_units` when given."""
     trained = load_trained(model_dir)
     result = refit_explainer(trained, data, val_data, epochs=epochs, progress=progress)
-    units = trained.manifest.sensor_units if sensor_units is None else sensor_units
-    return publish(replace(result, sensor_units=units), model_dir, test)
+    if sensor_units is not None:
+        result = replace(result, sensor_units=sensor_units)
+    return publish(result, model_dir, test)

@@ -149,12 +149,22 @@ ALARMS = AlarmSpec(k=3, n=10, level=2.5, close_after=300, reading_period_s=1.0, 
                    method="gumbel_block_maxima")  # fmt: skip
 
 
+def test_every_unset_optional_field_is_left_out_sections_included() -> None:
+    """The rule the units follow holds for every optional field: the alarm section and its channels too."""
+    plain = valid_manifest({"model.onnx": SHA_ZERO})
+    assert "alarms" not in plain.to_dict()
+    with_alarms = replace(plain, alarms=ALARMS)
+    section = with_alarms.to_dict()["alarms"]
+    assert not {"stuck_limits", "jitter", "velocity"} & set(section) and section == ALARMS.to_dict()
+    assert section["k"] == 3 and Manifest.from_dict(with_alarms.to_dict()) == with_alarms
+
+
 def test_the_alarm_rule_round_trips_and_is_optional() -> None:
     manifest = replace(valid_manifest({"model.onnx": SHA_ZERO}), alarms=ALARMS)
     check_consistency(manifest)
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
     without = valid_manifest({"model.onnx": SHA_ZERO}).to_dict()
-    without.pop("alarms")  # a version from before alarm episodes
+    without.pop("alarms", None)  # a version from before alarm episodes (to_dict leaves it out now)
     assert Manifest.from_dict(without).alarms is None
 
 

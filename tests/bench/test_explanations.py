@@ -12,6 +12,8 @@ from bench.quality import SHARED_DATA, explanation_tables
 from factory_anomaly.plant.synthetic import Plant, Run
 from factory_anomaly.training.explanation_quality import (
     METHODS,
+    NORMAL_98_WIDTH,
+    SPREAD_FLOOR,
     Normal,
     Version,
     descending,
@@ -53,7 +55,7 @@ def test_an_order_is_judged_as_ranking_metrics_judges_its_scores() -> None:
 def test_deviation_counts_robust_spreads_from_the_training_median() -> None:
     rng = np.random.default_rng(0)
     train = rng.normal(size=(4000, 3)) * [1.0, 10.0, 1.0] + [0.0, 100.0, 5.0]
-    train[:, 2] = 5.0  # a sensor that never moved: its spread is floored, not zero
+    train[:, 2] = 5.0  # a sensor that never moved: no spread at all, so one unit, never zero
     train[:20, 0] = 1e6  # a few wild training rows move neither the median nor the spread
     normal = Normal.of(train)
     np.testing.assert_allclose(normal.median, [0.0, 100.0, 5.0], atol=0.3)
@@ -62,6 +64,18 @@ def test_deviation_counts_robust_spreads_from_the_training_median() -> None:
     # 4 spreads off on the first sensor outranks 3 on the second, whatever their units
     row = np.array([[4.0, 130.0, 5.0]])
     np.testing.assert_array_equal(descending(normal.deviation(row)), [[0, 1, 2]])
+
+
+def test_a_sensor_still_on_most_rows_gets_a_spread_from_its_central_98_percent() -> None:
+    """Its MAD is 0 (70 % of rows on one value), so the floor decides: SPREAD_FLOOR of its 1-99 % range in
+    standard deviations of a normal."""
+    rng = np.random.default_rng(1)
+    train = np.full((4000, 1), 3.0)
+    train[:1200, 0] += rng.normal(size=1200) * 2.0
+    normal = Normal.of(train)
+    low, high = np.quantile(train[:, 0], [0.01, 0.99])
+    assert high - low > 1.0
+    assert normal.spread[0] == pytest.approx(SPREAD_FLOOR * (high - low) / NORMAL_98_WIDTH)
 
 
 def test_ranking_quality_splits_by_fault_kind() -> None:

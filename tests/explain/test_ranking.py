@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factory_anomaly.explain import ranking
 from factory_anomaly.explain.ranking import largest, order_rows, order_sensors, out_of_range, range_widths
 
 LOW = np.array([0.0, 0.0, 10.0, 5.0, -1.0])
@@ -42,7 +43,11 @@ def test_the_batch_form_matches_row_by_row() -> None:
         assert ranked[i].tolist() == order_sensors(x[i], error[i], LOW, HIGH, 3).tolist()
 
 
-def test_largest_is_the_head_of_a_stable_descending_sort() -> None:
+@pytest.mark.parametrize("partial_from", [0, ranking.PARTIAL_SORT_FROM])  # the partial sort, and the full
+def test_largest_is_the_head_of_a_stable_descending_sort(
+    partial_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ranking, "PARTIAL_SORT_FROM", partial_from)
     rng = np.random.default_rng(0)
     for trial in range(300):
         n = int(rng.integers(1, 60))
