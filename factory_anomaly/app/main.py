@@ -90,6 +90,9 @@ def create_app(
         "score exceeds the model's calibrated threshold.",
         version="1",
         lifespan=lifespan,
+        # the service's telemetry is its Prometheus metrics and JSON logs; FastAPI's native OpenTelemetry
+        # would otherwise ask the global OTel providers on every request whether it is configured
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
