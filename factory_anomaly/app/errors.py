@@ -78,6 +78,19 @@ class ErrorCode(StrEnum):
     INVALID_SHELVE = "invalid_shelve", 422, "a shelve without a positive `duration_s` (at most a year)"
     ALARM_NOT_FOUND = "alarm_not_found", 404, "no alarm episode with that id"
     ASSET_NOT_FOUND = "asset_not_found", 404, "no asset of that name has been seen (or it was evicted)"
+    # The Open Inference Protocol (V2, `/v2`): what its requests can get wrong that /v1's cannot.
+    UNKNOWN_MODEL = "unknown_model", 404, "a V2 model name that is not served, or a version not serving"
+    UNSUPPORTED_ENCODING = "unsupported_encoding", 415, "a Content-Encoding other than gzip or deflate"
+    CORRUPT_ENCODING = "corrupt_encoding", 400, "a gzip or deflate body that does not decompress whole"
+    INVALID_HEADER_LENGTH = (
+        "invalid_header_length",
+        400,
+        "Inference-Header-Content-Length is not a byte count within the body",
+    )
+    UNKNOWN_TENSOR = "unknown_tensor", 422, "a V2 input or output the model does not have, or one missing"
+    INVALID_DATATYPE = "invalid_datatype", 422, "a V2 input whose datatype is not the model's (FP32)"
+    INVALID_SHAPE = "invalid_shape", 422, "a V2 input whose shape is not [N, n_sensors] or not its data's"
+    INVALID_PARAMETER = "invalid_parameter", 422, "a V2 parameter the service does not know, or mistyped"
     VALIDATION_ERROR = "validation_error", 422, "FastAPI's own request validation"
     INTERNAL_ERROR = "internal_error", 500, "a bug; logged with its traceback, the body says nothing more"
     MODEL_UNAVAILABLE = "model_unavailable", 503, "no model is loaded (the message says why)"

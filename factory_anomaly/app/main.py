@@ -24,7 +24,7 @@ from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
 from factory_anomaly.app.observability.metrics import Metrics
 from factory_anomaly.app.observability.middleware import ServiceMiddleware
-from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring
+from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring, v2
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
 from factory_anomaly.app.routes.hot import hot_routes
@@ -96,7 +96,8 @@ def create_app(
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
-    routers = [module.router for module in (scoring, explain, alarms, model, health, admin, metrics_route)]
+    modules = (scoring, explain, alarms, model, health, admin, v2, metrics_route)
+    routers = [module.router for module in modules]
     for router in routers:
         app.include_router(router)
     hot = hot_routes(route for router in routers for route in router.routes)

@@ -66,9 +66,9 @@ schemathesis.openapi.media_type("application/octet-stream", OCTET_STREAM_BODIES)
 
 
 def _fit_to_sensors(body: Any) -> Any:
-    """The generated body with `values` and each row of `vectors` cut or padded to N entries (and an
-    integer `top_k` brought into 1..N), so the body gets past `wrong_length` and its numbers reach the
-    model."""
+    """The generated body with `values`, each row of `vectors` and V2's `data` (its shape set to match) cut
+    or padded to N entries (and an integer `top_k` brought into 1..N), so the body gets past
+    `wrong_length` and its numbers reach the model."""
     if not isinstance(body, dict):
         return body
 
@@ -84,6 +84,17 @@ def _fit_to_sensors(body: Any) -> Any:
         fitted["vectors"] = [fit(row) for row in fitted["vectors"]]
         if isinstance(fitted.get("ids"), list) and fitted["ids"]:
             fitted["ids"] = fit(fitted["ids"])[: len(fitted["vectors"])]
+    inputs = fitted.get("inputs")  # V2 infer: the readings' data and shape brought to N sensors
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+        tensor = dict(inputs[0])
+        data = tensor.get("data")
+        if isinstance(data, list) and data and all(isinstance(row, list) for row in data):
+            tensor["data"] = [fit(row) for row in data]
+            tensor["shape"] = [len(data), N]
+        elif isinstance(data, list) and data:
+            tensor["data"] = fit(data)
+            tensor["shape"] = [1, N]
+        fitted["inputs"] = [tensor, *inputs[1:]]
     return fitted
 
 

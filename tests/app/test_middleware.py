@@ -52,7 +52,7 @@ async def test_framework_errors_share_the_error_shape(store: Path) -> None:
 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            not_found = await client.get("/v2/score")
+            not_found = await client.get("/v1/nothing-here")
             not_allowed = await client.get("/v1/score")
             invalid = await client.get("/typed", params={"n": "x"})
     assert not_found.status_code == 404 and not_found.json()["error"]["code"] == "not_found"

@@ -117,7 +117,8 @@ OTHER_METHOD = "OTHER"
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 """Pre-initialised per route; 1xx and 3xx appear only when they happen."""
 OPERATIONS = ("score", "explain")
-SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
+SCORING_ROUTES = ("/v1/score", "/v1/score/batch", "/v2/models/{model_name}/infer")
+"""The `route` label values of `batch_size_rows`: the scoring routes, V2's infer with or without a version."""
 OUTCOMES = ("success", "failure")
 OTHER_CODE = "other"
 

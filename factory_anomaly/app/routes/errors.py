@@ -1,4 +1,5 @@
-"""The one place errors become HTTP responses: `{"error": {"code", "message", "request_id"}}`.
+"""The one place errors become HTTP responses: `{"error": {"code", "message", "request_id"}}`, and on
+the Open Inference Protocol's routes (`/v2`) its own shape, `{"error": "<code>: <message>"}`.
 
 Renders the service's own errors (`app.errors.ServiceError`) and FastAPI's and Starlette's (404, 405,
 request validation) in the same shape, with `X-Request-ID` set. Unexpected exceptions are caught by
@@ -6,6 +7,8 @@ request validation) in the same shape, with `X-Request-ID` set. Unexpected excep
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +19,8 @@ from starlette.types import Scope
 from factory_anomaly.app.errors import ErrorCode, ServiceError
 from factory_anomaly.app.observability.logs import request_id_var
 from factory_anomaly.app.observability.metrics import ERROR_CODE_SCOPE_KEY
+
+V2_PREFIX = "/v2"
 
 _HTTP_CODES = {
     code.status: code
@@ -42,8 +47,19 @@ def error_response(error: ServiceError, scope: Scope | None = None) -> JSONRespo
     headers = dict(error.headers)
     if request_id is not None:
         headers["X-Request-ID"] = request_id
-    body = {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
+    body: dict[str, Any]
+    if scope is not None and is_v2(scope.get("path", "")):
+        # the Open Inference Protocol's shape, which V2 clients read (tritonclient raises its "error"):
+        # the code leads the message, the request id is in the header
+        body = {"error": f"{error.code}: {error.message}"}
+    else:
+        body = {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
     return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+def is_v2(path: str) -> bool:
+    """Whether `path` is one of the Open Inference Protocol's (`/v2`, `/v2/...`)."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,8 @@ import asyncio
 from fastapi import APIRouter, Request
 
 from factory_anomaly.app.errors import ErrorCode, ServiceError
+from factory_anomaly.app.model import LoadedModel
+from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.routes.deps import RegistryDep
 from factory_anomaly.app.wire.schemas import Health, LoadErrorInfo, Ready, error_responses
 
@@ -30,15 +32,8 @@ async def healthz() -> Health:
     summary="Readiness: 200 only while a verified, warmed-up model is serving",
 )
 async def readyz(registry: RegistryDep, request: Request) -> Ready:
-    journal_problem = await asyncio.to_thread(request.app.state.assets.check_journal)
-    if journal_problem is not None:
-        raise ServiceError(
-            f"the alarm journal cannot be written: {journal_problem}", code=ErrorCode.JOURNAL_UNAVAILABLE
-        )
+    model = await ready_model(request)
     failure = registry.last_error
-    if registry.model is None and failure is not None:
-        raise ServiceError(f"no model is loaded: {failure.message}", code=failure.code, status=503)
-    model = registry.require()  # 503 model_unavailable while no load has finished
     return Ready(
         model_name=model.manifest.name,
         model_version=model.version,
@@ -49,3 +44,18 @@ async def readyz(registry: RegistryDep, request: Request) -> Ready:
             code=failure.code, message=failure.message, requested_version=failure.requested, at=failure.at
         ),
     )
+
+
+async def ready_model(request: Request) -> LoadedModel:
+    """The model serving, or the 503 saying why the service is not ready: the alarm journal cannot be
+    written, or no model is loaded (with the load error's code). /readyz and V2's ready ask this."""
+    journal_problem = await asyncio.to_thread(request.app.state.assets.check_journal)
+    if journal_problem is not None:
+        raise ServiceError(
+            f"the alarm journal cannot be written: {journal_problem}", code=ErrorCode.JOURNAL_UNAVAILABLE
+        )
+    registry: ModelRegistry = request.app.state.registry
+    failure = registry.last_error
+    if registry.model is None and failure is not None:
+        raise ServiceError(f"no model is loaded: {failure.message}", code=failure.code, status=503)
+    return registry.require()  # 503 model_unavailable while no load has finished

@@ -32,7 +32,7 @@ from factory_anomaly.app.wire.parse import (
     parse_single_json,
 )
 
-SCORE_ROUTE, BATCH_ROUTE = SCORING_ROUTES  # "/v1/score", "/v1/score/batch": the metrics' route labels
+SCORE_ROUTE, BATCH_ROUTE, V2_INFER_ROUTE = SCORING_ROUTES  # the metrics' route labels
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,19 @@ class ScoringService:
             _with_asset, partial(parser, body, model.sensor_names, self.settings.max_batch), headers
         )
         return await self._assess(model, parse, BATCH_ROUTE, len(body) <= self.settings.inline_max_body_bytes)
+
+    async def score_parsed(
+        self,
+        model: LoadedModel,
+        parse: Callable[[], Readings],
+        body_bytes: int,
+        headers: AssetHeaders,
+        route: str,
+    ) -> Scored:
+        """Readings from a parser of the caller's (V2's infer, `wire.v2`), scored as a batch of one asset
+        in time order; `body_bytes` decides whether the work runs on the event loop."""
+        inline = body_bytes <= self.settings.inline_max_body_bytes
+        return await self._assess(model, partial(_with_asset, parse, headers), route, inline)
 
     async def explain(self, model: LoadedModel, body: bytes) -> tuple[Readings, Explanation]:
         """One JSON reading with `top_k`, through the explainer graph (always on the pool)."""

@@ -63,7 +63,7 @@ class Readings:
     asset: Any = None
 
 
-class _NonFinite:
+class NonFinite:
     """What the stdlib parser makes of a NaN / Infinity / -Infinity token, so it can be named, not used."""
 
     __slots__ = ("token",)
@@ -83,10 +83,10 @@ def parse_single_json(body: bytes, sensor_names: Sequence[str]) -> Readings:
 
 def _single_json_full(body: bytes, sensor_names: Sequence[str]) -> Readings:
     """Every rule, one by one: the reading, or the error naming the first thing wrong."""
-    doc, syntax_error = _decode(body)
+    doc, syntax_error = decode_json(body)
     obj = _object(doc, SINGLE_FIELDS, required="values")
     readings = _single(obj, len(sensor_names))
-    _refuse_unless_valid(syntax_error)
+    refuse_unless_valid(syntax_error)
     refuse_duplicate_fields(body, obj)
     return readings
 
@@ -97,7 +97,7 @@ def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readin
     `top_k` must be a JSON integer from 1 to n (`invalid_top_k` otherwise: 2.5, 3.0, "3", true, 0, n + 1);
     absent or null means min(DEFAULT_TOP_K, n).
     """
-    doc, syntax_error = _decode(body)
+    doc, syntax_error = decode_json(body)
     obj = _object(doc, EXPLAIN_FIELDS, required="values")
     n = len(sensor_names)
     top_k = obj.get("top_k")
@@ -105,11 +105,11 @@ def parse_explain_json(body: bytes, sensor_names: Sequence[str]) -> tuple[Readin
         top_k = min(DEFAULT_TOP_K, n)
     elif type(top_k) is not int or not 1 <= top_k <= n:  # exact type: bool is a subclass of int
         raise InvalidInput(
-            f"top_k must be an integer from 1 to {n} (the number of sensors), got {_kind(top_k)}",
+            f"top_k must be an integer from 1 to {n} (the number of sensors), got {kind_of(top_k)}",
             code=ErrorCode.INVALID_TOP_K,
         )
     readings = _single(obj, n)
-    _refuse_unless_valid(syntax_error)
+    refuse_unless_valid(syntax_error)
     refuse_duplicate_fields(body, obj)
     return readings, top_k
 
@@ -125,18 +125,18 @@ def parse_batch_json(body: bytes, sensor_names: Sequence[str], max_batch: int) -
 
 def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
     """Every rule, one by one: the readings, or the error naming the first thing wrong."""
-    doc, syntax_error = _decode(body)
+    doc, syntax_error = decode_json(body)
     obj = _object(doc, BATCH_FIELDS, required="vectors")
     vectors = obj["vectors"]
     if type(vectors) is not list:
         raise InvalidInput(
-            f"vectors must be a list of vectors, got {_kind(vectors)}", code=ErrorCode.INVALID_TYPE
+            f"vectors must be a list of vectors, got {kind_of(vectors)}", code=ErrorCode.INVALID_TYPE
         )
-    _check_rows(len(vectors), max_batch)
+    check_rows(len(vectors), max_batch)
     ids = _ids(obj.get("ids"), len(vectors))
-    x = _to_array(vectors, len(sensor_names), lambda i: f"vectors[{i}]")
+    x = to_array(vectors, len(sensor_names), lambda i: f"vectors[{i}]")
     ts = parse_ts_list(obj.get("ts"), len(vectors))
-    _refuse_unless_valid(syntax_error)
+    refuse_unless_valid(syntax_error)
     refuse_duplicate_fields(body, obj)
     return Readings(x, ids, ts, obj.get("asset"))
 
@@ -272,7 +272,7 @@ def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int)
             f"({n} sensors x 4 bytes of float32)",
             code=ErrorCode.INVALID_BINARY_LENGTH,
         )
-    _check_rows(rows, max_batch)
+    check_rows(rows, max_batch)
     # astype is a no-op on little-endian hosts (a read-only view of the body); a big-endian host swaps once.
     x = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32, copy=False)
     finite = np.isfinite(x)
@@ -307,7 +307,7 @@ def refuse_duplicate_fields(body: bytes, doc: dict[str, Any]) -> None:
     key, times = keys.most_common(1)[0]
     if times > 1:
         raise InvalidInput(
-            f"the field {_show(key)} is given {times} times; give each field once",
+            f"the field {shown(key)} is given {times} times; give each field once",
             code=ErrorCode.DUPLICATE_FIELD,
         )
 
@@ -329,7 +329,7 @@ _STRING_TOKEN = re.compile(rb'(?P<string>"(?:[^"\\]|\\.)*")\s*(?P<colon>:)?')
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
-def _decode(body: bytes) -> tuple[Any, str | None]:
+def decode_json(body: bytes) -> tuple[Any, str | None]:
     """The decoded document, and orjson's complaint when only the lenient stdlib parser could read it.
 
     orjson refuses NaN / Infinity tokens and literals beyond float64 (1e309). Those are bad *values* in
@@ -341,20 +341,20 @@ def _decode(body: bytes) -> tuple[Any, str | None]:
     except orjson.JSONDecodeError as exc:
         syntax_error = str(exc)
     try:
-        doc = json.loads(bytes(body).decode("utf-8"), parse_constant=_NonFinite, parse_int=_parse_int)
+        doc = json.loads(bytes(body).decode("utf-8"), parse_constant=NonFinite, parse_int=parse_int)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise MalformedRequest(f"the body is not valid JSON: {syntax_error}") from None
     return doc, syntax_error
 
 
-def _parse_int(text: str) -> int | float:
+def parse_int(text: str) -> int | float:
     """An integer literal; one too long for `int()` (4300 digits) is far beyond float32 anyway."""
     if len(text) > _LONGEST_INT_DIGITS:
         return -math.inf if text.startswith("-") else math.inf
     return int(text)
 
 
-def _refuse_unless_valid(syntax_error: str | None) -> None:
+def refuse_unless_valid(syntax_error: str | None) -> None:
     if syntax_error is not None:
         raise MalformedRequest(f"the body is not valid JSON: {syntax_error}")
 
@@ -363,13 +363,13 @@ def _object(doc: Any, fields: tuple[str, ...], required: str) -> dict[str, Any]:
     accepted = ", ".join(fields)
     if type(doc) is not dict:
         raise InvalidInput(
-            f"the body must be a JSON object with the fields {accepted}, got {_kind(doc)}",
+            f"the body must be a JSON object with the fields {accepted}, got {kind_of(doc)}",
             code=ErrorCode.INVALID_TYPE,
         )
     for key in doc:
         if key not in fields:
             raise InvalidInput(
-                f"unknown field {_show(key)} (accepted: {accepted})", code=ErrorCode.UNKNOWN_FIELD
+                f"unknown field {shown(key)} (accepted: {accepted})", code=ErrorCode.UNKNOWN_FIELD
             )
     if required not in doc:
         raise InvalidInput(f"the field {required!r} is missing", code=ErrorCode.MISSING_FIELD)
@@ -380,13 +380,13 @@ def _single(obj: dict[str, Any], n: int) -> Readings:
     """The `values` and optional `id`, `ts` and `asset` of a one-reading body."""
     ident = obj.get("id")
     if ident is not None and type(ident) is not str:
-        raise InvalidInput(f"id must be a string, got {_kind(ident)}", code=ErrorCode.INVALID_TYPE)
-    x = _to_array([obj["values"]], n, lambda _: "values")
+        raise InvalidInput(f"id must be a string, got {kind_of(ident)}", code=ErrorCode.INVALID_TYPE)
+    x = to_array([obj["values"]], n, lambda _: "values")
     stamp = obj.get("ts")
     return Readings(x, [ident], None if stamp is None else [parse_ts(stamp, "ts")], obj.get("asset"))
 
 
-def _check_rows(rows: int, max_batch: int) -> None:
+def check_rows(rows: int, max_batch: int) -> None:
     if rows == 0:
         raise InvalidInput("the batch is empty; send at least one vector", code=ErrorCode.EMPTY_BATCH)
     if rows > max_batch:
@@ -399,7 +399,7 @@ def _ids(ids: Any, rows: int) -> list[str | None]:
     if ids is None:
         return [None] * rows
     if type(ids) is not list:
-        raise InvalidInput(f"ids must be a list of strings, got {_kind(ids)}", code=ErrorCode.INVALID_TYPE)
+        raise InvalidInput(f"ids must be a list of strings, got {kind_of(ids)}", code=ErrorCode.INVALID_TYPE)
     if len(ids) != rows:
         raise InvalidInput(
             f"ids has {len(ids)} entries but vectors has {rows}; give one id per vector",
@@ -407,16 +407,18 @@ def _ids(ids: Any, rows: int) -> list[str | None]:
         )
     for i, ident in enumerate(ids):
         if type(ident) is not str:
-            raise InvalidInput(f"ids[{i}] must be a string, got {_kind(ident)}", code=ErrorCode.INVALID_TYPE)
+            raise InvalidInput(
+                f"ids[{i}] must be a string, got {kind_of(ident)}", code=ErrorCode.INVALID_TYPE
+            )
     return ids
 
 
-def _to_array(rows: list[Any], n: int, label: Callable[[int], str]) -> np.ndarray:
+def to_array(rows: list[Any], n: int, label: Callable[[int], str]) -> np.ndarray:
     """float32 [len(rows), n]; the fast path checks in bulk, the slow one names the first bad element."""
     for i, row in enumerate(rows):
         if type(row) is not list:
             raise InvalidInput(
-                f"{label(i)} must be a list of {n} numbers, got {_kind(row)}", code=ErrorCode.INVALID_TYPE
+                f"{label(i)} must be a list of {n} numbers, got {kind_of(row)}", code=ErrorCode.INVALID_TYPE
             )
         if len(row) != n:
             raise InvalidInput(
@@ -433,47 +435,47 @@ def _to_array(rows: list[Any], n: int, label: Callable[[int], str]) -> np.ndarra
                 return x.astype(np.float32)
     for i, row in enumerate(rows):
         for j, value in enumerate(row):
-            problem = _value_problem(value)
+            problem = value_problem(value)
             if problem is not None:
                 code, text = problem
                 raise InvalidInput(f"{label(i)}[{j}] {text}", code=code)
     raise AssertionError("the bulk check refused values that each pass")  # unreachable
 
 
-def _value_problem(value: Any) -> tuple[str, str] | None:
+def value_problem(value: Any) -> tuple[str, str] | None:
     """(code, text) for a value that is not a JSON number within float32, else None."""
-    if isinstance(value, _NonFinite):
+    if isinstance(value, NonFinite):
         return ErrorCode.NON_FINITE_VALUE, f"is {value.token}; readings must be finite numbers"
     if type(value) not in _NUMBER_TYPES:
-        return ErrorCode.INVALID_VALUE, f"must be a number, got {_kind(value)}"
+        return ErrorCode.INVALID_VALUE, f"must be a number, got {kind_of(value)}"
     if isinstance(value, float) and math.isnan(value):
         return ErrorCode.NON_FINITE_VALUE, "is NaN; readings must be finite numbers"
     if abs(value) > FLOAT32_LIMIT:
         if isinstance(value, float) and math.isinf(value):
-            shown = "a number too large even for float64"
+            text = "a number too large even for float64"
         else:
-            shown = _show(value)
-        return ErrorCode.VALUE_OUT_OF_RANGE, f"is {shown}, beyond float32's range (|x| <= {FLOAT32_LIMIT!r})"
+            text = shown(value)
+        return ErrorCode.VALUE_OUT_OF_RANGE, f"is {text}, beyond float32's range (|x| <= {FLOAT32_LIMIT!r})"
     return None
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     """How a decoded JSON value is described in a message."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, str):
-        return f"a string ({_show(value)})"
+        return f"a string ({shown(value)})"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, _NonFinite):
+    if isinstance(value, NonFinite):
         return value.token
-    return f"a number ({_show(value)})"
+    return f"a number ({shown(value)})"
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 3] + "..."

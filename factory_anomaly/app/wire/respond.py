@@ -25,14 +25,14 @@ def score_answer(model: LoadedModel, scored: Scored) -> dict[str, Any]:
         "is_anomaly": bool(assessment.is_anomaly[0]),
         "model_version": model.version,
     }
-    return answer | _alarm_fields(scored, 0)
+    return answer | alarm_fields(scored, 0)
 
 
 def batch_answer(model: LoadedModel, scored: Scored) -> dict[str, Any]:
     """POST /v1/score/batch's answer: one result per reading, in the request's order."""
     readings, assessment = scored.readings, scored.assessment
     results = [
-        {"id": ident, "score": finite_or_none(score), "is_anomaly": flag} | _alarm_fields(scored, row)
+        {"id": ident, "score": finite_or_none(score), "is_anomaly": flag} | alarm_fields(scored, row)
         for row, (ident, score, flag) in enumerate(
             zip(readings.ids, assessment.scores.tolist(), assessment.is_anomaly.tolist(), strict=True)
         )
@@ -41,7 +41,7 @@ def batch_answer(model: LoadedModel, scored: Scored) -> dict[str, Any]:
     return answer | ({"asset": scored.asset} if scored.asset is not None else {})
 
 
-def _alarm_fields(scored: Scored, row: int) -> dict[str, Any]:
+def alarm_fields(scored: Scored, row: int) -> dict[str, Any]:
     """With an asset: the reading's `alarm` (null when the version has no episode rule) and `late` when
     it was older than the asset's latest reading; without one, nothing (the answer is as it always was)."""
     if scored.asset is None:
