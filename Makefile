@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency deploy-tools promtool serving-install bench \
+.PHONY: run test lint pytest format clean synthetic-report model bench-onnx bench-latency bench-memory deploy-tools promtool serving-install bench \
 	lock audit soak fuzz quality
 
 $(PY):
@@ -173,6 +173,11 @@ bench-latency: $(DEV_STAMP)
 .PHONY: bench-explain
 bench-explain: $(DEV_STAMP)
 	$(PY) -m bench.explain_latency --out bench/results/explain_latency.json
+
+# Peak memory of one server on the largest bodies it accepts (MAX_BODY_BYTES, MAX_BATCH, two at once): what
+# a pod's memory limit must hold (deploy/k8s/deployment.yaml, docs/deploy.md). About 30 s.
+bench-memory: $(DEV_STAMP)
+	$(PY) -m bench.peak_memory --out bench/results/peak_memory.json
 
 # Dynamic micro-batching of /v1/score off and on (ANOMALY_MICROBATCH_*) at 1, 8, 32 and 64 connections, with
 # the realised batch size from the server's metrics (docs/benchmarks.md). About 2 minutes; run alone.

@@ -349,13 +349,34 @@ def binary_batch(rows: np.ndarray) -> bytes:
     return np.ascontiguousarray(rows, dtype="<f4").tobytes()
 
 
+def v2_header(rows: int, n: int) -> bytes:
+    """The JSON of a V2 infer request with Triton's binary tensor extension both ways: `rows` x `n`
+    float32 after it, and every output answered in binary (what `tritonclient.http` sends by default)."""
+    tensor = {
+        "name": "readings",
+        "datatype": "FP32",
+        "shape": [rows, n],
+        "parameters": {"binary_data_size": 4 * rows * n},
+    }
+    return orjson.dumps({"parameters": {"binary_data_output": True}, "inputs": [tensor]})
+
+
+def v2_batch_binary(model_name: str, n: int) -> Route:
+    """V2's infer with the binary batch's readings (its header length is fixed by the shape)."""
+    header_length = str(len(v2_header(BATCH_ROWS, n)))
+    path = f"/v2/models/{model_name}/infer"
+    headers = (("Inference-Header-Content-Length", header_length),)
+    label = f"ours V2 infer binary x{BATCH_ROWS} both ways"
+    return Route("v2_batch_binary", label, path, OCTET, "v2_binary", BATCH_ROWS, headers=headers)
+
+
 def write_bodies(values: np.ndarray, workdir: Path) -> dict[str, list[Path]]:
     """Request bodies on disk for wrk's Lua script, from the first BODY_ROWS rows of `values`:
     SINGLE_BODIES single readings ("single"), and BATCH_BODIES batches of BATCH_ROWS rows as JSON
-    ("batch_json") and as binary ("batch_binary")."""
+    ("batch_json"), as binary ("batch_binary") and as V2's binary extension ("v2_binary")."""
     if len(values) < BODY_ROWS:
         raise ValueError(f"write_bodies needs {BODY_ROWS} rows, got {len(values)}")
-    files: dict[str, list[Path]] = {"single": [], "batch_json": [], "batch_binary": []}
+    files: dict[str, list[Path]] = {"single": [], "batch_json": [], "batch_binary": [], "v2_binary": []}
 
     def write(kind: str, i: int, data: bytes) -> None:
         path = workdir / f"{kind}-{i}.body"
@@ -368,6 +389,7 @@ def write_bodies(values: np.ndarray, workdir: Path) -> dict[str, list[Path]]:
         rows = values[SINGLE_BODIES + i * BATCH_ROWS : SINGLE_BODIES + (i + 1) * BATCH_ROWS]
         write("batch_json", i, json_batch(rows))
         write("batch_binary", i, binary_batch(rows))
+        write("v2_binary", i, v2_header(*rows.shape) + binary_batch(rows))
     return files
 
 
@@ -382,7 +404,7 @@ class Route:
     label: str
     path: str
     content_type: str
-    body: str  # "single" | "batch_json" | "batch_binary"
+    body: str  # "single" | "batch_json" | "batch_binary" | "v2_binary"
     rows: int  # readings per request
     assets: int = 0  # > 0: each request carries X-Asset, the assets in turn (the alarm path)
     headers: tuple[tuple[str, str], ...] = ()  # further headers every request carries (an API key)

@@ -12,7 +12,8 @@ a typical FastAPI + torch service and the HTTP floor (issues 7 and 17).
    fault episodes) and sent round-robin. Each (target, connections) run: `--warmup-s` untimed, then
    `--duration-s` timed. Targets:
      ours        `uvicorn factory_anomaly.app.main:app` (defaults): /v1/score JSON, /v1/score/batch JSON
-                 and binary at 64 rows, /v1/explain, and the alarm path (X-Asset) single and binary;
+                 and binary at 64 rows, /v1/explain, the alarm path (X-Asset) single and binary, and the
+                 Open Inference Protocol's infer with the binary batch's readings, binary both ways;
      ours-plant  the same app as a plant runs it: API keys set (every request sends one) and every
                  reading carries an asset: /v1/score JSON x1 and /v1/score/batch JSON x64;
      lean        `uvicorn bench.lean_service:app --no-access-log`: the one-file reference of issue 17,
@@ -81,6 +82,7 @@ from bench.common import (
     require_wrk,
     results_head,
     server_env,
+    v2_batch_binary,
     write_bodies,
     write_results,
     wrk,
@@ -226,6 +228,11 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
             lean = by.get((LEAN_OF.get(route.key, ""), c))
             row["vs_lean"] = ratio(row["readings_per_s"], lean and lean["readings_per_s"])
             row["p99_vs_lean"] = ratio(row["p99_ms"], lean and lean["p99_ms"])
+    for c in results["connections"]:  # V2's binary extension against /v1's binary batch, the same readings
+        v2, v1 = by.get(("v2_batch_binary", c)), by.get(("batch_binary", c))
+        if v2 is not None and v1 is not None:
+            v2["v2_vs_v1"] = ratio(v2["readings_per_s"], v1["readings_per_s"])
+            v2["p99_vs_v1"] = ratio(v2["p99_ms"], v1["p99_ms"])
 
 
 def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, Any]]:
@@ -303,7 +310,16 @@ def binary_limit(results: dict[str, Any], ceiling: float) -> dict[str, Any]:
             "share_of_ceiling": limit / ceiling}  # fmt: skip
 
 
-RATIO_KEYS = ("vs_lean", "p99_vs_lean", "vs_typical", "vs_ceiling", "vs_floor", "vs_plain")
+RATIO_KEYS = (
+    "vs_lean",
+    "p99_vs_lean",
+    "vs_typical",
+    "vs_ceiling",
+    "vs_floor",
+    "vs_plain",
+    "v2_vs_v1",
+    "p99_vs_v1",
+)
 
 
 def median_runs(repetitions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -325,7 +341,8 @@ def table(results: dict[str, Any]) -> str:
     """The results as Markdown tables: the runs, the in-process ceiling, the targets (what is printed)."""
     runs = markdown_table(
         ["run", "conns", "req/s", "readings/s", "p50 ms", "p99 ms", "RSS MiB"]
-        + ["ours/lean", "p99/lean's", "ours/typical", "ours/ceiling", "ours/floor", "asset/plain"],
+        + ["ours/lean", "p99/lean's", "ours/typical", "ours/ceiling", "ours/floor", "asset/plain"]
+        + ["V2/v1", "p99 V2/v1"],
         (
             [r["label"], r["connections"], f"{r['requests_per_s']:.0f}", f"{r['readings_per_s']:.0f}"]
             + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", fmt(r["rss_mib"], ".0f")]
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     env_lean = env | {"LEAN_MODEL_DIR": str(model_dir), "LEAN_PROVIDER": args.provider}
     env_plant = plant_env(env)
     targets_ = {  # name -> (uvicorn target, routes, environment, readiness path, uvicorn options)
-        "ours": (APP, OURS, env, "/readyz", []),
+        "ours": (APP, (*OURS, v2_batch_binary(args.model_name, values.shape[1])), env, "/readyz", []),
         "lean": ("bench.lean_service:app", LEAN, env_lean, "/health", ["--no-access-log"]),
         "ours-plant": (APP, PLANT, env_plant, "/readyz", []),
         "typical": ("bench.typical_service:app", TYPICAL, env_typical, "/health", []),

@@ -31,6 +31,8 @@ from bench.common import (
     metric_samples,
     ratio,
     require_wrk,
+    v2_batch_binary,
+    v2_header,
     write_bodies,
     write_results,
     wrk,
@@ -161,6 +163,15 @@ def test_bodies_carry_the_readings_exactly(tmp_path: Path) -> None:
     )
     assert np.array_equal(
         np.frombuffer(files["batch_binary"][0].read_bytes(), "<f4").reshape(first.shape), first
+    )
+    v2 = files["v2_binary"][0].read_bytes()
+    header = v2_header(*first.shape)
+    assert len(files["v2_binary"]) == BATCH_BODIES and v2.startswith(header)
+    assert json.loads(header)["inputs"][0]["parameters"]["binary_data_size"] == first.nbytes
+    assert np.array_equal(np.frombuffer(v2[len(header) :], "<f4").reshape(first.shape), first)
+    route = v2_batch_binary("m", first.shape[1])
+    assert route.path == "/v2/models/m/infer" and route.headers == (
+        ("Inference-Header-Content-Length", str(len(header))),
     )
     with pytest.raises(ValueError, match=str(BODY_ROWS)):
         write_bodies(values[:-1], tmp_path)

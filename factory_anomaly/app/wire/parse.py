@@ -142,7 +142,9 @@ def _batch_json_full(body: bytes, sensor_names: Sequence[str], max_batch: int) -
 
 
 def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
-    """The readings of a valid JSON batch, or None for the full path to judge (it never refuses).
+    """The readings of a valid JSON batch, or None for the full path to judge. Its one refusal is a batch
+    of more than `max_batch` rows (`batch_too_large`, as the full path answers it), counted by simdjson
+    before any list is built.
 
     Why: the full path builds one Python float per value and checks their types one by one.
     simdjson validates the whole document (UTF-8 included) and hands the numbers over as one
@@ -166,8 +168,10 @@ def _batch_json_fast(body: bytes, n: int, max_batch: int) -> Readings | None:
         if len(keys) != len(set(keys)) or not set(keys) <= _BATCH_FIELD_SET or "vectors" not in keys:
             return None
         vectors = doc["vectors"]
-        if not isinstance(vectors, simdjson.Array) or not 0 < len(vectors) <= max_batch:
+        if not isinstance(vectors, simdjson.Array) or not vectors:
             return None
+        if len(vectors) > max_batch:  # refused here, as the full path would, without building its lists
+            check_rows(len(vectors), max_batch)
         rows = len(vectors)
         if not all(isinstance(row, simdjson.Array) and len(row) == n for row in vectors):
             return None

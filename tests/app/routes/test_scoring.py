@@ -467,8 +467,9 @@ async def test_worker_threads_and_inline_scoring_answer_alike(
     assert [np.float32(r["score"]) for r in batch.json()["results"]] == list(expected)
 
 
-OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
-"""The only routes anyone may call; admin routes answer to the admin token (routes/test_admin.py)."""
+OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"}
+"""The only routes anyone may call (V2's server metadata and health, as /healthz and /readyz); admin routes
+answer to the admin token (routes/test_admin.py)."""
 
 
 def test_every_other_route_needs_an_api_key(live: LiveServer) -> None:
@@ -485,17 +486,29 @@ def test_every_other_route_needs_an_api_key(live: LiveServer) -> None:
                     method, path, content=b"{}", headers={"Content-Type": "application/json"}
                 )
             assert response.status_code == 401, (method, path, response.text)
-            assert response.json()["error"]["code"] == "missing_api_key"
+            error = response.json()["error"]
+            if path.startswith("/v2/"):  # the Open Inference Protocol's error shape
+                assert error.startswith("missing_api_key: ")
+            else:
+                assert error["code"] == "missing_api_key"
             checked.append(f"{method.upper()} {path}")
-    assert sorted(checked) == [
-        "GET /v1/alarms",
-        "GET /v1/alarms/{alarm_id}",
-        "GET /v1/assets",
-        "GET /v1/assets/{asset}",
-        "GET /v1/model",
-        "POST /v1/alarms/{alarm_id}/ack",
-        "POST /v1/assets/{asset}/shelve",
-        "POST /v1/explain",
-        "POST /v1/score",
-        "POST /v1/score/batch",
-    ]
+    assert sorted(checked) == sorted(
+        [
+            "GET /v1/alarms",
+            "GET /v1/alarms/{alarm_id}",
+            "GET /v1/assets",
+            "GET /v1/assets/{asset}",
+            "GET /v1/model",
+            "POST /v1/alarms/{alarm_id}/ack",
+            "POST /v1/assets/{asset}/shelve",
+            "POST /v1/explain",
+            "POST /v1/score",
+            "POST /v1/score/batch",
+            "GET /v2/models/{model_name}",
+            "GET /v2/models/{model_name}/ready",
+            "GET /v2/models/{model_name}/versions/{model_version}",
+            "GET /v2/models/{model_name}/versions/{model_version}/ready",
+            "POST /v2/models/{model_name}/infer",
+            "POST /v2/models/{model_name}/versions/{model_version}/infer",
+        ]
+    )
