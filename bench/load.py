@@ -16,12 +16,15 @@ a typical FastAPI + torch service and the HTTP floor (issues 7 and 17).
                  Open Inference Protocol's infer with the binary batch's readings, binary both ways;
      ours-plant  the same app as a plant runs it: API keys set (every request sends one) and every
                  reading carries an asset: /v1/score JSON x1 and /v1/score/batch JSON x64;
+     ours-shadow the same app with a shadow of the shipped version loaded (ANOMALY_SHADOW_VERSION):
+                 /v1/score JSON x1, for what shadow scoring costs the serving path;
      lean        `uvicorn bench.lean_service:app --no-access-log`: the one-file reference of issue 17,
                  /score and /score/batch JSON at 64 rows;
      typical     `uvicorn bench.typical_service:app`: /score and /score/batch JSON at 64 rows;
      floor       `uvicorn bench.floor:app`: POST /noop with the single-reading body (our app, no work).
-   ours, lean and ours-plant run `--repeats` times, alternating (ours, lean, ours-plant, ours, ...), so drift
-   on a shared machine lands on all three; each figure is the median over the repetitions, and every
+   ours, lean, ours-plant and ours-shadow run `--repeats` times, alternating (ours, lean, ours-plant,
+   ours-shadow, ours, ...), so drift on a shared machine lands on all four; each figure is the median
+   over the repetitions, and every
    repetition is kept in the JSON. Every server runs pinned to CPU 0, `wrk` to CPU 1 (sched_setaffinity,
    as `taskset -c` does), when the machine allows it (the output says whether). Any non-2xx answer or
    socket error fails the run.
@@ -113,6 +116,10 @@ PLANT = (
     Route("plant_batch_json", f"ours-plant /v1/score/batch JSON x{BATCH_ROWS}, API key, X-Asset of {ASSETS}",
           "/v1/score/batch", JSON, "batch_json", BATCH_ROWS, ASSETS, PLANT_HEADERS),
 )  # fmt: skip
+# Ours with a shadow of the shipped version loaded (issue 18 §3): what the shadow costs the serving path.
+SHADOWED = (
+    Route("shadow_score", "ours-shadow /v1/score JSON x1, shadow loaded", "/v1/score", JSON, "single", 1),
+)
 LEAN = (
     Route("lean_score", "lean /score JSON x1", "/score", JSON, "single", 1),
     Route("lean_batch", f"lean /score/batch JSON x{BATCH_ROWS}", "/score/batch", JSON, "batch_json",
@@ -228,6 +235,11 @@ def ratios(results: dict[str, Any], intra_op_threads: int) -> None:
             lean = by.get((LEAN_OF.get(route.key, ""), c))
             row["vs_lean"] = ratio(row["readings_per_s"], lean and lean["readings_per_s"])
             row["p99_vs_lean"] = ratio(row["p99_ms"], lean and lean["p99_ms"])
+    for c in results["connections"]:  # a shadow loaded against none, the same route
+        shadowed, plain = by.get(("shadow_score", c)), by.get(("score", c))
+        if shadowed is not None and plain is not None:
+            shadowed["p99_vs_unshadowed"] = ratio(shadowed["p99_ms"], plain["p99_ms"])
+            shadowed["vs_unshadowed"] = ratio(shadowed["readings_per_s"], plain["readings_per_s"])
     for c in results["connections"]:  # V2's binary extension against /v1's binary batch, the same readings
         v2, v1 = by.get(("v2_batch_binary", c)), by.get(("batch_binary", c))
         if v2 is not None and v1 is not None:
@@ -283,6 +295,9 @@ def targets(results: dict[str, Any], intra_op_threads: int) -> list[dict[str, An
     lean_rss = results["servers"]["lean"]["rss_after_warmup_mib"]
     over_lean = None if rss_mib is None or lean_rss is None else rss_mib - lean_rss
     add("RSS after warm-up <= lean's + 15 MiB", over_lean, 15.0, False, "MiB over lean")
+    # issue 18: shadow scoring off the hot path
+    add("single JSON p99 with a shadow loaded <= 1.2x without, at 8 connections",
+        at("shadow_score", 8, "p99_vs_unshadowed"), 1.2, False, "x")  # fmt: skip
     return out
 
 
@@ -342,7 +357,7 @@ def table(results: dict[str, Any]) -> str:
     runs = markdown_table(
         ["run", "conns", "req/s", "readings/s", "p50 ms", "p99 ms", "RSS MiB"]
         + ["ours/lean", "p99/lean's", "ours/typical", "ours/ceiling", "ours/floor", "asset/plain"]
-        + ["V2/v1", "p99 V2/v1"],
+        + ["V2/v1", "p99 V2/v1", "p99 shadow/none"],
         (
             [r["label"], r["connections"], f"{r['requests_per_s']:.0f}", f"{r['readings_per_s']:.0f}"]
             + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", fmt(r["rss_mib"], ".0f")]
@@ -374,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=5.0, help="timed seconds per run")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="untimed seconds before each run")
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of ours, lean, ours-plant")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternating runs of ours, lean, ours-plant, ours-shadow"
+    )
     provider = os.environ.get("ANOMALY_PROVIDER", "cpu").replace("auto", "cpu")
     parser.add_argument("--provider", choices=PROVIDERS, default=provider,
                         help="onnxruntime provider of ours, lean and the ceiling (default: ANOMALY_PROVIDER, "
@@ -414,10 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         "ours": (APP, (*OURS, v2_batch_binary(args.model_name, values.shape[1])), env, "/readyz", []),
         "lean": ("bench.lean_service:app", LEAN, env_lean, "/health", ["--no-access-log"]),
         "ours-plant": (APP, PLANT, env_plant, "/readyz", []),
+        "ours-shadow": (APP, SHADOWED, env | {"ANOMALY_SHADOW_VERSION": manifest.version}, "/readyz", []),
         "typical": ("bench.typical_service:app", TYPICAL, env_typical, "/health", []),
         "floor": ("bench.floor:app", (FLOOR, FLOOR_BINARY), env, "/readyz", []),
     }
-    alternating = ("ours", "lean", "ours-plant")
+    alternating = ("ours", "lean", "ours-plant", "ours-shadow")
     order = [*alternating * args.repeats, "typical", "floor"]
     by_server: dict[str, list[list[dict[str, Any]]]] = {}
     servers: dict[str, Any] = {}

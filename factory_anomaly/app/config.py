@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     """Most single readings waiting for a batch; one more is refused at once with 503 `overloaded` and
     `Retry-After: 1`."""
 
+    shadow_version: str | None = None
+    """A second version of the model loaded at start beside the serving one: it scores the same readings
+    off the hot path and reports how often its decisions would differ (`app.serving.shadow`,
+    docs/serving.md "Shadow scoring"). Unset: none (the admin API loads one at any time)."""
+
+    shadow_queue_rows: int = Field(default=4096, ge=1)
+    """Most readings waiting for the shadow version; a request whose readings do not fit is not shadowed
+    and counted as dropped (`anomaly_shadow_dropped_readings_total{reason="queue_full"}`), so a slow
+    shadow never holds memory or time of the serving path."""
+
     max_batch: int = Field(default=1024, ge=1)
     """Most readings (rows) one request may carry; more is 413 `batch_too_large`."""
 

@@ -24,7 +24,7 @@ from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
 from factory_anomaly.app.observability.metrics import Metrics
 from factory_anomaly.app.observability.middleware import ServiceMiddleware
-from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring, v2
+from factory_anomaly.app.routes import admin, alarms, explain, health, model, scoring, shadow, v2
 from factory_anomaly.app.routes import metrics as metrics_route
 from factory_anomaly.app.routes.errors import install_error_handlers
 from factory_anomaly.app.routes.hot import hot_routes
@@ -32,6 +32,7 @@ from factory_anomaly.app.serving.assets import AssetBook
 from factory_anomaly.app.serving.journal import AlarmJournal, JournalError
 from factory_anomaly.app.serving.pool import InferencePool
 from factory_anomaly.app.serving.service import ScoringService, micro_batcher
+from factory_anomaly.app.serving.shadow import ShadowScorer
 
 log = logging.getLogger("app.main")
 
@@ -59,12 +60,18 @@ def create_app(
         app.state.assets = assets = open_asset_book(settings)
         metrics.open_alarms.book = assets
         assets.on_close = metrics.episode_closed
-        app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets)
+        app.state.shadow = shadow_scorer = ShadowScorer(settings, metrics)
+        app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets, shadow_scorer)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
         except ReloadFailed as exc:  # already logged; /readyz reports it
             log.warning("serving without a model until a reload succeeds", extra={"code": exc.code})
+        if settings.shadow_version is not None:
+            try:
+                await shadow_scorer.load(settings.shadow_version)
+            except ReloadFailed as exc:  # already logged; serving goes on without a shadow
+                log.warning("no shadow scoring until one is loaded", extra={"code": exc.code})
         syncing = None
         if assets.journal is not None:  # alone on the journal too: the rounds write the held state
             syncing = asyncio.create_task(sync_journal(assets, settings.journal_sync_s))
@@ -80,6 +87,7 @@ def create_app(
                     await asyncio.gather(task, return_exceptions=True)
             if batcher is not None:
                 await batcher.close()
+            await asyncio.to_thread(shadow_scorer.close)
             await asyncio.to_thread(pool.close)  # in-flight inferences finish first
             assets.close()
             log.info("stopped")
@@ -96,7 +104,7 @@ def create_app(
     )
     app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
-    modules = (scoring, explain, alarms, model, health, admin, v2, metrics_route)
+    modules = (scoring, explain, alarms, model, health, admin, shadow, v2, metrics_route)
     routers = [module.router for module in modules]
     for router in routers:
         app.include_router(router)

@@ -30,12 +30,16 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
     by = {(r["key"], r["connections"]): r for r in results["runs"]}
     for key in ("score", "batch_json", "batch_binary", "explain", "plant_score", "plant_batch_json",
                 "lean_score", "lean_batch", "typical_score", "floor", "floor_binary",
-                "v2_batch_binary"):  # fmt: skip
+                "v2_batch_binary", "shadow_score"):  # fmt: skip
         assert by[(key, 1)]["requests"] > 0, key
     v2 = by[("v2_batch_binary", 1)]  # V2's binary extension next to /v1's binary batch (issue 18)
     assert v2["v2_vs_v1"] == pytest.approx(v2["readings_per_s"] / by[("batch_binary", 1)]["readings_per_s"])
-    # ours, lean and ours-plant ran twice each, alternating; every figure is the median of the two
-    assert [len(results["repetitions"][name]) for name in ("ours", "lean", "ours-plant")] == [2, 2, 2]
+    # ours, lean, ours-plant and ours-shadow ran twice each, alternating; every figure is the median of two
+    assert [len(results["repetitions"][name]) for name in ("ours", "lean", "ours-plant", "ours-shadow")] == [
+        2
+    ] * 4
+    shadowed = by[("shadow_score", 1)]  # a shadow loaded against none (issue 18)
+    assert shadowed["p99_vs_unshadowed"] == pytest.approx(shadowed["p99_ms"] / by[("score", 1)]["p99_ms"])
     assert by[("score", 1)]["repetitions"] == 2
     first, second = (rows[0]["requests_per_s"] for rows in results["repetitions"]["ours"])
     assert by[("score", 1)]["requests_per_s"] == pytest.approx((first + second) / 2)

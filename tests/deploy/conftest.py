@@ -115,7 +115,8 @@ _METRIC = re.compile(r"\b(anomaly_[a-z_]+|up)\b")
 
 def exposed_labels() -> dict[str, set[str]]:
     """Sample name -> its label names, as the service exposes them once a model serves (`_bucket`,
-    `_count`, `_sum`, `_total` included): a fresh app's registry after a (stand-in) model was loaded."""
+    `_count`, `_sum`, `_total` included): a fresh app's registry after a (stand-in) model was loaded, with
+    an asset in alarm and a shadow version loaded."""
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,6 +140,7 @@ def exposed_labels() -> dict[str, set[str]]:
                              ("a", "b", "c"))  # fmt: skip
     metrics.observe_assets("press-7", book.observe(readings, EpisodeRule(2, 2, 1.0, 2)))
     metrics.open_alarms.book = book
+    metrics.shadow_loaded("v2")  # a shadow loaded, so its info series exists too
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
         for sample in family.samples:

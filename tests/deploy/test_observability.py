@@ -3,8 +3,9 @@
 Two uvicorn processes serve the session's small trained model: `good` (the model loads) and `broken` (an
 empty model store: not ready, scoring answers 503). A real Prometheus (Debian's package, a subprocess on
 loopback, a temporary storage directory) scrapes both every second and evaluates deploy/prometheus/alerts.yml
-every second. Normal readings, anomalous readings (every sensor far above its training range), a few bad
-requests, a failed reload and a few slow requests go to `good`; scoring requests go to `broken`. Then every
+every second. `good` also has its own version loaded as a shadow. Normal readings, anomalous readings
+(every sensor far above its training range), a few bad requests, a failed reload and a few slow requests
+go to `good`; scoring requests go to `broken`. Then every
 PromQL expression of the dashboard (template variables substituted) and of the alert rules (as Prometheus
 loaded them) is evaluated through Prometheus's HTTP API and must return data; each alert's expression
 must select the instance that provoked it (so every alert is shown able to fire on real series), and the
@@ -254,6 +255,7 @@ def observed(
             ANOMALY_MICROBATCH_MAX_BATCH="8",
             ANOMALY_CALIBRATION_WINDOW_S=str(DRIFT_WINDOW_S),
             ANOMALY_CALIBRATION_BUCKET_S=str(DRIFT_BUCKET_S),
+            ANOMALY_SHADOW_VERSION=manifest.version,  # the dashboard's shadow row has its readings to show
         ),
     )
     broken = None
@@ -277,6 +279,11 @@ def observed(
             f"anomaly_readings_scored_total{{{good_label}}}",
             lambda r: values(r) == [result.scored],
             "the last readings scraped",
+        )
+        prometheus.wait_for(  # the shadow runs behind the serving path: it has caught up
+            f"sum(anomaly_shadow_readings_total{{{good_label}}})",
+            lambda r: values(r) == [result.scored],
+            "the shadow's readings scraped",
         )
         prometheus.wait_for(
             f'anomaly_requests_rejected_total{{instance="{instances["broken"]}", code="model_unavailable"}}',
@@ -436,6 +443,11 @@ def test_the_counters_equal_what_was_sent(observed: Observed) -> None:
         == N_BATCH_NORMAL + N_BATCH_ANOMALOUS
     )
     assert one(f'anomaly_inference_duration_seconds_count{{{good}, operation="explain"}}') == N_EXPLAIN
+    # the shadow (the serving version itself) saw every scored reading, and the serving flags among them
+    assert one(f"sum(anomaly_shadow_readings_total{{{good}}})") == observed.scored
+    serving_flags = f'sum(anomaly_shadow_readings_total{{{good}, agreement=~"both|serving_only"}})'
+    assert one(serving_flags) == observed.anomalous
+    assert one(f"sum(anomaly_shadow_dropped_readings_total{{{good}}})") == 0
     assert one(f'anomaly_model_reloads_total{{{good}, outcome="failure"}}') == 1
     good_http = f'instance="{observed.instances["good"]}"'
     assert (

@@ -91,16 +91,12 @@ class ModelRegistry:
         An invalid version name is 422 `invalid_version`; any load failure is `ReloadFailed` carrying the
         ArtifactError code, and the served model stays as it was.
         """
-        if version is not None and (not _VERSION_NAME.fullmatch(version) or ".." in version):
-            raise InvalidInput(
-                f"version {version[:140]!r} is not a version name (letters, digits, '.', '_', '-'; at most "
-                "128 characters; not starting with '.' or '-')",
-                code=ErrorCode.INVALID_VERSION,
-            )
+        if version is not None:
+            check_version_name(version)
         async with self._lock:
             self._attempted = True
             try:
-                model = await asyncio.to_thread(self._load_blocking, version)
+                model = await asyncio.to_thread(load_version, self._settings, version)
             except ArtifactError as exc:
                 self._last_error = LoadFailure(exc.code, exc.message, version, iso_utc(datetime.now(UTC)))
                 log.error(
@@ -132,25 +128,38 @@ class ModelRegistry:
         )
         return Swap(model, previous_version)
 
-    def _load_blocking(self, version: str | None) -> LoadedModel:
-        model_dir = self._settings.model_dir
-        if not model_dir.is_dir():
-            raise ArtifactError(
-                ArtifactCode.CURRENT_MISSING,
-                f"the model directory {model_dir} does not exist (ANOMALY_MODEL_STORE="
-                f"{self._settings.model_store}, ANOMALY_MODEL_NAME={self._settings.model_name}); "
-                "publish a model there (`make model` builds the default one), then reload",
-            )
-        if version is None:
-            path = resolve_current(model_dir)
-        else:
-            path = model_dir / version
-            if not path.is_dir():
-                raise ArtifactError(
-                    ArtifactCode.VERSION_MISSING, f"no version {version!r}: {path} is not a directory"
-                )
-        return load_model(path, self._settings)
-
     def _failure_message(self, exc: ArtifactError) -> str:
         serving = f"still serving {self._model.version}" if self._model else "no model is serving"
         return f"{exc.message} ({serving})"
+
+
+def check_version_name(version: str) -> None:
+    """422 `invalid_version` for a name that cannot be a version directory (no path tricks)."""
+    if not _VERSION_NAME.fullmatch(version) or ".." in version:
+        raise InvalidInput(
+            f"version {version[:140]!r} is not a version name (letters, digits, '.', '_', '-'; at most "
+            "128 characters; not starting with '.' or '-')",
+            code=ErrorCode.INVALID_VERSION,
+        )
+
+
+def load_version(settings: Settings, version: str | None) -> LoadedModel:
+    """Verify, load and warm up `version` of the settings' model (None: the one CURRENT names); blocking.
+    An `ArtifactError` says why it cannot be served."""
+    model_dir = settings.model_dir
+    if not model_dir.is_dir():
+        raise ArtifactError(
+            ArtifactCode.CURRENT_MISSING,
+            f"the model directory {model_dir} does not exist (ANOMALY_MODEL_STORE="
+            f"{settings.model_store}, ANOMALY_MODEL_NAME={settings.model_name}); "
+            "publish a model there (`make model` builds the default one), then reload",
+        )
+    if version is None:
+        path = resolve_current(model_dir)
+    else:
+        path = model_dir / version
+        if not path.is_dir():
+            raise ArtifactError(
+                ArtifactCode.VERSION_MISSING, f"no version {version!r}: {path} is not a directory"
+            )
+    return load_model(path, settings)

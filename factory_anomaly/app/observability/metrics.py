@@ -94,6 +94,13 @@ QUEUE_WAIT_BUCKETS_SECONDS = (
 )  # fmt: skip
 """A micro-batched reading's wait from joining the queue to its batch's start: tens of µs when the service
 keeps up, up to MICROBATCH_MAX_DELAY_US plus one run when it does not."""
+AGREEMENTS = ("both", "serving_only", "shadow_only", "neither")
+"""Which versions flagged a shadowed reading: the `agreement` label of `anomaly_shadow_readings_total`."""
+SHADOW_DROPS = ("queue_full", "failed")
+SHADOW_RATIO_BUCKETS = (0.5, 0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25, 2.0)
+"""shadow score / serving score: a retrained version scores most readings within a few per cent of the
+serving one; the buckets are finest around 1."""
+
 SCORE_RATIO_BUCKETS = (
     0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0,
 )  # fmt: skip
@@ -459,6 +466,36 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        # shadow scoring (app.serving.shadow): a candidate version's decisions on the serving readings
+        self.shadow_info = Gauge(
+            "shadow_model_info",
+            "1 for the version loaded as the shadow (none while no shadow is loaded).",
+            ("model", "version"),
+            namespace=ns,
+            registry=reg,
+        )
+        self.shadow_readings = Counter(
+            "shadow_readings_total",
+            "Readings the shadow version scored, by which of the two versions flagged them "
+            "(both, serving_only, shadow_only, neither).",
+            ("model", "agreement"),
+            namespace=ns,
+            registry=reg,
+        )
+        self.shadow_dropped = Counter(
+            "shadow_dropped_readings_total",
+            "Readings served but not shadowed: the shadow's queue was full, or its run failed.",
+            ("model", "reason"),
+            namespace=ns,
+            registry=reg,
+        )
+        self.shadow_score_ratio = BulkHistogram(
+            f"{ns}_shadow_score_ratio",
+            "Each shadowed reading's shadow score divided by its serving score (1: the same).",
+            ("model",),
+            SHADOW_RATIO_BUCKETS,
+            reg,
+        )
         self.calibration = CalibrationCollector(model_name, reg)
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
@@ -481,6 +518,9 @@ class Metrics:
         for outcome in OUTCOMES:
             self.reloads.labels(model, outcome)
         self._rejected = {code: self.rejected.labels(code) for code in (*ERROR_CODES, OTHER_CODE)}
+        self._shadow = {agreement: self.shadow_readings.labels(model, agreement) for agreement in AGREEMENTS}
+        self._shadow_dropped = {reason: self.shadow_dropped.labels(model, reason) for reason in SHADOW_DROPS}
+        self.shadow_score_ratio.labels(model)
         self._http: dict[tuple[str, str, str], Any] = {}
         self._served = 0  # requests finished: lets housekeeping skip idle rounds
 
@@ -607,6 +647,25 @@ class Metrics:
         self.model_ready.labels(name).set(1)
         self.calibration.serving = model
         self.reloads.labels(name, "success").inc()
+
+    # --- shadow scoring --------------------------------------------------------------------------------
+
+    def shadow_loaded(self, version: str | None) -> None:
+        """The shadow version now loaded (None: none)."""
+        self.shadow_info.clear()
+        if version is not None:
+            self.shadow_info.labels(self.model_name, version).set(1)
+
+    def observe_shadow(self, agreement: dict[str, int], ratios: np.ndarray) -> None:
+        """One shadowed request: its readings counted by agreement, and their score ratios (any thread)."""
+        for name, count in agreement.items():
+            if count:
+                self._shadow[name].inc(count)
+        if ratios.size:
+            self.shadow_score_ratio.observe_many(self._model_labels, ratios)
+
+    def shadow_dropped_readings(self, reason: str, readings: int) -> None:
+        self._shadow_dropped[reason].inc(readings)
 
     def model_load_failed(self, code: str) -> None:
         """A load failed; whatever served before still serves (app.registry calls this)."""

@@ -28,7 +28,7 @@ RELOAD_BODY_BYTES = 4096  # {"version": "..."} needs far less
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-async def _requested_version(request: Request, timeout_s: float) -> str | None:
+async def requested_version(request: Request, timeout_s: float) -> str | None:
     """The optional body `{"version": "..."}`; no body (0 bytes) means "the version CURRENT names". A body
     of whitespace is not JSON (400), never read as "no body"."""
     body = await read_body(request, RELOAD_BODY_BYTES, timeout_s)
@@ -74,7 +74,7 @@ async def _requested_version(request: Request, timeout_s: float) -> str | None:
     summary="Load and swap in a model version",
 )
 async def reload(request: Request, registry: RegistryDep, settings: SettingsDep) -> ReloadResponse:
-    version = await _requested_version(request, settings.body_timeout_s)
+    version = await requested_version(request, settings.body_timeout_s)
     swap = await registry.load(version)
     model = swap.model
     return ReloadResponse(

@@ -23,6 +23,7 @@ from factory_anomaly.app.serving.assets import AssetBook, AssetReadings
 from factory_anomaly.app.serving.batcher import MicroBatcher
 from factory_anomaly.app.serving.explaining import Explanation, explain_reading
 from factory_anomaly.app.serving.pool import InferencePool
+from factory_anomaly.app.serving.shadow import ShadowScorer
 from factory_anomaly.app.wire.assets import binary_ts, request_asset
 from factory_anomaly.app.wire.parse import (
     Readings,
@@ -66,6 +67,7 @@ class ScoringService:
     metrics: Metrics
     batcher: MicroBatcher | None  # micro-batching of single readings, when MICROBATCH_MAX_BATCH > 1
     assets: AssetBook
+    shadow: ShadowScorer  # a candidate version scoring the same readings off the hot path, when loaded
 
     def model(self) -> LoadedModel:
         """The model serving now (503 `model_unavailable` without one); a request keeps it to the end."""
@@ -79,6 +81,7 @@ class ScoringService:
             return await self._assess(model, parse, SCORE_ROUTE, inline)
         readings, asset = await self.pool.run(parse, inline=inline)
         assessment = await self.batcher.assess(model, readings.x)  # it observes each batched run
+        self.shadow.offer(readings.x, assessment)
         log_anomalies(model, readings.ids, assessment)
         return self._track(model, readings, assessment, asset)
 
@@ -131,6 +134,7 @@ class ScoringService:
         readings, asset = parse()
         assessment = model.assess(readings.x, self.settings.log_top_sensors)
         self.metrics.observe_scoring(route, model, readings.x, assessment)
+        self.shadow.offer(readings.x, assessment)
         return self._track(model, readings, assessment, asset)
 
     def _track(

@@ -362,6 +362,39 @@ class ReloadResponse(BaseModel):
     load_seconds: float
 
 
+class ShadowAgreement(BaseModel):
+    both: int = Field(description="Readings both versions flagged.")
+    serving_only: int = Field(description="Readings the serving version flagged and the shadow did not.")
+    shadow_only: int = Field(description="Readings the shadow flagged and the serving version did not.")
+    neither: int
+
+
+class ShadowDropped(BaseModel):
+    queue_full: int = Field(description="Readings not shadowed: SHADOW_QUEUE_ROWS were already waiting.")
+    failed: int = Field(description="Readings whose shadow run failed (logged).")
+
+
+class ShadowFlagRate(BaseModel):
+    serving: float | None = Field(description="Share of the shadowed readings the serving version flagged.")
+    shadow: float | None = Field(description="Share of the same readings the shadow flagged.")
+
+
+class ShadowStatus(BaseModel):
+    version: str | None = Field(description="The shadow version; null while none is loaded.")
+    loaded_at: str | None
+    threshold: float | None
+    target_fpr: float | None = Field(description="The false-alarm rate the shadow's threshold promises.")
+    readings: int = Field(description="Readings the shadow scored since it was loaded.")
+    agreement: ShadowAgreement
+    dropped: ShadowDropped
+    flag_rate: ShadowFlagRate
+    pending: int = Field(description="Readings waiting for the shadow now.")
+
+
+class ShadowRequest(_Strict):
+    version: str = Field(description="The version to load as the shadow.")
+
+
 class Health(BaseModel):
     status: str = "ok"
 
