@@ -334,6 +334,7 @@ RATIO_KEYS = (
     "vs_plain",
     "v2_vs_v1",
     "p99_vs_v1",
+    "p99_vs_unshadowed",
 )
 
 

@@ -5,9 +5,13 @@ One `uvicorn factory_anomaly.app.main:app` on the shipped model, default setting
 MAX_BATCH 1024, two scoring threads). In turn, with VmRSS and VmHWM (the peak) read from /proc after each:
   1. the largest valid JSON batch (MAX_BATCH rows);
   2. a JSON batch of `--body-mib` (default: MAX_BODY_BYTES, just under), refused 413 `batch_too_large`
-     once parsed: the most a client can make the server read;
+     from simdjson's row count;
   3. two of those at once (one per scoring thread);
-  4. four largest valid batches at once.
+  4. four largest valid batches at once;
+  5. that body with an escaped id, which simdjson's path declines, so the full parse reads every number
+     (then 413), once and twice at once: the most a client can make the server hold;
+  6. the same numbers as a V2 infer request with one NaN token, which simdjson refuses, so the standard
+     library reads all of it (then 413: more rows than MAX_BATCH), once and twice at once.
 Prints a table with the command and writes JSON (`--out`).
 
     python -m bench.peak_memory [--body-mib 64] [--out bench/results/peak_memory.json]   (make bench-memory)
@@ -57,12 +61,28 @@ def json_body_of_size(size: int, n: int) -> bytes:
     return body
 
 
-def post_at_once(url: str, body: bytes, copies: int) -> list[int]:
+def escaped(body: bytes) -> bytes:
+    """The batch with an escaped id: simdjson's path declines any body with a backslash, so the full
+    parse reads it (every number a Python float) before refusing it."""
+    return body[:-1] + b',"ids":["\\u0041"]}'
+
+
+def v2_with_a_nan(body: bytes, n: int) -> bytes:
+    """The same numbers as one V2 infer request, its last value a NaN token: simdjson refuses NaN, so the
+    standard library's reading parses all of it to name the element."""
+    rows = body.count(b"],[") + 1
+    data = body[len(b'{"vectors":') : -1]
+    data = data[: data.rfind(b",")] + b",NaN]]"
+    head = f'{{"inputs":[{{"name":"readings","datatype":"FP32","shape":[{rows},{n}],"data":'.encode()
+    return head + data + b"}]}"
+
+
+def post_at_once(url: str, path: str, body: bytes, copies: int) -> list[int]:
     statuses: list[int] = []
 
     def post() -> None:
         headers = {"Content-Type": "application/json"}
-        answer = httpx.post(url + "/v1/score/batch", content=body, headers=headers, timeout=300)
+        answer = httpx.post(url + path, content=body, headers=headers, timeout=300)
         statuses.append(answer.status_code)
 
     threads = [threading.Thread(target=post) for _ in range(copies)]
@@ -105,13 +125,19 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         record("ready", b"", 0, [])
-        for step, body, copies in (
-            (f"largest valid JSON batch ({SETTINGS.max_batch} rows)", largest_valid, 1),
-            ("largest body, refused once parsed", largest_body, 1),
-            ("two largest bodies at once", largest_body, 2),
-            ("four largest valid batches at once", largest_valid, 4),
+        batch, infer = "/v1/score/batch", f"/v2/models/{args.model_name}/infer"
+        slow, v2 = escaped(largest_body), v2_with_a_nan(largest_body, n)
+        for step, path, body, copies in (
+            (f"largest valid JSON batch ({SETTINGS.max_batch} rows)", batch, largest_valid, 1),
+            ("largest body, refused once counted", batch, largest_body, 1),
+            ("two largest bodies at once", batch, largest_body, 2),
+            ("four largest valid batches at once", batch, largest_valid, 4),
+            ("largest body with an escape: the full parse", batch, slow, 1),
+            ("two of those at once", batch, slow, 2),
+            ("largest V2 JSON with a NaN token: the full parse", infer, v2, 1),
+            ("two of those at once", infer, v2, 2),
         ):
-            record(step, body, copies, post_at_once(server.url, body, copies))
+            record(step, body, copies, post_at_once(server.url, path, body, copies))
     finally:
         server.stop()
 

@@ -79,6 +79,11 @@ class ErrorCode(StrEnum):
     ALARM_NOT_FOUND = "alarm_not_found", 404, "no alarm episode with that id"
     ASSET_NOT_FOUND = "asset_not_found", 404, "no asset of that name has been seen (or it was evicted)"
     NO_SHADOW = "no_shadow", 409, "promoting the shadow version while none is loaded"
+    SHADOW_MISMATCH = (
+        "shadow_mismatch",
+        409,
+        "a shadow version whose sensors (names, order) are not the serving version's",
+    )
     # The Open Inference Protocol (V2, `/v2`): what its requests can get wrong that /v1's cannot.
     UNKNOWN_MODEL = "unknown_model", 404, "a V2 model name that is not served, or a version not serving"
     UNSUPPORTED_ENCODING = "unsupported_encoding", 415, "a Content-Encoding other than gzip or deflate"

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from factory_anomaly.app.config import Settings, get_settings
-from factory_anomaly.app.errors import ReloadFailed
+from factory_anomaly.app.errors import ReloadFailed, ServiceError
 from factory_anomaly.app.model.memory import limit_malloc_arenas, release_freed_memory
 from factory_anomaly.app.model.registry import ModelRegistry
 from factory_anomaly.app.observability.logs import configure_logging
@@ -60,18 +60,20 @@ def create_app(
         app.state.assets = assets = open_asset_book(settings)
         metrics.open_alarms.book = assets
         assets.on_close = metrics.episode_closed
-        app.state.shadow = shadow_scorer = ShadowScorer(settings, metrics)
+        app.state.shadow = shadow_scorer = ShadowScorer(settings, metrics, registry)
         app.state.service = ScoringService(settings, registry, pool, metrics, batcher, assets, shadow_scorer)
         log.info("starting", extra={"settings": settings.model_dump(mode="json")})
         try:
             await registry.load()
         except ReloadFailed as exc:  # already logged; /readyz reports it
             log.warning("serving without a model until a reload succeeds", extra={"code": exc.code})
-        if settings.shadow_version is not None:
+        if settings.shadow_version:  # unset or empty: none
             try:
                 await shadow_scorer.load(settings.shadow_version)
-            except ReloadFailed as exc:  # already logged; serving goes on without a shadow
-                log.warning("no shadow scoring until one is loaded", extra={"code": exc.code})
+            except ServiceError as exc:  # a bad name, or a failed load (logged): serving goes on without one
+                log.warning(
+                    "no shadow scoring until one is loaded", extra={"code": exc.code, "reason": exc.message}
+                )
         syncing = None
         if assets.journal is not None:  # alone on the journal too: the rounds write the held state
             syncing = asyncio.create_task(sync_journal(assets, settings.journal_sync_s))

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 from fastapi import FastAPI
 
+from factory_anomaly.app.model import Assessment
 from factory_anomaly.app.serving.shadow import LOWEST_PRIORITY
 from factory_anomaly.artifact import Manifest, read_manifest, write_manifest
 from tests.app.conftest import (
@@ -156,14 +157,64 @@ async def test_admin_calls_load_unload_and_promote(shadow_store: Path, manifest:
         assert (await client.get("/v1/admin/shadow", headers=ADMIN)).json()["version"] is None
 
 
+@pytest.mark.parametrize(
+    "version", ["20990101T000000Z-0", "../escape", ""], ids=["missing", "bad-name", "empty"]
+)
 async def test_a_shadow_that_cannot_load_leaves_serving_alone(
-    shadow_store: Path, readings: np.ndarray
+    shadow_store: Path, readings: np.ndarray, version: str
 ) -> None:
-    async with running(settings_for(shadow_store, shadow_version="20990101T000000Z-0")) as app:
+    async with running(settings_for(shadow_store, shadow_version=version)) as app:
         assert app.state.shadow.model is None
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
             assert (await client.get("/readyz")).status_code == 200
         assert (await post_batch(app, readings[:4])).status_code == 200
+
+
+async def test_a_shadow_with_other_sensors_is_refused(shadow_store: Path, manifest: Manifest) -> None:
+    """Its runs would fail, or compare other sensors: 409 `shadow_mismatch`, the shadow unchanged."""
+    model_dir = shadow_store / MODEL_NAME
+    other = publish_copy(model_dir, manifest.version, "20991231T000002Z-000other")
+    renamed = read_manifest(other)
+    write_manifest(replace(renamed, sensor_names=tuple(reversed(renamed.sensor_names))), other)
+    async with serving(settings_for(shadow_store, admin_token=ADMIN_TOKEN)) as client:
+        refused = await client.post("/v1/admin/shadow", headers=ADMIN, json={"version": other.name})
+        status = (await client.get("/v1/admin/shadow", headers=ADMIN)).json()
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "shadow_mismatch"
+    assert status["version"] is None
+
+
+async def test_every_scoring_path_is_shadowed(shadow_store: Path, readings: np.ndarray) -> None:
+    """/v1/score micro-batched, /v1/score/batch and V2 infer each hand their readings to the shadow."""
+    settings = settings_for(shadow_store, shadow_version=SHADOW, microbatch_max_batch=4)
+    v2 = {"inputs": [{"name": "readings", "datatype": "FP32", "shape": [3, readings.shape[1]],
+                      "data": readings[:3].ravel().tolist()}]}  # fmt: skip
+    async with running(settings) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
+            single = await client.post("/v1/score", json={"values": readings[0].tolist()})
+            infer = await client.post(f"/v2/models/{MODEL_NAME}/infer", json=v2)
+        batch = await post_batch(app, readings[:5])
+        assert app.state.shadow.wait_idle(10)
+        status = app.state.shadow.status()
+    assert single.status_code == infer.status_code == batch.status_code == 200
+    assert status["readings"] == 1 + 3 + 5
+
+
+async def test_work_queued_for_an_unloaded_shadow_is_skipped(
+    shadow_store: Path, readings: np.ndarray
+) -> None:
+    async with running(settings_for(shadow_store, shadow_version=SHADOW)) as app:
+        shadow = app.state.shadow
+        decisions = Assessment(np.ones(8, np.float32), np.zeros(8, bool), {})
+        with shadow._ready:  # the worker held back while readings queue; then the shadow goes
+            for _ in range(3):
+                shadow.offer(readings[:8], decisions)
+            queued = shadow._queued_rows
+            shadow.unload()
+        assert shadow.wait_idle(10)
+        status = shadow.status()
+    assert queued == 24
+    assert status["version"] is None and status["readings"] == 0 and status["pending"] == 0
+    assert status["dropped"] == {"queue_full": 0, "failed": 0}
 
 
 async def test_the_shadow_thread_runs_at_the_lowest_priority(shadow_store: Path) -> None:

@@ -51,6 +51,8 @@ def test_a_short_load_run_measures_ours_lean_and_the_plant_configuration(tmp_pat
     assert "single JSON, ours (as a plant runs it) >= 1.0x lean req/s at 1 connection(s)" in targets
     assert any(name.startswith("RSS after warm-up <= lean's + 15 MiB") for name in targets)
     assert "ours/lean" in done.stdout and "lean /score JSON x1" in done.stdout
+    header, rule, *rows = done.stdout.split("\n\n")[0].strip().splitlines()[-len(results["runs"]) - 2 :]
+    assert all(row.count("|") == header.count("|") for row in rows)  # every row fills every column
     # what the figures ran on (issue 17 §4): the provider asked for, and the one ours reports using
     accelerator = results["accelerator"]
     assert accelerator["provider"] == "cpu" and accelerator["onnxruntime_build"] in ("CPU", "GPU")

@@ -17,6 +17,7 @@ def test_a_short_run_reads_the_peak_of_every_step(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = json.loads(out.read_text())["steps"]
-    assert [step["statuses"] for step in steps] == [[], [200], [413], [413, 413], [200] * 4]
+    statuses = [[], [200], [413], [413, 413], [200] * 4, [413], [413, 413], [413], [413, 413]]
+    assert [step["statuses"] for step in steps] == statuses
     assert all(step["peak_mib"] >= step["rss_mib"] > 0 for step in steps)
     assert steps[2]["body_mib"] < 12 and "peak MiB" in done.stdout

@@ -114,10 +114,8 @@ def test_crd_kinds_have_what_their_operators_require() -> None:
     (served,) = predictor["containers"]
     assert served["name"] == "kserve-container"  # the name KServe gives a custom predictor's container
     assert [port["containerPort"] for port in served["ports"]] == [PORT]
-    assert {
-        served["readinessProbe"]["httpGet"]["path"],
-        served["livenessProbe"]["httpGet"]["path"],
-    } <= app_paths()
+    probes = [served[name]["httpGet"]["path"] for name in ("startupProbe", "livenessProbe", "readinessProbe")]
+    assert set(probes) <= app_paths()  # a startup probe too: the model loads before uvicorn answers
     assert served["readinessProbe"]["httpGet"]["path"].startswith("/v2/")
     assert predictor["maxReplicas"] == 1  # alarms need an asset's readings in one process (no router here)
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"

@@ -201,12 +201,14 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
     header_length = request.headers.get(HEADER_LENGTH_HEADER)
     parsed: list[InferRequest] = []
 
-    def parse() -> Readings:  # on the inference pool, as /v1's parsing is
+    def parse() -> Readings:  # on the inference pool unless the body is small (as /v1's parsing)
         plain = decode_content(body, encoding, settings.max_body_bytes)
         parsed.append(parse_infer(plain, header_length, model.sensor_names, settings.max_batch))
         return parsed[0].readings
 
-    scored = await service.score_parsed(model, parse, len(body), asset_headers(request), V2_INFER_ROUTE)
+    # a compressed body is never small: a few KiB of gzip can inflate to MAX_BODY_BYTES
+    size = len(body) if encoding is None else settings.max_body_bytes
+    scored = await service.score_parsed(model, parse, size, asset_headers(request), V2_INFER_ROUTE)
     payload, json_length = infer_answer(model_name, model, parsed[0], scored, request_id_var.get())
     if json_length is None:
         return Response(payload, media_type=JSON)

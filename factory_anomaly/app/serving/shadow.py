@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from factory_anomaly.app.config import Settings
-from factory_anomaly.app.errors import ReloadFailed
+from factory_anomaly.app.errors import ErrorCode, ReloadFailed
 from factory_anomaly.app.model import Assessment, LoadedModel
-from factory_anomaly.app.model.registry import check_version_name, load_version
+from factory_anomaly.app.model.registry import ModelRegistry, check_version_name, load_version
 from factory_anomaly.app.observability.metrics import AGREEMENTS, SHADOW_DROPS, Metrics
 from factory_anomaly.artifact import ArtifactError, iso_utc
 
@@ -63,9 +63,13 @@ class _Work:
 
 
 class ShadowScorer:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, registry: ModelRegistry) -> None:
+        # the shadow's session runs on its own thread only: onnxruntime's intra-op pool threads would run
+        # at normal priority
         self._settings = settings
+        self._load_settings = settings.model_copy(update={"intra_op_threads": 1})
         self._metrics = metrics
+        self._registry = registry
         self._model: LoadedModel | None = None
         self._loaded_at: str | None = None
         self._generation = 0
@@ -88,12 +92,20 @@ class ShadowScorer:
         check_version_name(version)
         async with self._load_lock:
             try:
-                model = await asyncio.to_thread(load_version, self._settings, version)
+                model = await asyncio.to_thread(load_version, self._load_settings, version)
             except ArtifactError as exc:
                 log.error(
                     "shadow load failed", extra={"code": exc.code, "reason": exc.message, "version": version}
                 )
                 raise ReloadFailed(f"{exc.message} (the shadow is unchanged)", code=exc.code) from exc
+            serving = self._registry.model
+            if serving is not None and model.sensor_names != serving.sensor_names:
+                # its runs would fail, or compare different sensors: refused, not counted as failures
+                raise ReloadFailed(
+                    f"version {version} reads {len(model.sensor_names)} sensors that are not the serving "
+                    f"version's {len(serving.sensor_names)} in the same order (the shadow is unchanged)",
+                    code=ErrorCode.SHADOW_MISMATCH,
+                )
             with self._ready:
                 self._model, self._generation = model, self._generation + 1
                 self._loaded_at = iso_utc(datetime.now(UTC))
@@ -198,7 +210,10 @@ class ShadowScorer:
                 model = self._model if work.generation == self._generation else None
                 self._busy = model is not None
             if model is not None:
-                self._score(model, work)
+                try:
+                    self._score(model, work)
+                except Exception:  # a bug here must not end the thread: every later reading would queue
+                    log.exception("shadow bookkeeping failed", extra={"model_version": model.version})
 
     def _score(self, model: LoadedModel, work: _Work) -> None:
         try:
@@ -206,8 +221,9 @@ class ShadowScorer:
         except Exception:  # a bug or a broken graph: counted and logged, the answers never see it
             log.exception("shadow scoring failed", extra={"model_version": model.version})
             with self._ready:
-                if work.generation == self._generation:
-                    self._counts.dropped["failed"] += len(work.x)
+                if work.generation != self._generation:  # unloaded or replaced meanwhile: not its failure
+                    return
+                self._counts.dropped["failed"] += len(work.x)
             self._metrics.shadow_dropped_readings("failed", len(work.x))
             return
         serving, flagged = work.serving_flags, shadow.is_anomaly

@@ -2,7 +2,9 @@
 infer request's bytes -> the readings and what to answer with, and the answer's bytes.
 
 Plants that run Triton, KServe or Seldon already have clients that speak V2 (`tritonclient`, KServe's
-REST client, `mlserver infer`); this lets them score against the service unchanged.
+REST client, MLServer's codecs); this lets them score against the service. Parameters the service does
+not act on are refused rather than ignored (tritonclient's `priority`, `timeout`, `sequence_id`), except
+MLServer's `content_type` "np", which says what a plain tensor is.
 
 Request: JSON `{"id", "parameters", "inputs": [readings], "outputs": [...]}`, where `readings` is
 `{"name": "readings", "datatype": "FP32", "shape": [N, n_sensors], "data": [...]}` with `data` flat or
@@ -47,7 +49,6 @@ from factory_anomaly.app.wire.parse import (
     NonFinite,
     Readings,
     check_rows,
-    decode_json,
     kind_of,
     parse_batch_binary,
     parse_int,
@@ -69,11 +70,13 @@ ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """Content-Encoding -> zlib's window bits: gzip's framing, and HTTP's "deflate", which is the zlib format
 (`tritonclient` compresses with `zlib.compress`)."""
 
+_LONGEST_LENGTH_DIGITS = 19  # int() refuses strings over 4 300 digits; no body is longer than 10**19 bytes
 _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 _INPUT_FIELDS = ("name", "shape", "datatype", "parameters", "data")
 _OUTPUT_FIELDS = ("name", "parameters")
 _REQUEST_PARAMETERS: dict[str, type] = {"binary_data_output": bool}
-_INPUT_PARAMETERS: dict[str, type] = {"binary_data_size": int}
+_INPUT_PARAMETERS: dict[str, type] = {"binary_data_size": int, "content_type": str}
+_CONTENT_TYPES = ("np",)  # MLServer's NumPy codec marks a tensor "np": a plain array, as read here
 _OUTPUT_PARAMETERS: dict[str, type] = {"binary_data": bool}
 
 
@@ -137,7 +140,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     text = header_length.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > len(body):
+    if not (text.isascii() and text.isdigit()) or len(text) > _LONGEST_LENGTH_DIGITS or int(text) > len(body):
         raise MalformedRequest(
             f"Inference-Header-Content-Length {header_length[:40]!r} is not a byte count within the "
             f"{len(body)}-byte body",
@@ -195,7 +198,7 @@ def _full_document(header: bytes) -> tuple[Any, str | None]:
     """The JSON through the standard library, naming what the fast reading could not decide: a field
     given twice, NaN / Infinity tokens (as `NonFinite`, named with their element), a value beyond
     float64. orjson's complaint is kept for `refuse_unless_valid` (as `wire.parse.decode_json` does)."""
-    _, syntax_error = decode_json(header)  # raises when neither parser can read it
+    syntax_error = _orjson_complaint(header)
     try:
         doc = json.loads(
             bytes(header).decode("utf-8"),
@@ -204,10 +207,18 @@ def _full_document(header: bytes) -> tuple[Any, str | None]:
             parse_int=parse_int,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, InvalidInput):
-            raise
         raise MalformedRequest(f"the body is not valid JSON: {syntax_error or exc}") from None
     return doc, syntax_error
+
+
+def _orjson_complaint(header: bytes) -> str | None:
+    """What orjson says of the JSON (None: it reads it), its document let go at once: the full reading
+    must not hold two copies of a large body's numbers."""
+    try:
+        orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        return str(exc)
+    return None
 
 
 def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -297,9 +308,14 @@ def _readings(given: Any, binary: bytes, sensor_names: Sequence[str], max_batch:
     n = len(sensor_names)
     rows = _shape(tensor.get("shape"), n)
     check_rows(rows, max_batch)
-    size = _parameters(tensor.get("parameters"), _INPUT_PARAMETERS, f"{INPUT_NAME}.parameters").get(
-        "binary_data_size"
-    )
+    parameters = _parameters(tensor.get("parameters"), _INPUT_PARAMETERS, f"{INPUT_NAME}.parameters")
+    if parameters.get("content_type", "np") not in _CONTENT_TYPES:
+        raise InvalidInput(
+            f"{INPUT_NAME}.parameters.content_type is {shown(parameters['content_type'])}; readings are a "
+            "plain tensor ('np')",
+            code=ErrorCode.INVALID_PARAMETER,
+        )
+    size = parameters.get("binary_data_size")
     if size is None:
         if binary:
             raise InvalidInput(
@@ -406,7 +422,7 @@ def _outputs(given: Any, binary_default: bool) -> tuple[tuple[str, bool], ...]:
     for i, item in enumerate(given):
         output = _fields(item, _OUTPUT_FIELDS, f"outputs[{i}]")
         name = output.get("name")
-        if name not in OUTPUT_DATATYPES:
+        if type(name) is not str or name not in OUTPUT_DATATYPES:
             raise InvalidInput(
                 f"outputs[{i}] is {kind_of(name)}; the model's outputs are {', '.join(OUTPUT_DATATYPES)}",
                 code=ErrorCode.UNKNOWN_TENSOR,

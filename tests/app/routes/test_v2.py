@@ -20,7 +20,16 @@ from tritonclient.utils import InferenceServerException
 
 from factory_anomaly.app.wire import v2 as wire_v2
 from factory_anomaly.artifact import Manifest
-from tests.app.conftest import API_KEY, AUTH, MODEL_NAME, LiveServer, anomalous, serving, settings_for
+from tests.app.conftest import (
+    API_KEY,
+    AUTH,
+    MODEL_NAME,
+    LiveServer,
+    anomalous,
+    running,
+    serving,
+    settings_for,
+)
 
 N = 40  # sensors of the small model
 
@@ -394,6 +403,66 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str, str]] = [
         "neither data",
     ),
     (
+        "output-name-list",
+        raw_data(f"[{ROW}]", [1, N]).replace(b'{"inputs"', b'{"outputs": [{"name": ["score"]}], "inputs"'),
+        {},
+        422,
+        "unknown_tensor",
+        "a list",
+    ),
+    (
+        "parameters-not-object",
+        raw_data(f"[{ROW}]", [1, N]).replace(b'{"inputs"', b'{"parameters": [1], "inputs"'),
+        {},
+        422,
+        "invalid_parameter",
+        "must be an object",
+    ),
+    (
+        "binary-size-boolean",
+        b'{"inputs": [{"name": "readings", "datatype": "FP32", "shape": [1, 40], '
+        b'"parameters": {"binary_data_size": true}}]}',
+        {},
+        422,
+        "invalid_parameter",
+        "non-negative integer",
+    ),
+    (
+        "binary-size-negative",
+        b'{"inputs": [{"name": "readings", "datatype": "FP32", "shape": [1, 40], '
+        b'"parameters": {"binary_data_size": -4}}]}',
+        {},
+        422,
+        "invalid_parameter",
+        "non-negative integer",
+    ),
+    (
+        "shape-booleans",
+        raw_data(f"[{ROW}]", [1, N]).replace(b"[1, 40]", b"[true, 40]"),
+        {},
+        422,
+        "invalid_shape",
+        "[True, 40]",
+    ),  # fmt: skip
+    (
+        "content-type-pandas",
+        raw_data(f"[{ROW}]", [1, N]).replace(
+            b'"datatype": "FP32"', b'"datatype": "FP32", "parameters": {"content_type": "pd"}'
+        ),
+        {},
+        422,
+        "invalid_parameter",
+        "'pd'",
+    ),
+    (
+        "header-length-huge",
+        b"{}",
+        {"Inference-Header-Content-Length": "9" * 5000},
+        400,
+        "invalid_header_length",
+        "is not a byte count",
+    ),  # fmt: skip
+    (
         "header-length-text",
         b"{}",
         {"Inference-Header-Content-Length": "ten"},
@@ -542,6 +611,40 @@ async def test_json_forms_agree(store: Path) -> None:
     binary_scores = np.frombuffer(raw.content[header_bytes : header_bytes + score_bytes], dtype="<f4")
     assert binary_scores.tolist() == scores
     assert huge.status_code == 200 and huge.json()["outputs"][0]["shape"] == [1]
+
+
+@pytest.mark.anyio
+async def test_mlserver_s_numpy_content_type_is_a_plain_tensor(store: Path) -> None:
+    """MLServer's NumPy codec marks each input `"content_type": "np"`: accepted, read as any input."""
+    x = np.round(random_rows(2, seed=9), 2)
+    marked = request_json(x)
+    marked["inputs"][0]["parameters"] = {"content_type": "np"}
+    async with serving(settings_for(store)) as client:
+        plain = (await client.post(INFER, json=request_json(x))).json()
+        answer = await client.post(INFER, json=marked)
+    assert answer.status_code == 200 and answer.json()["outputs"] == plain["outputs"]
+
+
+@pytest.mark.anyio
+async def test_a_compressed_body_is_never_parsed_on_the_event_loop(store: Path) -> None:
+    """A few KiB of gzip may inflate to MAX_BODY_BYTES: however small it arrives, it goes to the pool."""
+    body = json.dumps(request_json(random_rows(1))).encode()
+    calls: list[bool] = []
+    async with running(settings_for(store)) as app:
+        pool_run = app.state.pool.run
+
+        async def spy(fn: Any, *, inline: bool = False) -> Any:
+            calls.append(inline)
+            return await pool_run(fn, inline=inline)
+
+        app.state.pool.run = spy
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
+            plain = await client.post(INFER, content=body)
+            packed = await client.post(
+                INFER, content=gzip.compress(body), headers={"Content-Encoding": "gzip"}
+            )
+    assert plain.status_code == packed.status_code == 200
+    assert calls == [True, False]  # the plain small body inline, the compressed one on the pool
 
 
 def test_decode_content_inflates_deflate_within_the_limit() -> None:
