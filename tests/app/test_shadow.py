@@ -5,6 +5,7 @@ shadow's thread runs at the lowest CPU priority."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -218,9 +219,13 @@ async def test_work_queued_for_an_unloaded_shadow_is_skipped(
 
 
 async def test_the_shadow_thread_runs_at_the_lowest_priority(shadow_store: Path) -> None:
+    """SCHED_IDLE: it runs only when no other thread wants the CPU (and nice 19 besides)."""
     async with running(settings_for(shadow_store, shadow_version=SHADOW)) as app:
         assert app.state.shadow.model is not None
         (thread,) = [t for t in threading.enumerate() if t.name == "shadow-scorer"]
+        policy = os.sched_getscheduler(thread.native_id)
         stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
         nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat: nice
-    assert nice == LOWEST_PRIORITY
+        serving_policy = os.sched_getscheduler(threading.get_native_id())
+    assert policy == os.SCHED_IDLE and nice == LOWEST_PRIORITY
+    assert serving_policy == os.SCHED_OTHER  # the rest of the process as it was

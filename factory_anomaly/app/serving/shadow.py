@@ -2,10 +2,12 @@
 so that ops see how often it would decide differently before they promote it.
 
 The serving path hands each request's readings and decisions over (`offer`: a lock and a queue append,
-nothing more). One thread of the scorer's own, at the lowest CPU priority, scores them with the shadow
-version and counts the agreement. The queue is bounded in readings (SHADOW_QUEUE_ROWS): what does not
-fit is dropped and counted, never waited for. A shadow run that fails counts its readings as dropped
-(`failed`) and is logged. No answer ever depends on the shadow.
+nothing more, not even a wake-up). One thread of the scorer's own, at the lowest CPU priority, wakes
+every SHADOW_INTERVAL_S, scores what gathered in one run of the shadow version and counts the agreement.
+Few large runs, not one per request: the shadow's Python work holds the GIL the serving threads need,
+and its graph costs less per reading in a batch (docs/benchmarks.md, "Issue 18"). The queue is bounded
+in readings (SHADOW_QUEUE_ROWS): what does not fit is dropped and counted, never waited for. A shadow run
+that fails counts its readings as dropped (`failed`) and is logged. No answer ever depends on the shadow.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from factory_anomaly.artifact import ArtifactError, iso_utc
 log = logging.getLogger("app.shadow")
 
 LOWEST_PRIORITY = 19  # nice: the shadow thread runs on CPU time the serving threads leave
+SHADOW_BATCH_ROWS = 256  # readings per shadow run at most (the queued requests' readings, concatenated)
+SHADOW_INTERVAL_S = 0.05  # the thread wakes this often, not per request: fewer, larger runs
 
 
 @dataclass
@@ -111,6 +115,7 @@ class ShadowScorer:
                 self._loaded_at = iso_utc(datetime.now(UTC))
                 self._counts = ShadowCounts()
                 self._start()
+                self._ready.notify_all()
         self._metrics.shadow_loaded(model.version)
         log.info("shadow loaded", extra={"model_version": model.version, "load_seconds": model.load_seconds})
         return model
@@ -142,9 +147,8 @@ class ShadowScorer:
                 dropped = True
             else:
                 work = _Work(self._generation, x, assessment.scores, assessment.is_anomaly)
-                self._queue.append(work)
+                self._queue.append(work)  # no wake-up: the thread takes what gathered every interval
                 self._queued_rows += rows
-                self._ready.notify()
                 dropped = False
         if dropped:
             self._metrics.shadow_dropped_readings("queue_full", rows)
@@ -193,27 +197,49 @@ class ShadowScorer:
             self._thread.start()
 
     def _run(self) -> None:
-        try:  # Linux: a thread has its own nice value (the tid is its process id for setpriority)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
-        except (AttributeError, OSError):  # elsewhere, or not permitted: it still runs, at normal priority
-            log.warning("the shadow thread runs at normal CPU priority")
+        lower_priority()
         while True:
             with self._ready:
                 self._busy = False
                 self._ready.notify_all()
-                while not self._queue and not self._closed:
-                    self._ready.wait()
+                if self._model is None and not self._closed:
+                    self._ready.wait()  # no shadow: nothing to do until one is loaded
+                elif self._queued_rows < SHADOW_BATCH_ROWS and not self._closed:
+                    self._ready.wait(SHADOW_INTERVAL_S)  # readings gather into one run meanwhile
                 if self._closed:
                     return
-                work = self._queue.popleft()
-                self._queued_rows -= len(work.x)
-                model = self._model if work.generation == self._generation else None
+                batch = self._take(SHADOW_BATCH_ROWS)
+                model = self._model if batch is not None else None
                 self._busy = model is not None
-            if model is not None:
+            if model is not None and batch is not None:
                 try:
-                    self._score(model, work)
+                    self._score(model, batch)
                 except Exception:  # a bug here must not end the thread: every later reading would queue
                     log.exception("shadow bookkeeping failed", extra={"model_version": model.version})
+
+    def _take(self, max_rows: int) -> _Work | None:
+        """The queued work of the current shadow as one batch of up to `max_rows` readings (at least one
+        request's), work for an unloaded shadow dropped; None when only such work was queued. Called with
+        the lock held. One run over many readings: the shadow's Python work per reading (which holds the
+        GIL the serving threads need) and its graph's cost per reading both shrink with the batch."""
+        taken: list[_Work] = []
+        rows = 0
+        while self._queue and (not taken or rows + len(self._queue[0].x) <= max_rows):
+            work = self._queue.popleft()
+            self._queued_rows -= len(work.x)
+            if work.generation == self._generation:
+                taken.append(work)
+                rows += len(work.x)
+        if not taken:
+            return None
+        if len(taken) == 1:
+            return taken[0]
+        return _Work(
+            self._generation,
+            np.concatenate([work.x for work in taken]),
+            np.concatenate([work.serving_scores for work in taken]),
+            np.concatenate([work.serving_flags for work in taken]),
+        )
 
     def _score(self, model: LoadedModel, work: _Work) -> None:
         try:
@@ -242,3 +268,15 @@ class ShadowScorer:
             for name, count in agreement.items():
                 self._counts.agreement[name] += count
         self._metrics.observe_shadow(agreement, ratios)
+
+
+def lower_priority() -> None:
+    """The calling thread's CPU priority to the lowest: Linux's SCHED_IDLE, under which it runs only when
+    no other thread wants the CPU and yields it at once when one wakes, and nice 19 for a system without
+    it. On Linux a thread has its own policy and nice value (its tid stands for a pid)."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, LOWEST_PRIORITY)
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # elsewhere, or not permitted: it still runs, as low as it could get
+        log.warning("the shadow thread could not be given the lowest CPU priority")
