@@ -110,7 +110,7 @@ def create_app(
     routers = [module.router for module in modules]
     for router in routers:
         app.include_router(router)
-    hot = hot_routes(route for router in routers for route in router.routes)
+    hot = hot_routes((route for router in routers for route in router.routes), settings.model_name)
     app.add_middleware(
         ServiceMiddleware, metrics=metrics, hot=hot, access_log_sample=settings.access_log_sample
     )

@@ -186,6 +186,12 @@ async def version_infer(request: Request, model_name: str, model_version: str) -
     return await _infer(request, model_name, model_version)
 
 
+async def infer_served(request: Request) -> Response:
+    """V2's infer of the served model, as `routes.hot` dispatches it: its path names the served model."""
+    service: ScoringService = request.app.state.service
+    return await _infer(request, service.settings.model_name, None)
+
+
 def _metadata(request: Request, model_name: str, model_version: str | None) -> V2ModelMetadata:
     model = _served(request, model_name, model_version)
     return V2ModelMetadata.model_validate(model_metadata(model_name, model))

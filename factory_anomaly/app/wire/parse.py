@@ -260,7 +260,7 @@ def _single_json_fast(body: bytes, n: int) -> Readings | None:
     return Readings(x.astype(np.float32).reshape(1, n), [ident], ts, asset)
 
 
-def parse_batch_binary(body: bytes, sensor_names: Sequence[str], max_batch: int) -> Readings:
+def parse_batch_binary(body: bytes | memoryview, sensor_names: Sequence[str], max_batch: int) -> Readings:
     """N x n little-endian float32, row-major -> N rows (ids all None)."""
     n = len(sensor_names)
     row_bytes = 4 * n

@@ -652,3 +652,22 @@ def test_decode_content_inflates_deflate_within_the_limit() -> None:
     assert wire_v2.decode_content(zlib.compress(text), "deflate", 1000) == text
     assert wire_v2.decode_content(gzip.compress(text), "gzip", 1000) == text
     assert wire_v2.decode_content(text, None, 10) == text  # not compressed: read_body bounded it already
+
+
+@pytest.mark.anyio
+async def test_infer_of_the_served_model_skips_the_router(store: Path) -> None:
+    """POST /v2/models/<served>/infer is dispatched straight to its endpoint (FastAPI's matching of the
+    templated path cost as much as the rest of a batch's request); any other model name goes the normal
+    way, and both answer as the router would."""
+    from factory_anomaly.app.observability.middleware import ServiceMiddleware
+
+    async with running(settings_for(store)) as app:
+        layer = app.build_middleware_stack()
+        while not isinstance(layer, ServiceMiddleware):
+            layer = layer.app
+        assert set(layer.hot) >= {("POST", INFER)}
+        assert layer.hot[("POST", INFER)].route.path_format == "/v2/models/{model_name}/infer"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
+            served = await client.post(INFER, json=request_json())
+            other = await client.post("/v2/models/other/infer", json=request_json())
+    assert served.status_code == 200 and other.status_code == 404
