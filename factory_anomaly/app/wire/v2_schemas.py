@@ -23,6 +23,9 @@ class V2InputParameters(_Strict):
         description="Triton's binary tensor extension: the input's bytes (N x n_sensors x 4, little-endian "
         "float32) follow the JSON, whose length the Inference-Header-Content-Length header gives.",
     )
+    content_type: Literal["np"] | None = Field(
+        None, description="MLServer's NumPy codec's mark: the tensor is a plain array, as read here."
+    )
 
 
 class V2Input(_Strict):

@@ -671,3 +671,19 @@ async def test_infer_of_the_served_model_skips_the_router(store: Path) -> None:
             served = await client.post(INFER, json=request_json())
             other = await client.post("/v2/models/other/infer", json=request_json())
     assert served.status_code == 200 and other.status_code == 404
+
+
+def test_the_parser_s_field_lists_are_the_documented_schema_s() -> None:
+    """wire.v2 reads the fields the OpenAPI document (wire.v2_schemas) describes, no more and no fewer."""
+    from typing import get_args
+
+    from factory_anomaly.app.wire import v2_schemas as schemas
+
+    assert tuple(schemas.V2InferRequest.model_fields) == wire_v2._REQUEST_FIELDS
+    assert set(wire_v2._INPUT_FIELDS) == set(schemas.V2Input.model_fields)
+    assert set(wire_v2._OUTPUT_FIELDS) == set(schemas.V2RequestedOutput.model_fields)
+    assert set(wire_v2._REQUEST_PARAMETERS) == set(schemas.V2RequestParameters.model_fields)
+    assert set(wire_v2._INPUT_PARAMETERS) == set(schemas.V2InputParameters.model_fields)
+    assert set(wire_v2._OUTPUT_PARAMETERS) == set(schemas.V2OutputParameters.model_fields)
+    requested = get_args(schemas.V2RequestedOutput.model_fields["name"].annotation)
+    assert requested == tuple(wire_v2.OUTPUT_DATATYPES)
