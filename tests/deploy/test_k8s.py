@@ -131,7 +131,9 @@ def test_the_prometheus_rule_is_the_tested_alert_rules() -> None:
     assert (K8S / "prometheusrule.yaml").read_text() == prometheus_rule_text()
     # Prometheus Operator names a ServiceMonitor's targets' job after the Service: the rules select on it
     assert 'job="anomaly-api"' in (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
-    assert find("Service", "anomaly-api")["metadata"]["name"] == "anomaly-api"
+    monitor = find("ServiceMonitor", "anomaly-api")["spec"]
+    assert "jobLabel" not in monitor  # a jobLabel would name the job after a label instead
+    assert matches(monitor["selector"]["matchLabels"], find("Service", "anomaly-api")["metadata"]["labels"])
 
 
 # --- agreement with the code --------------------------------------------------------------------------------

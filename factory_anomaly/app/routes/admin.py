@@ -76,11 +76,4 @@ async def requested_version(request: Request, timeout_s: float) -> str | None:
 async def reload(request: Request, registry: RegistryDep, settings: SettingsDep) -> ReloadResponse:
     version = await requested_version(request, settings.body_timeout_s)
     swap = await registry.load(version)
-    model = swap.model
-    return ReloadResponse(
-        name=model.manifest.name,
-        version=model.version,
-        previous_version=swap.previous_version,
-        provider=model.provider,
-        load_seconds=model.load_seconds,
-    )
+    return ReloadResponse.of(swap)

@@ -91,11 +91,4 @@ async def promote_shadow(request: Request, registry: RegistryDep) -> ReloadRespo
     swap = await registry.load(candidate.version)
     if shadow.model is candidate:  # not replaced meanwhile
         shadow.unload()
-    model = swap.model
-    return ReloadResponse(
-        name=model.manifest.name,
-        version=model.version,
-        previous_version=swap.previous_version,
-        provider=model.provider,
-        load_seconds=model.load_seconds,
-    )
+    return ReloadResponse.of(swap)

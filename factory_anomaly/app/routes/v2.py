@@ -10,6 +10,7 @@ routes take the API key, as /v1's do.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -89,7 +90,9 @@ _INFER_ANSWERS = {
 }
 
 
+@cache
 def _server_version() -> str:
+    """The installed package's version, read once (the package metadata does not change while serving)."""
     try:
         return version("factory-anomaly")
     except PackageNotFoundError:  # run from a checkout that was never installed

@@ -361,6 +361,13 @@ class ReloadResponse(BaseModel):
     provider: str
     load_seconds: float
 
+    @classmethod
+    def of(cls, swap: Any) -> ReloadResponse:
+        """What a swap (`ModelRegistry.load`'s `Swap`) answers: the version now serving and the one before."""
+        model = swap.model
+        return cls(name=model.manifest.name, version=model.version, previous_version=swap.previous_version,
+                   provider=model.provider, load_seconds=model.load_seconds)  # fmt: skip
+
 
 class ShadowAgreement(BaseModel):
     both: int = Field(description="Readings both versions flagged.")
